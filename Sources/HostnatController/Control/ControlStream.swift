@@ -1,0 +1,74 @@
+import GRPCCore
+import HostnatProto
+
+/// The life of one control stream, shared by the agent and edge services: the first message
+/// must be a hello; then the outbox (pushes, grants, heartbeats) is written while inbound
+/// messages are handled, until either side ends or the registry shuts down.
+struct ControlStream<Inbound: Sendable, Outbound: Sendable> {
+  let registry: SessionRegistry<Outbound>
+  let heartbeatInterval: Duration
+  let nowMs: @Sendable () -> Int64
+  /// Extracts the hello from a message, nil when it is something else.
+  let hello: @Sendable (Inbound) -> Hostnat_V1_Hello?
+  /// Builds a heartbeat message.
+  let heartbeat: @Sendable (Int64) -> Outbound
+  /// Called once the session is registered: sends the current snapshot.
+  let opened: @Sendable (Hostnat_V1_Hello) async throws -> Void
+  /// Handles every message after the hello.
+  let received: @Sendable (String, Inbound) async throws -> Void
+
+  func run(request: RPCAsyncSequence<Inbound, any Error>, response: RPCWriter<Outbound>) async throws {
+    let (outbox, outboxContinuation) = AsyncStream<Outbound>.makeStream(bufferingPolicy: .unbounded)
+    let registry = self.registry
+
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask {
+        for await message in outbox {
+          try await response.write(message)
+        }
+      }
+      group.addTask { [self] in
+        var session: (hostID: String, id: UInt64)?
+        defer {
+          if let session { registry.close(hostID: session.hostID, session: session.id) }
+          outboxContinuation.finish()
+        }
+        for try await message in request {
+          if let session {
+            try await received(session.hostID, message)
+            continue
+          }
+          guard let hello = hello(message) else {
+            throw RPCError(code: .invalidArgument, message: "the first message on a control stream must be hello")
+          }
+          guard !hello.hostID.isEmpty else {
+            throw RPCError(code: .invalidArgument, message: "hello.hostId: must not be empty")
+          }
+          guard
+            let id = registry.open(
+              hostID: hello.hostID, bootID: hello.bootID, appliedVersion: hello.appliedVersion,
+              underlay: hello.underlayAddress, nowMs: nowMs(), outbox: outboxContinuation)
+          else {
+            throw RPCError(code: .unavailable, message: "the controller is shutting down")
+          }
+          session = (hello.hostID, id)
+          try await opened(hello)
+        }
+      }
+      group.addTask { [heartbeatInterval, nowMs, heartbeat] in
+        while true {
+          try await Task.sleep(for: heartbeatInterval)
+          outboxContinuation.yield(heartbeat(nowMs()))
+        }
+      }
+      // Whichever ends first ends the stream: the host hung up, the registry closed the outbox
+      // (a newer stream of the same host, or shutdown), or an error.
+      defer { group.cancelAll() }
+      do {
+        try await group.next()
+      } catch is CancellationError {
+        return
+      }
+    }
+  }
+}

@@ -1,0 +1,170 @@
+/// The Cloud Router side of Cloud NAT: holds the intent and decides, for every VM NIC a gateway
+/// translates, which NAT IP and port blocks it gets.
+///
+/// Allocations are stable: a change touches only the NICs it is about. Adding, removing or
+/// changing a VM, adding or removing NAT IPs, draining, or changing port settings never moves
+/// another NIC's ports; a NIC whose ports must change keeps what it can (it gains or loses blocks
+/// at the end of its list). Every accepted change is validated first and leaves the planner
+/// untouched when refused. The planner is deterministic: the same sequence of calls gives the
+/// same allocations.
+///
+/// Ports are handed out in aligned power-of-two blocks (see `NatPorts`). A NIC's blocks prefer the
+/// NAT IP it already uses; new NICs fill NAT IPs in pool order. Blocks leaving a NIC are
+/// quarantined, not freed: the controller calls `releaseQuarantined` once the old owner can no
+/// longer use them (its host acknowledged, or its lease expired).
+///
+/// The unit of allocation is a NIC as served by one gateway: its primary IP and alias ranges
+/// share the ports. When the pool is too small, NICs wait in arrival order and are served as soon
+/// as ports come free (released quarantine, more NAT IPs); gateway status lists them.
+///
+/// Draining a NAT IP keeps every block on it with its NIC, reported as drain ranges, and gives
+/// the NIC replacement blocks on active IPs. Undraining makes the old blocks active again and
+/// gives back the most recent surplus (normally the replacements); removing a drained IP from the
+/// gateway quarantines its blocks.
+///
+/// A value type: the controller owns one and serialises access to it.
+public struct NatPlanner: Sendable {
+  var config = CompiledConfig()
+  var records: [InstanceRecord] = []
+  var freeRecords: [Int32] = []
+  var recordIDs: [String: Int32] = [:]
+  var nextArrival: Int64 = 0
+  var addresses = AddressIndex()
+  var units: [Unit] = []
+  var freeUnits: [Int32] = []
+  var slots: [NatIPSlot] = []
+  var freeSlots: [Int32] = []
+  var slotByAddress: [UInt32: Int32] = [:]
+  var gateways: [GatewayState] = []
+  var quarantineEntries: [UInt64: QuarantineEntry] = [:]
+  var nextQuarantineID: UInt64 = 1
+  var nextPendingSeq: Int64 = 0
+  /// Increases with every accepted mutating call; quarantined blocks record it.
+  public internal(set) var epoch: UInt64 = 0
+  // Collected during one change for its summary.
+  var changed: [String] = []
+  var newlyQuarantined: [UInt64] = []
+
+  /// An empty planner: no topology, no instances.
+  public init() {}
+
+  /// Plans `intent` from scratch, or on top of `previous` allocations (kept wherever the intent
+  /// still allows, exactly as if the changes had been applied to the planner that took them).
+  public init(intent: NatIntent, restoring previous: NatPlannerSnapshot? = nil) throws(PlannerValidationError) {
+    if let previous { self = try NatPlanner(snapshot: previous) }
+    try apply(intent)
+  }
+
+  /// The current intent, instances in arrival order.
+  public var intent: NatIntent {
+    var result = config.intent
+    result.instances = records.filter(\.live).sorted { $0.arrival < $1.arrival }.map(\.spec)
+    return result
+  }
+
+  public var instanceCount: Int { recordIDs.count }
+}
+
+/// A change the controller applies to the planner; see `NatPlanner.apply(_:)`.
+public enum NatChange: Hashable, Sendable {
+  case upsertInstance(Instance)
+  case removeInstance(String)
+  case upsertNetwork(Network)
+  case removeNetwork(String)
+  case upsertSubnetwork(Subnetwork)
+  case removeSubnetwork(String)
+  case upsertRouter(Router)
+  case removeRouter(String)
+  case upsertNatGateway(NatGateway)
+  case removeNatGateway(String)
+  case setAutoNatIpPool(AutoNatIpPool)
+}
+
+// MARK: - Internal state
+
+struct PortBlock: Hashable, Sendable {
+  var slot: Int32
+  var offset: UInt16
+  var level: UInt8
+  var size: Int { 1 << Int(level) }
+}
+
+/// One NAT IP the planner knows: in a gateway's pool, or ownerless while quarantined blocks on it
+/// wait for release.
+struct NatIPSlot: Sendable {
+  var address: UInt32
+  var space = PortSpace()
+  var owner: Int32 = -1
+  var poolIndex: Int32 = -1
+  var drained = false
+  var auto = false
+  var usedBlocks: Int32 = 0
+  var quarantinedBlocks: Int32 = 0
+  var live = true
+
+  init(address: UInt32) { self.address = address }
+}
+
+/// The allocation unit: one NIC of one instance as served by one gateway.
+struct Unit: Sendable {
+  var instance: Int32
+  var nic: Int32
+  var gateway: Int32
+  var blocks: SmallArray<PortBlock> = []
+  /// Ports the unit should hold on active NAT IPs.
+  var target: Int32
+  /// Position in the gateway's waiting queue, -1 when not waiting.
+  var pendingSeq: Int64 = -1
+  var live = true
+}
+
+/// Kept in a flat array indexed by instance id (not optional: reading through an Optional
+/// element copies the whole record); `live` is false for a freed id.
+struct InstanceRecord: Sendable {
+  var spec: Instance
+  var arrival: Int64
+  var nics: CompiledNics
+  var units: SmallArray<Int32> = []
+  var changedEpoch: UInt64 = .max
+  var live = true
+
+  static let dead: InstanceRecord = {
+    var record = InstanceRecord(spec: Instance(name: "", host: "", networkInterfaces: []), arrival: -1, nics: [])
+    record.live = false
+    return record
+  }()
+}
+
+struct PendingEntry: Sendable {
+  var seq: Int64
+  var unit: Int32
+}
+
+struct GatewayState: Sendable {
+  var name: String
+  var auto: Bool
+  var region: String
+  /// nil for a gateway restored from a snapshot before the intent said what it is.
+  var policy: PortPolicy?
+  /// Slots in fill order.
+  var pool: [Int32] = []
+  /// Per block level: no pool position before this one has a free block of that level.
+  var hints: [Int32] = Array(repeating: 0, count: 16)
+  var pending: [PendingEntry] = []
+  var stalePending = 0
+
+  init(name: String, auto: Bool, region: String, policy: PortPolicy?) {
+    self.name = name
+    self.auto = auto
+    self.region = region
+    self.policy = policy
+  }
+}
+
+struct QuarantineEntry: Sendable {
+  var block: PortBlock
+  var nic: NicRef
+  var host: String
+  var epoch: UInt64
+  var reason: QuarantinedBlock.Reason
+}

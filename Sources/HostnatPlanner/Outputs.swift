@@ -1,0 +1,161 @@
+/// A NAT IP and an aligned block of its ports, written "203.0.113.5:1024-1087" as in gcloud's
+/// `natIpPortRanges`.
+public struct NatPortRange: Hashable, Comparable, Sendable, CustomStringConvertible {
+  public var natIp: PlannerIPv4Address
+  public var firstPort: Int
+  public var lastPort: Int
+
+  public init(natIp: PlannerIPv4Address, firstPort: Int, lastPort: Int) {
+    self.natIp = natIp
+    self.firstPort = firstPort
+    self.lastPort = lastPort
+  }
+
+  public var portCount: Int { lastPort - firstPort + 1 }
+  public var description: String { "\(natIp):\(firstPort)-\(lastPort)" }
+
+  public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.natIp, lhs.firstPort) < (rhs.natIp, rhs.firstPort) }
+}
+
+/// Names one allocation: a VM NIC as served by one gateway. A NIC usually has one; it has two
+/// when its primary range and a secondary range are translated by different gateways.
+public struct NicRef: Hashable, Sendable, CustomStringConvertible {
+  public var instance: String
+  public var nicIndex: Int
+  public var gateway: String
+
+  public init(instance: String, nicIndex: Int = 0, gateway: String) {
+    self.instance = instance
+    self.nicIndex = nicIndex
+    self.gateway = gateway
+  }
+
+  public var description: String { "\(instance)/nic\(nicIndex)@\(gateway)" }
+}
+
+/// What one VM NIC gets from one gateway: the unit of port allocation.
+///
+/// The NIC is the unit, as in Cloud NAT ("the per-VM number of ports is the number of ports
+/// available to all containers on that VM"): the primary IP and every alias range the gateway
+/// translates share these ports, and `natMappingInfo` lists the same ranges under each source.
+public struct NicNatAllocation: Hashable, Sendable {
+  public var nic: NicRef
+  public var host: String
+  /// The primary IP, when this gateway translates it (not when the NIC has an external IP).
+  public var sourceVirtualIp: String?
+  public var sourceAliasIpRanges: [String]
+  /// Ranges for new connections, sorted.
+  public var natIpPortRanges: [NatPortRange]
+  /// Ranges on drained NAT IPs: existing connections only.
+  public var drainNatIpPortRanges: [NatPortRange]
+  public var numTotalNatPorts: Int
+  public var numTotalDrainNatPorts: Int
+  /// True while the NIC waits for ports the pool cannot give (listed as left out).
+  public var waitingForNatPorts: Bool
+  /// Dynamic port allocation state; nil for static allocation.
+  public var dynamic: DynamicPortState?
+}
+
+/// Dynamic port allocation for one NIC: what a grant would add and a shrink would take.
+public struct DynamicPortState: Hashable, Sendable {
+  public var minPortsPerVm: Int
+  public var maxPortsPerVm: Int
+  /// Ports the NIC should hold now (a power of two between min and max).
+  public var targetPorts: Int
+  /// The block `grant` would add next; nil at the maximum or when no NAT IP has room.
+  public var nextGrant: NatPortRange?
+  /// The blocks one halving step of `reclaim` would take back.
+  public var nextReclaim: [NatPortRange]
+}
+
+/// gcloud's `get-nat-mapping-info` for one VM: one entry per translated source (primary IP or
+/// alias range) of each NIC.
+public struct VmNatMappingInfo: Hashable, Sendable {
+  public var instanceName: String
+  public var interfaceNatMappings: [InterfaceNatMapping]
+}
+
+/// One translated source of a NIC and the ports of the NIC it belongs to.
+public struct InterfaceNatMapping: Hashable, Sendable {
+  public var nicIndex: Int
+  public var gateway: String
+  /// Exactly one of `sourceVirtualIp` and `sourceAliasIpRange` is set.
+  public var sourceVirtualIp: String?
+  public var sourceAliasIpRange: String?
+  public var natIpPortRanges: [NatPortRange]
+  public var drainNatIpPortRanges: [NatPortRange]
+  public var numTotalNatPorts: Int
+  public var numTotalDrainNatPorts: Int
+}
+
+/// A gateway as the admin API shows it (Cloud Router `get-status` NAT status), plus the settings
+/// hosts need.
+public struct NatGatewayStatus: Hashable, Sendable {
+  public var name: String
+  public var autoAllocatedNatIps: [String]
+  public var userAllocatedNatIps: [String]
+  public var drainUserAllocatedNatIps: [String]
+  /// How many more NAT IPs would let every waiting NIC get its ports, counting the free blocks
+  /// already available and the alignment of block sizes (0 when nothing waits).
+  public var minExtraNatIpsNeeded: Int
+  /// NICs that have ports from this gateway (the API calls them VM endpoints).
+  public var numVmEndpointsWithNatMappings: Int
+  /// NICs left without any ports, in arrival order. (A NIC that holds some ports but waits
+  /// for more, e.g. after minPortsPerVm went up on a full pool, is not listed here but counts
+  /// towards `minExtraNatIpsNeeded`.)
+  public var vmNicsWithoutNat: [NicRef]
+  public var minPortsPerVm: Int
+  public var maxPortsPerVm: Int
+  public var enableDynamicPortAllocation: Bool
+  public var enableEndpointIndependentMapping: Bool
+  public var timeouts: NatTimeouts
+  public var logConfig: NatGateway.LogConfig
+}
+
+/// A block that left its owner and is not handed out again until the controller releases it
+/// (`releaseQuarantined`), typically once the old owner's host acknowledged the change or its
+/// lease expired. Until then it counts as owned, so no other NIC can receive it.
+public struct QuarantinedBlock: Hashable, Sendable {
+  public var id: UInt64
+  public var range: NatPortRange
+  /// The previous owner.
+  public var nic: NicRef
+  public var host: String
+  /// The planner epoch at which the block left its owner.
+  public var epoch: UInt64
+  public var reason: Reason
+
+  /// Why the block left its owner.
+  public enum Reason: String, Hashable, Sendable, CaseIterable, Codable {
+    case instanceRemoved
+    /// The NIC's ranges are no longer translated by this gateway (selection, subnet or NIC change).
+    case noLongerTranslated
+    case gatewayRemoved
+    case natIpRemoved
+    /// minPortsPerVm/maxPortsPerVm went down, or an undrained IP gave the NIC more than it needs.
+    case portsReduced
+    /// Dynamic allocation shrank the NIC.
+    case reclaimed
+  }
+}
+
+/// What `grant` did.
+public enum GrantOutcome: Hashable, Sendable {
+  case granted(NatPortRange)
+  case atMaximum
+  case noFreePorts
+  case notDynamic
+  /// The NIC has not received its minimum yet.
+  case waitingForNatPorts
+  case unknownNic
+}
+
+/// What a successful change did, for the controller to push.
+public struct PlannerChangeSummary: Hashable, Sendable {
+  /// The planner's epoch after the change.
+  public var epoch: UInt64
+  /// Instances whose allocations changed (including removed ones), in the order they changed.
+  public var changedInstances: [String]
+  /// Blocks moved to quarantine by this change.
+  public var quarantined: [QuarantinedBlock]
+}

@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// The one hostnat executable: each role and each admin command is a subcommand.
+@main
+struct Hostnat: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "hostnat",
+    abstract: "Cloud NAT's architecture as runnable software: a controller, host agents that translate, and an emulated Internet.",
+    version: HostnatVersion.string,
+    subcommands: [VersionCommand.self, BenchCommand.self]
+  )
+}

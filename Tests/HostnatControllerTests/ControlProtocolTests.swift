@@ -1,0 +1,237 @@
+import Foundation
+import GRPCCore
+import GRPCInProcessTransport
+import HostnatController
+import HostnatProto
+import SwiftProtobuf
+import Testing
+
+/// The control protocol's rules (proto/hostnat/v1/control.proto) checked over grpc-swift's
+/// in-process transport: hello → snapshot, ACK/NACK by nonce, versions across reconnects.
+@Suite(.timeLimit(.minutes(1)))
+struct ControlProtocolTests {
+  /// A controller's control services on an in-process transport, with one agent stream driven
+  /// by the test through `script`.
+  func withController(
+    _ body: @Sendable (ControllerStore, HostControlService, GRPCClient<InProcessTransport.Client>) async throws -> Void
+  ) async throws {
+    let dir = TempDir()
+    let store = try ControllerStore(directory: dir.path)
+    let service = HostControlService(store: store, registry: SessionRegistry(), heartbeatInterval: .seconds(30))
+    let transport = InProcessTransport()
+    try await withGRPCServer(transport: transport.server, services: [service]) { server in
+      try await withGRPCClient(transport: transport.client) { client in
+        try await body(store, service, client)
+      }
+      service.registry.shutdown()
+    }
+  }
+
+  /// Runs one agent stream: sends `hello`, then for each message received calls `react`, which
+  /// returns the messages to send back, or nil to hang up.
+  func agentStream(
+    _ client: GRPCClient<InProcessTransport.Client>,
+    hello: Hostnat_V1_Hello,
+    react: @escaping @Sendable (Hostnat_V1_ControllerMessage) async throws -> [Hostnat_V1_AgentMessage]?
+  ) async throws {
+    let control = Hostnat_V1_HostControlService.Client(wrapping: client)
+    let (outbound, continuation) = AsyncStream<Hostnat_V1_AgentMessage>.makeStream()
+    continuation.yield(.with { $0.hello = hello })
+    try await control.connect { writer in
+      for await message in outbound { try await writer.write(message) }
+    } onResponse: { response in
+      for try await message in response.messages {
+        guard let replies = try await react(message) else { break }
+        for reply in replies { continuation.yield(reply) }
+      }
+      continuation.finish()
+    }
+  }
+
+  func storeConfig(_ store: ControllerStore, host: String, instances: [String]) throws -> Hostnat_V1_HostConfig {
+    try store.write { tx in
+      var config = Hostnat_V1_HostConfig()
+      config.hostID = host
+      config.version = try tx.nextVersion()
+      config.vms = instances.map { name in .with { $0.instance = name } }
+      try tx.setHostConfig(config, kind: .agent)
+      return config
+    }
+  }
+
+  @Test func helloGetsCurrentSnapshotAndAckIsRecorded() async throws {
+    try await withController { store, service, client in
+      let stored = try storeConfig(store, host: "host-a", instances: ["vm-1", "vm-2"])
+      let received = Received()
+      try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "boot-1"; $0.underlayAddress = "127.0.0.1:7000" }) { message in
+        guard case .push(let push)? = message.message else { return [] }
+        received.append(push)
+        return nil
+      }
+      // The stream ended before the ACK: nothing is recorded as acknowledged.
+      #expect(try store.read { try $0.host("host-a") }?.ackedVersion == 0)
+      let pushes = received.pushes
+      #expect(pushes.count == 1)
+      #expect(pushes.first?.config == stored)
+      #expect(pushes.first?.nonce.isEmpty == false)
+
+      try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "boot-1" }) { message in
+        guard case .push(let push)? = message.message else { return [] }
+        return [.with { $0.ack = .with { $0.nonce = push.nonce; $0.version = push.config.version } }]
+      } until: {
+        try store.read { try $0.host("host-a") }?.ackedVersion == stored.version
+      }
+      #expect(service.registry.status("host-a")?.lastAcked == stored.version)
+      // A hello without an underlay address keeps the one the host gave before.
+      #expect(service.registry.status("host-a")?.underlayAddress == "127.0.0.1:7000")
+      #expect(try store.read { try $0.host("host-a") }?.underlayAddress == "127.0.0.1:7000")
+    }
+  }
+
+  @Test func nackIsRecordedWithItsReasonAndPreviousAckStays() async throws {
+    try await withController { store, service, client in
+      let first = try storeConfig(store, host: "host-a", instances: ["vm-1"])
+      let sent = Received()
+      try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "b"; $0.appliedVersion = 0 }) { message in
+        guard case .push(let push)? = message.message else { return [] }
+        sent.append(push)
+        if push.config.version == first.version {
+          // ACK the first, then the controller computes a second that the agent rejects.
+          Task {
+            let second = try storeConfig(store, host: "host-a", instances: ["vm-1", "vm-bad"])
+            service.push(second)
+          }
+          return [.with { $0.ack = .with { $0.nonce = push.nonce; $0.version = push.config.version } }]
+        }
+        return [.with {
+          $0.nack = .with {
+            $0.nonce = push.nonce
+            $0.version = push.config.version
+            $0.appliedVersion = first.version
+            $0.error = "vms[1].nics: a VM needs at least one NIC"
+          }
+        }]
+      } until: {
+        try store.read { try $0.host("host-a") }?.lastNack.isEmpty == false
+      }
+      let host = try #require(try store.read { try $0.host("host-a") })
+      #expect(host.ackedVersion == first.version)
+      #expect(host.latestVersion == first.version + 1)
+      #expect(host.lastNack == "vms[1].nics: a VM needs at least one NIC")
+      #expect(service.registry.status("host-a")?.lastAcked == first.version)
+      #expect(sent.pushes.map(\.config.version) == [first.version, first.version + 1])
+    }
+  }
+
+  /// A host that says it holds a newer version than the controller knows (the database was
+  /// restored from an older backup) still gets a higher version: versions only go up.
+  @Test func reconnectWithNewerVersionGetsAHigherOne() async throws {
+    try await withController { store, service, client in
+      let stored = try storeConfig(store, host: "host-a", instances: ["vm-1"])
+      let received = Received()
+      try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "b"; $0.appliedVersion = 50 }) { message in
+        guard case .push(let push)? = message.message else { return [] }
+        received.append(push)
+        return nil
+      }
+      let push = try #require(received.pushes.first)
+      #expect(push.config.version > 50)
+      #expect(push.config.vms == stored.vms)
+      #expect(try store.read { try $0.versionCounter() } == push.config.version)
+    }
+  }
+
+  /// An unknown host gets an empty snapshot under a real version, which it can ACK.
+  @Test func unknownHostGetsEmptyVersionedSnapshot() async throws {
+    try await withController { store, _, client in
+      let received = Received()
+      try await agentStream(client, hello: .with { $0.hostID = "host-new"; $0.bootID = "b" }) { message in
+        guard case .push(let push)? = message.message else { return [] }
+        received.append(push)
+        return nil
+      }
+      let push = try #require(received.pushes.first)
+      #expect(push.config.hostID == "host-new")
+      #expect(push.config.version >= 1)
+      #expect(push.config.vms.isEmpty)
+    }
+  }
+
+  @Test func firstMessageMustBeHello() async throws {
+    try await withController { _, _, client in
+      let control = Hostnat_V1_HostControlService.Client(wrapping: client)
+      do {
+        try await control.connect { writer in
+          try await writer.write(.with { $0.heartbeat.sentMs = 1 })
+        } onResponse: { response in
+          for try await _ in response.messages {}
+        }
+        Issue.record("a stream without hello was accepted")
+      } catch let error as RPCError {
+        #expect(error.code == .invalidArgument)
+        #expect(error.message.contains("hello"))
+      }
+    }
+  }
+
+  /// A second stream of the same host replaces the first: only the newest gets pushes.
+  @Test func newestStreamOfAHostWins() async throws {
+    try await withController { store, service, client in
+      _ = try storeConfig(store, host: "host-a", instances: [])
+      let firstEnded = Received()
+      async let first: Void = agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "old" }) { _ in [] }
+      try await waitUntil { service.registry.status("host-a")?.bootID == "old" }
+      let received = Received()
+      try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "new" }) { message in
+        guard case .push(let push)? = message.message else { return [] }
+        received.append(push)
+        return nil
+      }
+      try await first
+      firstEnded.acked = true
+      #expect(received.pushes.count == 1)
+      #expect(service.registry.status("host-a")?.bootID == "new")
+      #expect(firstEnded.acked)
+    }
+  }
+}
+
+extension ControlProtocolTests {
+  /// Like `agentStream`, but hangs up once `until` holds.
+  func agentStream(
+    _ client: GRPCClient<InProcessTransport.Client>,
+    hello: Hostnat_V1_Hello,
+    react: @escaping @Sendable (Hostnat_V1_ControllerMessage) async throws -> [Hostnat_V1_AgentMessage]?,
+    until: @escaping @Sendable () throws -> Bool
+  ) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await agentStream(client, hello: hello, react: react) }
+      group.addTask { try await waitUntil(until) }
+      try await group.next()
+      group.cancelAll()
+    }
+  }
+}
+
+/// Polls `condition` every 10 ms for up to 10 s.
+func waitUntil(_ condition: @Sendable () throws -> Bool) async throws {
+  let deadline = ContinuousClock.now + .seconds(10)
+  while ContinuousClock.now < deadline {
+    if try condition() { return }
+    try await Task.sleep(for: .milliseconds(10))
+  }
+  Issue.record("condition not met within 10 s")
+}
+
+/// Collects what a test stream saw, across its tasks.
+final class Received: @unchecked Sendable {
+  private let lock = NSLock()
+  private var _pushes: [Hostnat_V1_ConfigPush] = []
+  private var _acked = false
+  var pushes: [Hostnat_V1_ConfigPush] { lock.withLock { _pushes } }
+  var acked: Bool {
+    get { lock.withLock { _acked } }
+    set { lock.withLock { _acked = newValue } }
+  }
+  func append(_ push: Hostnat_V1_ConfigPush) { lock.withLock { _pushes.append(push) } }
+}

@@ -1,0 +1,98 @@
+@testable import HostnatPlanner
+
+/// Small intents for tests: one network "net", region "r1", subnet "s1" 10.0.0.0/16 with a
+/// secondary range "pods" 10.100.0.0/16, router "rt", and whatever gateways and VMs a test adds.
+enum Fixture {
+  static func intent(
+    gateways: [NatGateway] = [], instances: [Instance] = [], autoPool: [String] = [],
+    extraSubnets: [Subnetwork] = []
+  ) -> NatIntent {
+    NatIntent(
+      networks: [Network(name: "net"), Network(name: "net2")],
+      subnetworks: [
+        Subnetwork(
+          name: "s1", network: "net", region: "r1", ipCidrRange: "10.0.0.0/16",
+          secondaryIpRanges: [.init(rangeName: "pods", ipCidrRange: "10.100.0.0/16"), .init(rangeName: "svc", ipCidrRange: "10.101.0.0/16")]),
+        Subnetwork(name: "s2", network: "net", region: "r1", ipCidrRange: "10.1.0.0/16"),
+        Subnetwork(name: "t1", network: "net2", region: "r1", ipCidrRange: "10.0.0.0/16"),
+      ] + extraSubnets,
+      routers: [Router(name: "rt", network: "net", region: "r1"), Router(name: "rt2", network: "net2", region: "r1")],
+      natGateways: gateways,
+      autoNatIpPools: autoPool.isEmpty ? [] : [AutoNatIpPool(region: "r1", natIps: autoPool)],
+      instances: instances)
+  }
+
+  /// Manual gateway over the whole network.
+  static func manual(_ ips: [String], name: String = "gw", minPorts: Int? = nil, drain: [String] = []) -> NatGateway {
+    NatGateway(name: name, router: "rt", natIpAllocateOption: .manualOnly, natIps: ips, drainNatIps: drain, minPortsPerVm: minPorts)
+  }
+
+  static func dynamic(_ ips: [String], name: String = "gw", min: Int = 32, max: Int = 256) -> NatGateway {
+    NatGateway(
+      name: name, router: "rt", natIpAllocateOption: .manualOnly, natIps: ips, minPortsPerVm: min, maxPortsPerVm: max,
+      enableDynamicPortAllocation: true)
+  }
+
+  /// "203.0.113.<n>"
+  static func ip(_ n: Int) -> String { "203.0.113.\(n)" }
+  static func ips(_ range: Range<Int>) -> [String] { range.map(ip) }
+
+  /// VM `vm<i>` on host `h<i % 8>` in s1 with primary IP 10.0.<i / 250>.<i % 250 + 2>.
+  static func vm(_ i: Int, aliases: [AliasIpRange] = [], externalIP: String? = nil, subnet: String = "s1", host: String? = nil) -> Instance {
+    let base = subnet == "s2" ? "10.1" : "10.0"
+    return Instance(
+      name: "vm\(i)", host: host ?? "h\(i % 8)",
+      networkInterfaces: [NetworkInterface(subnetwork: subnet, networkIP: "\(base).\(i / 250).\(i % 250 + 2)", aliasIpRanges: aliases, externalIP: externalIP)])
+  }
+
+  static func vms(_ range: Range<Int>) -> [Instance] { range.map { vm($0) } }
+}
+
+/// SplitMix64: small, seeded, identical on every platform.
+struct SeededRandom: RandomNumberGenerator {
+  var state: UInt64
+  init(seed: UInt64) { state = seed }
+  mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
+}
+
+extension NatPlanner {
+  /// Every owned range: held (active or drained) and quarantined, with its owner.
+  var ownedRanges: [(range: NatPortRange, owner: String)] {
+    var result: [(NatPortRange, String)] = []
+    for allocation in allAllocations {
+      for range in allocation.natIpPortRanges + allocation.drainNatIpPortRanges { result.append((range, allocation.nic.description)) }
+    }
+    for block in quarantinedBlocks { result.append((block.range, "quarantine#\(block.id) of \(block.nic)")) }
+    return result
+  }
+
+  /// Pairs of owned ranges that share a NAT IP:port.
+  var overlaps: [String] {
+    let sorted = ownedRanges.sorted { $0.range < $1.range }
+    var problems: [String] = []
+    for (a, b) in zip(sorted, sorted.dropFirst()) where a.range.natIp == b.range.natIp && b.range.firstPort <= a.range.lastPort {
+      problems.append("\(a.range) (\(a.owner)) overlaps \(b.range) (\(b.owner))")
+    }
+    return problems
+  }
+
+  /// Active and drain ranges per instance, for before/after comparisons.
+  var rangesByInstance: [String: [String]] {
+    var result: [String: [String]] = [:]
+    for allocation in allAllocations {
+      result[allocation.nic.instance, default: []] += allocation.natIpPortRanges.map { "\(allocation.nic.gateway) \($0)" }
+        + allocation.drainNatIpPortRanges.map { "\(allocation.nic.gateway) drain \($0)" }
+    }
+    return result
+  }
+
+  func ports(_ instance: String, gateway: String = "gw") -> [String] {
+    allocation(NicRef(instance: instance, gateway: gateway))?.natIpPortRanges.map(\.description) ?? []
+  }
+}
