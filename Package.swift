@@ -47,7 +47,7 @@ let package = Package(
     .target(
       name: "HostnatController",
       dependencies: [
-        "HostnatProto",
+        "HostnatProto", "HostnatPlanner",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRDB", package: "GRDB.swift"),
@@ -74,7 +74,7 @@ let package = Package(
     .testTarget(name: "HostnatEngineTests", dependencies: ["HostnatEngine", "HostnatPackets"], swiftSettings: strict),
     .testTarget(name: "HostnatPlannerTests", dependencies: ["HostnatPlanner"], swiftSettings: strict),
     .testTarget(name: "HostnatControllerTests", dependencies: [
-      "HostnatController", "HostnatProto",
+      "HostnatController", "HostnatProto", "HostnatPlanner",
       .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       .product(name: "GRPCCore", package: "grpc-swift-2"),
       .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),

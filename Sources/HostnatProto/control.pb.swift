@@ -149,7 +149,7 @@ public nonisolated struct Hostnat_V1_PortBlock: Sendable {
   /// First port, >= 1024.
   public var firstPort: UInt32 = 0
 
-  /// Number of ports (a power of two); last port is first_port + count - 1 <= 65535.
+  /// Number of ports; the last port is first_port + count - 1 <= 65535.
   public var count: UInt32 = 0
 
   /// Drained: flows on it continue, no new mapping is made on it.
@@ -204,14 +204,29 @@ public nonisolated struct Hostnat_V1_NicConfig: Sendable {
   /// External IP: the primary IP leaves through this 1:1 mapping, never NAT.
   public var externalIp: String = String()
 
-  /// Gateway translating this NIC ("region/router/nat"); empty: no NAT (its sources get no
-  /// Internet access unless external_ip applies).
+  /// How the NIC's sources are NATed: one binding per gateway that selects some of them (a NIC's
+  /// primary range may be served by one gateway and a secondary range by another). Sources in no
+  /// binding get no Internet access unless external_ip applies to them.
+  public var natBindings: [Hostnat_V1_NicNatBinding] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The sources of one NIC that one gateway translates, and the ports they share.
+public nonisolated struct Hostnat_V1_NicNatBinding: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Gateway ("region/router/nat"); its settings are in HostConfig.gateways.
   public var gateway: String = String()
 
   /// The sources the gateway selects.
   public var natSources: [Hostnat_V1_NatSource] = []
 
-  /// The NIC's port blocks, shared by all its nat_sources.
+  /// The port blocks the gateway gave this NIC, shared by all its nat_sources.
   public var portBlocks: [Hostnat_V1_PortBlock] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1076,7 +1091,7 @@ nonisolated extension Hostnat_V1_NatSource: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Hostnat_V1_NicConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NicConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}subnet\0\u{1}network\0\u{3}primary_ip\0\u{3}alias_ranges\0\u{3}external_ip\0\u{1}gateway\0\u{3}nat_sources\0\u{3}port_blocks\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}subnet\0\u{1}network\0\u{3}primary_ip\0\u{3}alias_ranges\0\u{3}external_ip\0\u{3}nat_bindings\0\u{c}\u{8}\u{1}\u{c}\u{9}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1090,9 +1105,7 @@ nonisolated extension Hostnat_V1_NicConfig: SwiftProtobuf.Message, SwiftProtobuf
       case 4: try { try decoder.decodeSingularStringField(value: &self.primaryIp) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.aliasRanges) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.externalIp) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.gateway) }()
-      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.natSources) }()
-      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.portBlocks) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.natBindings) }()
       default: break
       }
     }
@@ -1117,14 +1130,8 @@ nonisolated extension Hostnat_V1_NicConfig: SwiftProtobuf.Message, SwiftProtobuf
     if !self.externalIp.isEmpty {
       try visitor.visitSingularStringField(value: self.externalIp, fieldNumber: 6)
     }
-    if !self.gateway.isEmpty {
-      try visitor.visitSingularStringField(value: self.gateway, fieldNumber: 7)
-    }
-    if !self.natSources.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.natSources, fieldNumber: 8)
-    }
-    if !self.portBlocks.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.portBlocks, fieldNumber: 9)
+    if !self.natBindings.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.natBindings, fieldNumber: 7)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1136,6 +1143,44 @@ nonisolated extension Hostnat_V1_NicConfig: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.primaryIp != rhs.primaryIp {return false}
     if lhs.aliasRanges != rhs.aliasRanges {return false}
     if lhs.externalIp != rhs.externalIp {return false}
+    if lhs.natBindings != rhs.natBindings {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hostnat_V1_NicNatBinding: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NicNatBinding"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}gateway\0\u{3}nat_sources\0\u{3}port_blocks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.gateway) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.natSources) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.portBlocks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.gateway.isEmpty {
+      try visitor.visitSingularStringField(value: self.gateway, fieldNumber: 1)
+    }
+    if !self.natSources.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.natSources, fieldNumber: 2)
+    }
+    if !self.portBlocks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.portBlocks, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hostnat_V1_NicNatBinding, rhs: Hostnat_V1_NicNatBinding) -> Bool {
     if lhs.gateway != rhs.gateway {return false}
     if lhs.natSources != rhs.natSources {return false}
     if lhs.portBlocks != rhs.portBlocks {return false}

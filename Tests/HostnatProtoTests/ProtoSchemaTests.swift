@@ -48,12 +48,15 @@ import Testing
     var nic = Hostnat_V1_NicConfig()
     nic.name = "nic0"
     nic.primaryIp = "10.0.0.2"
-    nic.gateway = gateway.key
+    var binding = Hostnat_V1_NicNatBinding()
+    binding.gateway = gateway.key
+    binding.natSources = [.with { $0.ipCidrRange = "10.0.0.2/32"; $0.primary = true }]
     var block = Hostnat_V1_PortBlock()
     block.natIp = "203.0.113.1"
     block.firstPort = 34_000
     block.count = 64
-    nic.portBlocks = [block]
+    binding.portBlocks = [block]
+    nic.natBindings = [binding]
     var vm = Hostnat_V1_VmConfig()
     vm.instance = "vm-1"
     vm.nics = [nic]

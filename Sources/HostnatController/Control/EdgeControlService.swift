@@ -79,12 +79,9 @@ public struct EdgeControlService: Hostnat_V1_EdgeControlService.SimpleServicePro
     let now = nowMs()
     switch message.message {
     case .ack(let ack):
-      let version = registry.acknowledge(hostID: edgeID, nonce: ack.nonce, version: ack.version, nowMs: now)
-      try store.write { try $0.recordResponse(hostID: edgeID, kind: .edge, ackedVersion: version, nack: nil, underlay: nil) }
+      try ControlResponses.acknowledge(ack, hostID: edgeID, kind: .edge, registry: registry, store: store, nowMs: now)
     case .nack(let nack):
-      registry.reject(hostID: edgeID, nonce: nack.nonce, error: nack.error, nowMs: now)
-      let reason = nack.error.isEmpty ? "rejected without a reason" : nack.error
-      try store.write { try $0.recordResponse(hostID: edgeID, kind: .edge, ackedVersion: nil, nack: reason, underlay: nil) }
+      try ControlResponses.reject(nack, hostID: edgeID, kind: .edge, registry: registry, store: store, nowMs: now)
     case .heartbeat:
       registry.touch(hostID: edgeID, nowMs: now)
     case .hello:

@@ -99,12 +99,9 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
     let now = nowMs()
     switch message.message {
     case .ack(let ack):
-      let version = registry.acknowledge(hostID: hostID, nonce: ack.nonce, version: ack.version, nowMs: now)
-      try store.write { try $0.recordResponse(hostID: hostID, kind: .agent, ackedVersion: version, nack: nil, underlay: nil) }
+      try ControlResponses.acknowledge(ack, hostID: hostID, kind: .agent, registry: registry, store: store, nowMs: now)
     case .nack(let nack):
-      registry.reject(hostID: hostID, nonce: nack.nonce, error: nack.error, nowMs: now)
-      let reason = nack.error.isEmpty ? "rejected without a reason" : nack.error
-      try store.write { try $0.recordResponse(hostID: hostID, kind: .agent, ackedVersion: nil, nack: reason, underlay: nil) }
+      try ControlResponses.reject(nack, hostID: hostID, kind: .agent, registry: registry, store: store, nowMs: now)
     case .heartbeat:
       registry.touch(hostID: hostID, nowMs: now)
     case .usage(let report):
