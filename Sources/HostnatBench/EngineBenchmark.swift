@@ -40,7 +40,7 @@ public enum EngineBenchmark {
   /// 4096 destinations, then times (1) the first packet of every flow on an empty table and
   /// (2) established traffic, alternating inbound and outbound on every flow. Packet buffers are
   /// built beforehand and reused; nothing is allocated in the timed loops.
-  public static func run(flows requested: Int = 65_536) -> EngineBenchResult {
+  public static func run(flows requested: Int = 65_536) throws -> EngineBenchResult {
     let flows = max(requested, 256)
     let vmCount = 256
     let portsPerVM = max(512, (flows / vmCount) * 2 + 64)
@@ -89,7 +89,7 @@ public enum EngineBenchmark {
     var bestNew = Duration.seconds(1_000)
     var engine: NATEngine! = nil
     for _ in 0..<3 {
-      engine = try! NATEngine(formatting: region, capacity: flows, config: config, seed: 7)
+      engine = try NATEngine(formatting: region, capacity: flows, config: config, seed: 7)
       work.copyMemory(from: UnsafeRawBufferPointer(templates))
       var forwarded = 0
       let t0 = clock.now
