@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 public import HostnatProto
 public import SwiftProtobuf
@@ -288,8 +288,13 @@ public struct StoreReader {
 
   /// The newest routing snapshot for the edge.
   public func edgeConfig() throws -> Hostnat_V1_EdgeConfig? {
-    guard let body = try Data.fetchOne(db, sql: "SELECT body FROM snapshot WHERE name = 'edge'") else { return nil }
+    guard let body = try snapshot("edge") else { return nil }
     return try decode(Hostnat_V1_EdgeConfig.self, kind: "edgeConfig", key: "edge", body: body)
+  }
+
+  /// A named blob stored with `putSnapshot`.
+  public func snapshot(_ name: String) throws -> Data? {
+    try Data.fetchOne(db, sql: "SELECT body FROM snapshot WHERE name = ?", arguments: [name])
   }
 
   /// The highest version ever handed out; versions only go up, also across restarts.
@@ -356,8 +361,12 @@ public struct StoreTransaction {
 
   /// Stores the newest routing snapshot for the edge.
   public func setEdgeConfig(_ config: Hostnat_V1_EdgeConfig) throws {
-    let body: Data = try config.serializedBytes()
-    try db.execute(sql: "INSERT OR REPLACE INTO snapshot (name, body) VALUES ('edge', ?)", arguments: [body])
+    try putSnapshot("edge", try config.serializedBytes())
+  }
+
+  /// Stores a named blob (the edge config, the planner's snapshot).
+  public func putSnapshot(_ name: String, _ body: Data) throws {
+    try db.execute(sql: "INSERT OR REPLACE INTO snapshot (name, body) VALUES (?, ?)", arguments: [name, body])
   }
 
   /// Stores the newest config computed for a host (creating the host's record if needed).

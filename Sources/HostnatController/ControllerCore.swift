@@ -1,0 +1,216 @@
+import Foundation
+public import HostnatPlanner
+import HostnatProto
+import SwiftProtobuf
+import Synchronization
+
+/// An admin change that was refused; nothing was changed.
+public struct AdminError: Error, Equatable, CustomStringConvertible {
+  /// How the refusal maps onto gRPC status codes.
+  public enum Kind: Sendable, Equatable {
+    case invalidArgument, failedPrecondition, notFound, alreadyExists
+  }
+  public var kind: Kind
+  /// Path of the offending field.
+  public var field: String
+  /// Why.
+  public var reason: String
+
+  public init(_ kind: Kind, field: String, reason: String) {
+    self.kind = kind
+    self.field = field
+    self.reason = reason
+  }
+
+  public var description: String { "\(field): \(reason)" }
+}
+
+/// What one committed change produced.
+public struct ChangeOutcome: Sendable, Equatable {
+  /// New config version per host whose config changed.
+  public var hostVersions: [String: UInt64]
+  /// New edge routing version, if the routes changed.
+  public var edgeVersion: UInt64?
+}
+
+/// The controller's brain: holds the intent and the planner, and turns each admin change into
+/// one durable transaction (intent + allocation history + planner snapshot + new config
+/// versions), committed before anything is pushed. On start it restores the planner from its
+/// snapshot, so a restart never moves a VM's ports.
+public final class ControllerCore: Sendable {
+  struct State {
+    var intent: StoredIntent
+    var planner: NatPlanner
+  }
+
+  public let store: ControllerStore
+  public let hosts: HostControlService
+  public let edge: EdgeControlService
+  /// Region → IPs that AUTO_ONLY gateways take, in order.
+  public let autoPools: [String: [String]]
+  private let nowMs: MillisecondClock
+  private let state: Mutex<State>
+
+  public init(
+    store: ControllerStore, hosts: HostControlService, edge: EdgeControlService,
+    autoPools: [String: [String]], nowMs: @escaping MillisecondClock = systemMillisecondClock
+  ) throws {
+    self.store = store
+    self.hosts = hosts
+    self.edge = edge
+    self.autoPools = autoPools
+    self.nowMs = nowMs
+    let (intent, snapshot) = try store.read { reader in
+      var intent = StoredIntent()
+      intent.networks = try reader.resources(.network, as: Hostnat_V1_Network.self)
+      intent.subnets = try reader.resources(.subnet, as: Hostnat_V1_Subnet.self)
+      intent.routers = try reader.resources(.router, as: Hostnat_V1_Router.self)
+      intent.addresses = try reader.resources(.address, as: Hostnat_V1_Address.self)
+      intent.instances = try reader.resources(.instance, as: Hostnat_V1_Instance.self)
+      let snapshot = try reader.snapshot("planner").map { try JSONDecoder().decode(NatPlannerSnapshot.self, from: $0) }
+      return (intent, snapshot)
+    }
+    let planner = try NatPlanner(intent: try IntentMapping.natIntent(intent, autoPools: autoPools), restoring: snapshot)
+    state = Mutex(State(intent: intent, planner: planner))
+  }
+
+  /// The current intent.
+  public var intent: StoredIntent { state.withLock { $0.intent } }
+
+  /// The current planner (a value: reading it never blocks a change for long).
+  public var planner: NatPlanner { state.withLock { $0.planner } }
+
+  /// Applies `edit` to the intent, plans, and commits; then pushes every changed config.
+  /// `edit` and the planner validate everything before the store is touched, so a refused
+  /// change leaves intent, allocations and versions exactly as they were.
+  @discardableResult
+  public func change(_ edit: (inout StoredIntent) throws -> Void) throws -> ChangeOutcome {
+    let now = nowMs()
+    let (outcome, pushes, edgePush) = try state.withLock { state in
+      var intent = state.intent
+      try edit(&intent)
+      var planner = state.planner
+      do {
+        _ = try planner.apply(try IntentMapping.natIntent(intent, autoPools: autoPools))
+      } catch let error as PlannerValidationError {
+        throw AdminError(.invalidArgument, field: error.field, reason: error.reason)
+      }
+      let oldConfigs = SnapshotBuilder.hostConfigs(state.intent, planner: state.planner)
+      var newConfigs = SnapshotBuilder.hostConfigs(intent, planner: planner)
+      // A host whose last VM left gets an empty config, so it stops translating for it.
+      for host in oldConfigs.keys where newConfigs[host] == nil {
+        newConfigs[host] = .with { $0.hostID = host }
+      }
+      let snapshot = try JSONEncoder().encode(planner.snapshot())
+
+      let result = try store.write { tx -> (ChangeOutcome, [Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?) in
+        try Self.writeResources(old: state.intent, new: intent, tx: tx)
+        try Self.recordAllocations(old: state.planner, new: planner, intent: intent, tx: tx, nowMs: now)
+        try tx.putSnapshot("planner", snapshot)
+        var outcome = ChangeOutcome(hostVersions: [:], edgeVersion: nil)
+        var pushes: [Hostnat_V1_HostConfig] = []
+        for host in newConfigs.keys.sorted() {
+          guard var config = newConfigs[host] else { continue }
+          if let previous = oldConfigs[host], Self.sameContent(previous, config), try tx.reader.hostConfig(host) != nil {
+            continue
+          }
+          config.version = try tx.nextVersion()
+          config.generatedMs = now
+          try tx.setHostConfig(config, kind: .agent)
+          outcome.hostVersions[host] = config.version
+          pushes.append(config)
+        }
+        let underlays = Dictionary(try tx.reader.hosts().map { ($0.hostID, $0.underlayAddress) }, uniquingKeysWith: { a, _ in a })
+        var edgeConfig = SnapshotBuilder.edgeConfig(intent, planner: planner, underlays: underlays)
+        let storedEdge = try tx.reader.edgeConfig()
+        var edgePush: Hostnat_V1_EdgeConfig?
+        if storedEdge.map({ $0.natRoutes != edgeConfig.natRoutes || $0.externalRoutes != edgeConfig.externalRoutes }) ?? true {
+          edgeConfig.version = try tx.nextVersion()
+          edgeConfig.generatedMs = now
+          try tx.setEdgeConfig(edgeConfig)
+          outcome.edgeVersion = edgeConfig.version
+          edgePush = edgeConfig
+        }
+        return (outcome, pushes, edgePush)
+      }
+      state.intent = intent
+      state.planner = planner
+      return result
+    }
+    // Durable first, pushed second (control.proto rule: a push never precedes its commit).
+    for config in pushes { hosts.push(config) }
+    if let edgePush { edge.push(edgePush) }
+    return outcome
+  }
+
+  static func sameContent(_ a: Hostnat_V1_HostConfig, _ b: Hostnat_V1_HostConfig) -> Bool {
+    var a = a
+    var b = b
+    a.version = 0
+    b.version = 0
+    a.generatedMs = 0
+    b.generatedMs = 0
+    return a == b
+  }
+
+  static func writeResources(old: StoredIntent, new: StoredIntent, tx: StoreTransaction) throws {
+    func sync<M: SwiftProtobuf.Message & Equatable>(_ kind: ResourceKind, _ old: [M], _ new: [M], key: (M) -> String) throws {
+      let before = Dictionary(old.map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
+      let after = Dictionary(new.map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
+      for (name, value) in after where before[name] != value { try tx.put(kind, key: name, value) }
+      for name in before.keys where after[name] == nil { try tx.delete(kind, key: name) }
+    }
+    try sync(.network, old.networks, new.networks) { $0.name }
+    try sync(.subnet, old.subnets, new.subnets) { "\($0.region)/\($0.name)" }
+    try sync(.router, old.routers, new.routers) { "\($0.region)/\($0.name)" }
+    try sync(.address, old.addresses, new.addresses) { "\($0.region)/\($0.name)" }
+    try sync(.instance, old.instances, new.instances) { $0.name }
+  }
+
+  /// Keeps the allocation history (who-had) in step: blocks that appeared are granted, blocks
+  /// that disappeared are released, drained flags follow.
+  static func recordAllocations(old: NatPlanner, new: NatPlanner, intent: StoredIntent, tx: StoreTransaction, nowMs: Int64) throws {
+    struct Key: Hashable {
+      var gateway, instance: String
+      var nic: Int
+      var natIP: String
+      var firstPort, count: Int
+    }
+    func blocks(_ planner: NatPlanner) -> [Key: (host: String, drained: Bool)] {
+      var result: [Key: (host: String, drained: Bool)] = [:]
+      for allocation in planner.allAllocations {
+        for (ranges, drained) in [(allocation.natIpPortRanges, false), (allocation.drainNatIpPortRanges, true)] {
+          for range in ranges {
+            let key = Key(
+              gateway: allocation.nic.gateway, instance: allocation.nic.instance, nic: allocation.nic.nicIndex,
+              natIP: "\(range.natIp)", firstPort: range.firstPort, count: range.portCount)
+            result[key] = (allocation.host, drained)
+          }
+        }
+      }
+      return result
+    }
+    let before = blocks(old)
+    let after = blocks(new)
+    guard before.count != after.count || before.keys.contains(where: { after[$0] == nil || after[$0]?.drained != before[$0]?.drained }) else {
+      return
+    }
+    var live: [Key: AllocationRecord] = [:]
+    for record in try tx.reader.liveAllocations() {
+      let nic = Int(record.nic.dropFirst(3)) ?? 0
+      live[Key(gateway: record.gateway, instance: record.instance, nic: nic, natIP: record.natIP, firstPort: record.firstPort, count: record.count)] = record
+    }
+    for (key, value) in after {
+      if let record = live[key] {
+        if record.drained != value.drained { try tx.setDrained(id: record.id, value.drained) }
+      } else {
+        try tx.grant(AllocationRecord(
+          gateway: key.gateway, instance: key.instance, nic: "nic\(key.nic)", host: value.host, natIP: key.natIP,
+          firstPort: key.firstPort, count: key.count, drained: value.drained, grantedMs: nowMs))
+      }
+    }
+    for (key, record) in live where after[key] == nil {
+      try tx.release(id: record.id, atMs: nowMs)
+    }
+  }
+}
