@@ -41,6 +41,15 @@ public final class ControllerCore: Sendable {
   struct State {
     var intent: StoredIntent
     var planner: NatPlanner
+    /// Quarantined blocks (planner ids) and what frees them: their old host ACKing `version`,
+    /// or the ownership lease running out after `sinceMs` (control.proto rule 5).
+    var pending: [UInt64: PendingRelease] = [:]
+  }
+
+  struct PendingRelease: Equatable {
+    var host: String
+    var version: UInt64
+    var sinceMs: Int64
   }
 
   public let store: ControllerStore
@@ -71,7 +80,15 @@ public final class ControllerCore: Sendable {
       return (intent, snapshot)
     }
     let planner = try NatPlanner(intent: try IntentMapping.natIntent(intent, autoPools: autoPools), restoring: snapshot)
-    state = Mutex(State(intent: intent, planner: planner))
+    // After a restart the version that removed a block is unknown: wait for the host's newest
+    // version, which certainly no longer holds it. The lease restarts too (conservative).
+    var pending: [UInt64: PendingRelease] = [:]
+    let now = nowMs()
+    for block in planner.quarantinedBlocks {
+      let latest = try store.read { try $0.host(block.host)?.latestVersion } ?? 0
+      pending[block.id] = PendingRelease(host: block.host, version: latest, sinceMs: now)
+    }
+    state = Mutex(State(intent: intent, planner: planner, pending: pending))
   }
 
   /// The current intent.
@@ -85,8 +102,7 @@ public final class ControllerCore: Sendable {
   /// change leaves intent, allocations and versions exactly as they were.
   @discardableResult
   public func change(_ edit: (inout StoredIntent) throws -> Void) throws -> ChangeOutcome {
-    let now = nowMs()
-    let (outcome, pushes, edgePush) = try state.withLock { state in
+    try commit { state in
       var intent = state.intent
       try edit(&intent)
       var planner = state.planner
@@ -94,6 +110,84 @@ public final class ControllerCore: Sendable {
         _ = try planner.apply(try IntentMapping.natIntent(intent, autoPools: autoPools))
       } catch let error as PlannerValidationError {
         throw AdminError(.invalidArgument, field: error.field, reason: error.reason)
+      }
+      return (intent, planner)
+    }
+  }
+
+  /// A host acknowledged `version`: blocks it gave up by then are no longer its, so they go
+  /// back to the pool (and to NICs waiting for ports). Returns nil when nothing was waiting.
+  @discardableResult
+  public func hostAcknowledged(_ hostID: String, version: UInt64) throws -> ChangeOutcome? {
+    try releaseQuarantined { id, pending in pending.host == hostID && pending.version <= version }
+  }
+
+  /// Frees quarantined blocks of hosts that have been silent for longer than the ownership
+  /// lease: every flow they could still hold has timed out by then. A connected host is never
+  /// expired this way; it will ACK.
+  @discardableResult
+  public func expireLeases() throws -> ChangeOutcome? {
+    let now = nowMs()
+    let leaseMs = Int64(SnapshotBuilder.ownershipLeaseSec(planner)) * 1000
+    return try releaseQuarantined { id, pending in
+      let status = hosts.registry.status(pending.host)
+      if status?.connected == true { return false }
+      let since = max(pending.sinceMs, status?.lastSeenMs ?? 0)
+      return now - since >= leaseMs
+    }
+  }
+
+  /// Runs until cancelled or a store error: releases quarantined blocks as hosts ACK (feed it the
+  /// stream given to HostControlService) and checks ownership leases every `leaseCheckInterval`.
+  public func run(acknowledgements: AsyncStream<HostAcknowledgement>, leaseCheckInterval: Duration = .seconds(5)) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask {
+        for await ack in acknowledgements {
+          try self.hostAcknowledged(ack.hostID, version: ack.version)
+        }
+      }
+      group.addTask {
+        while true {
+          try await Task.sleep(for: leaseCheckInterval)
+          try self.expireLeases()
+        }
+      }
+      defer { group.cancelAll() }
+      do {
+        try await group.next()
+      } catch is CancellationError {
+        return
+      }
+    }
+  }
+
+  /// Quarantined blocks waiting for their old host, by planner id.
+  public var pendingReleases: [UInt64: String] {
+    state.withLock { state in state.pending.mapValues(\.host) }
+  }
+
+  private func releaseQuarantined(_ due: (UInt64, PendingRelease) -> Bool) throws -> ChangeOutcome? {
+    var released = false
+    let outcome = try commit { state in
+      let ids = state.pending.filter { due($0.key, $0.value) }.map(\.key)
+      var planner = state.planner
+      if !ids.isEmpty {
+        released = true
+        _ = planner.releaseQuarantined(ids)
+      }
+      return (state.intent, planner)
+    }
+    return released ? outcome : nil
+  }
+
+  /// Plans under the lock, commits one transaction, then pushes. `plan` returns the new intent
+  /// and planner, or throws to change nothing.
+  private func commit(_ plan: (State) throws -> (StoredIntent, NatPlanner)) throws -> ChangeOutcome {
+    let now = nowMs()
+    let (outcome, pushes, edgePush) = try state.withLock { state in
+      let (intent, planner) = try plan(state)
+      if intent == state.intent && planner.snapshot() == state.planner.snapshot() {
+        return (ChangeOutcome(hostVersions: [:], edgeVersion: nil), [Hostnat_V1_HostConfig](), Hostnat_V1_EdgeConfig?.none)
       }
       let oldConfigs = SnapshotBuilder.hostConfigs(state.intent, planner: state.planner)
       var newConfigs = SnapshotBuilder.hostConfigs(intent, planner: planner)
@@ -103,7 +197,7 @@ public final class ControllerCore: Sendable {
       }
       let snapshot = try JSONEncoder().encode(planner.snapshot())
 
-      let result = try store.write { tx -> (ChangeOutcome, [Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?) in
+      let result = try store.write { tx -> (ChangeOutcome, [Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?, [UInt64: PendingRelease]) in
         try Self.writeResources(old: state.intent, new: intent, tx: tx)
         try Self.recordAllocations(old: state.planner, new: planner, intent: intent, tx: tx, nowMs: now)
         try tx.putSnapshot("planner", snapshot)
@@ -131,11 +225,19 @@ public final class ControllerCore: Sendable {
           outcome.edgeVersion = edgeConfig.version
           edgePush = edgeConfig
         }
-        return (outcome, pushes, edgePush)
+        // Blocks this change took away wait for the version that no longer holds them.
+        var pending = state.pending.filter { id, _ in planner.quarantinedBlocks.contains { $0.id == id } }
+        for block in planner.quarantinedBlocks where pending[block.id] == nil {
+          let version = try outcome.hostVersions[block.host] ?? tx.reader.host(block.host)?.latestVersion ?? 0
+          pending[block.id] = PendingRelease(host: block.host, version: version, sinceMs: now)
+        }
+        return (outcome, pushes, edgePush, pending)
       }
+      // Only once the transaction committed does memory follow it.
       state.intent = intent
       state.planner = planner
-      return result
+      state.pending = result.3
+      return (result.0, result.1, result.2)
     }
     // Durable first, pushed second (control.proto rule: a push never precedes its commit).
     for config in pushes { hosts.push(config) }

@@ -1,4 +1,6 @@
 import Foundation
+import GRPCCore
+import GRPCInProcessTransport
 import HostnatController
 import HostnatPlanner
 import HostnatProto
@@ -110,5 +112,128 @@ import Testing
     #expect(then.map(\.instance) == ["vm-1"])
     #expect(then.first?.releasedMs == 5_000)
     #expect(try core.store.read { try $0.allocations(holding: "\(block.natIp)", port: block.firstPort, atMs: 6_000) }.isEmpty)
+  }
+}
+
+/// control.proto rule 5: a block taken from a VM goes to nobody else until its old host ACKed a
+/// config without it, or the ownership lease ran out while the host was silent.
+@Suite struct OwnershipRuleTests {
+  /// One NAT IP that holds exactly one VM (32,768 ports: a single aligned block fits above 1024).
+  func oneSlotIntent() -> StoredIntent {
+    var intent = IntentMappingTests().seedIntent()
+    intent.routers[0].nats[0].natIps = ["nat-ip-1"]
+    intent.routers[0].nats[0].minPortsPerVm = 32_768
+    return intent
+  }
+
+  @discardableResult
+  func replaceVM(_ core: ControllerCore) throws -> ChangeOutcome {
+    try core.change { intent in
+      intent.instances.removeAll { $0.name == "vm-1" }
+      intent.instances.append(.with {
+        $0.name = "vm-3"
+        $0.host = "host-c"
+        $0.networkInterfaces = [.with { $0.subnet = "subnet-1"; $0.networkIp = "10.240.0.3" }]
+      })
+    }
+  }
+
+  @Test func blockWaitsForTheOldHostsAck() throws {
+    let dir = TempDir()
+    let clock = ControllerCoreTests.Clock()
+    let core = try ControllerCoreTests().core(dir, clock: clock)
+    try core.change { $0 = oneSlotIntent() }
+    let block = try #require(core.planner.allocations(instance: "vm-1").first?.natIpPortRanges.first)
+
+    let removal = try replaceVM(core)
+    let removedIn = try #require(removal.hostVersions["host-a"])
+    #expect(core.planner.allocations(instance: "vm-3").allSatisfy { $0.natIpPortRanges.isEmpty }, "the block is quarantined")
+    #expect(Array(core.pendingReleases.values) == ["host-a"])
+
+    #expect(try core.hostAcknowledged("host-a", version: removedIn - 1) == nil, "an older ACK proves nothing")
+    #expect(try core.hostAcknowledged("host-c", version: removedIn) == nil, "another host's ACK proves nothing")
+    #expect(core.planner.allocations(instance: "vm-3").allSatisfy { $0.natIpPortRanges.isEmpty })
+
+    let release = try #require(try core.hostAcknowledged("host-a", version: removedIn))
+    #expect(release.hostVersions["host-c"] != nil, "the waiting VM's host gets the block")
+    #expect(core.planner.allocations(instance: "vm-3").first?.natIpPortRanges == [block])
+    #expect(core.pendingReleases.isEmpty)
+  }
+
+  @Test func leaseFreesBlocksOfASilentHost() throws {
+    let dir = TempDir()
+    let clock = ControllerCoreTests.Clock()
+    let core = try ControllerCoreTests().core(dir, clock: clock)
+    try core.change { $0 = oneSlotIntent() }
+    try replaceVM(core)
+    let lease = Int64(SnapshotBuilder.ownershipLeaseSec(core.planner)) * 1000
+    #expect(lease > 1_200_000, "longer than the longest idle timeout")
+
+    clock.ms += lease - 1
+    #expect(try core.expireLeases() == nil)
+    #expect(core.planner.allocations(instance: "vm-3").allSatisfy { $0.natIpPortRanges.isEmpty })
+    clock.ms += 1
+    #expect(try core.expireLeases() != nil)
+    #expect(core.planner.allocations(instance: "vm-3").first?.numTotalNatPorts == 32_768)
+  }
+
+  /// A restart keeps the quarantine (it is in the planner's snapshot) and waits for the host's
+  /// newest version.
+  @Test func quarantineSurvivesRestart() throws {
+    let dir = TempDir()
+    let clock = ControllerCoreTests.Clock()
+    let removedIn: UInt64
+    do {
+      let core = try ControllerCoreTests().core(dir, clock: clock)
+      try core.change { $0 = oneSlotIntent() }
+      removedIn = try #require(try replaceVM(core).hostVersions["host-a"])
+    }
+    let restarted = try ControllerCoreTests().core(dir, clock: clock)
+    #expect(Array(restarted.pendingReleases.values) == ["host-a"])
+    #expect(restarted.planner.allocations(instance: "vm-3").allSatisfy { $0.natIpPortRanges.isEmpty })
+    #expect(try restarted.hostAcknowledged("host-a", version: removedIn) != nil)
+    #expect(restarted.planner.allocations(instance: "vm-3").first?.numTotalNatPorts == 32_768)
+  }
+}
+
+/// The whole loop over gRPC: the old host ACKs the config without the block, and the waiting VM
+/// gets it — no test hook, just the control stream and ControllerCore.run.
+@Suite(.timeLimit(.minutes(1)))
+struct OwnershipOverTheWireTests {
+  @Test func ackOverTheStreamReleasesTheBlock() async throws {
+    let dir = TempDir()
+    let store = try ControllerStore(directory: dir.path)
+    let (acks, ackContinuation) = AsyncStream<HostAcknowledgement>.makeStream()
+    let hosts = HostControlService(store: store, registry: SessionRegistry(), heartbeatInterval: .seconds(30), acknowledgements: ackContinuation)
+    let core = try ControllerCore(
+      store: store, hosts: hosts, edge: EdgeControlService(store: store, registry: SessionRegistry()), autoPools: [:])
+    try core.change { $0 = OwnershipRuleTests().oneSlotIntent() }
+    let block = try #require(core.planner.allocations(instance: "vm-1").first?.natIpPortRanges.first)
+
+    let transport = InProcessTransport()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await core.run(acknowledgements: acks, leaseCheckInterval: .seconds(60)) }
+      try await withGRPCServer(transport: transport.server, services: [hosts]) { _ in
+        try await withGRPCClient(transport: transport.client) { client in
+          let agent = ControlProtocolTests()
+          try await agent.agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "b" }) { message in
+            guard case .push(let push)? = message.message else { return [] }
+            if push.config.vms.contains(where: { $0.instance == "vm-1" }) {
+              // The agent holds vm-1's block; now the operator replaces the VM.
+              Task { try OwnershipRuleTests().replaceVM(core) }
+            }
+            return [.with { $0.ack = .with { $0.nonce = push.nonce; $0.version = push.config.version } }]
+          } until: {
+            core.planner.allocations(instance: "vm-3").first?.natIpPortRanges == [block]
+          }
+        }
+        hosts.registry.shutdown()
+      }
+      group.cancelAll()
+    }
+    #expect(core.planner.allocations(instance: "vm-3").first?.natIpPortRanges == [block])
+    #expect(core.pendingReleases.isEmpty)
+    let history = try store.read { try $0.allocations(holding: "\(block.natIp)", port: block.firstPort, atMs: Int64.max - 1) }
+    #expect(history.map(\.instance) == ["vm-3"])
   }
 }

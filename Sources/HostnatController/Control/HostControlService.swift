@@ -22,6 +22,7 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
   let nowMs: MillisecondClock
   let portRequests: PortRequestHandler?
   let usageReports: (@Sendable (String, Hostnat_V1_PortUsageReport) async -> Void)?
+  let acknowledgements: AsyncStream<HostAcknowledgement>.Continuation?
 
   public init(
     store: ControllerStore,
@@ -29,8 +30,10 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
     heartbeatInterval: Duration = .seconds(1),
     nowMs: @escaping MillisecondClock = systemMillisecondClock,
     portRequests: PortRequestHandler? = nil,
-    usageReports: (@Sendable (String, Hostnat_V1_PortUsageReport) async -> Void)? = nil
+    usageReports: (@Sendable (String, Hostnat_V1_PortUsageReport) async -> Void)? = nil,
+    acknowledgements: AsyncStream<HostAcknowledgement>.Continuation? = nil
   ) {
+    self.acknowledgements = acknowledgements
     self.store = store
     self.registry = registry
     self.heartbeatInterval = heartbeatInterval
@@ -99,7 +102,8 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
     let now = nowMs()
     switch message.message {
     case .ack(let ack):
-      try ControlResponses.acknowledge(ack, hostID: hostID, kind: .agent, registry: registry, store: store, nowMs: now)
+      try ControlResponses.acknowledge(
+        ack, hostID: hostID, kind: .agent, registry: registry, store: store, nowMs: now, notify: acknowledgements)
     case .nack(let nack):
       try ControlResponses.reject(nack, hostID: hostID, kind: .agent, registry: registry, store: store, nowMs: now)
     case .heartbeat:
