@@ -47,7 +47,7 @@ let package = Package(
     .target(
       name: "HostnatController",
       dependencies: [
-        "HostnatProto", "HostnatPlanner",
+        "HostnatProto", "HostnatPlanner", "HostnatPackets",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRDB", package: "GRDB.swift"),

@@ -91,6 +91,9 @@ public final class ControllerCore: Sendable {
     state = Mutex(State(intent: intent, planner: planner, pending: pending))
   }
 
+  /// The controller's clock, now (Unix ms).
+  public var nowMsValue: Int64 { nowMs() }
+
   /// The current intent.
   public var intent: StoredIntent { state.withLock { $0.intent } }
 
