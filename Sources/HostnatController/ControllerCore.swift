@@ -44,6 +44,9 @@ public final class ControllerCore: Sendable {
     /// Quarantined blocks (planner ids) and what frees them: their old host ACKing `version`,
     /// or the ownership lease running out after `sinceMs` (control.proto rule 5).
     var pending: [UInt64: PendingRelease] = [:]
+    /// Content (unversioned) of every host's committed config, so a change compares against it
+    /// instead of rebuilding the previous configs from the previous intent.
+    var configs: [String: Hostnat_V1_HostConfig] = [:]
   }
 
   struct PendingRelease: Equatable {
@@ -69,7 +72,7 @@ public final class ControllerCore: Sendable {
     self.edge = edge
     self.autoPools = autoPools
     self.nowMs = nowMs
-    let (intent, snapshot) = try store.read { reader in
+    let (intent, snapshot, latestVersions) = try store.read { reader in
       var intent = StoredIntent()
       intent.networks = try reader.resources(.network, as: Hostnat_V1_Network.self)
       intent.subnets = try reader.resources(.subnet, as: Hostnat_V1_Subnet.self)
@@ -77,7 +80,8 @@ public final class ControllerCore: Sendable {
       intent.addresses = try reader.resources(.address, as: Hostnat_V1_Address.self)
       intent.instances = try reader.resources(.instance, as: Hostnat_V1_Instance.self)
       let snapshot = try reader.snapshot("planner").map { try JSONDecoder().decode(NatPlannerSnapshot.self, from: $0) }
-      return (intent, snapshot)
+      let latest = Dictionary(try reader.hosts().map { ($0.hostID, $0.latestVersion) }, uniquingKeysWith: { a, _ in a })
+      return (intent, snapshot, latest)
     }
     let planner = try NatPlanner(intent: try IntentMapping.natIntent(intent, autoPools: autoPools), restoring: snapshot)
     // After a restart the version that removed a block is unknown: wait for the host's newest
@@ -85,10 +89,10 @@ public final class ControllerCore: Sendable {
     var pending: [UInt64: PendingRelease] = [:]
     let now = nowMs()
     for block in planner.quarantinedBlocks {
-      let latest = try store.read { try $0.host(block.host)?.latestVersion } ?? 0
-      pending[block.id] = PendingRelease(host: block.host, version: latest, sinceMs: now)
+      pending[block.id] = PendingRelease(host: block.host, version: latestVersions[block.host] ?? 0, sinceMs: now)
     }
-    state = Mutex(State(intent: intent, planner: planner, pending: pending))
+    let configs = SnapshotBuilder.hostConfigs(intent, planner: planner)
+    state = Mutex(State(intent: intent, planner: planner, pending: pending, configs: configs))
   }
 
   /// The controller's clock, now (Unix ms).
@@ -189,16 +193,18 @@ public final class ControllerCore: Sendable {
     let now = nowMs()
     let (outcome, pushes, edgePush) = try state.withLock { state in
       let (intent, planner) = try plan(state)
-      if intent == state.intent && planner.snapshot() == state.planner.snapshot() {
+      let plannerSnapshot = planner.snapshot()
+      if intent == state.intent && plannerSnapshot == state.planner.snapshot() {
         return (ChangeOutcome(hostVersions: [:], edgeVersion: nil), [Hostnat_V1_HostConfig](), Hostnat_V1_EdgeConfig?.none)
       }
-      let oldConfigs = SnapshotBuilder.hostConfigs(state.intent, planner: state.planner)
-      var newConfigs = SnapshotBuilder.hostConfigs(intent, planner: planner)
+      let oldConfigs = state.configs
+      let builtConfigs = SnapshotBuilder.hostConfigs(intent, planner: planner)
+      var newConfigs = builtConfigs
       // A host whose last VM left gets an empty config, so it stops translating for it.
       for host in oldConfigs.keys where newConfigs[host] == nil {
         newConfigs[host] = .with { $0.hostID = host }
       }
-      let snapshot = try JSONEncoder().encode(planner.snapshot())
+      let snapshot = try JSONEncoder().encode(plannerSnapshot)
 
       let result = try store.write { tx -> (ChangeOutcome, [Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?, [UInt64: PendingRelease]) in
         try Self.writeResources(old: state.intent, new: intent, tx: tx)
@@ -240,6 +246,7 @@ public final class ControllerCore: Sendable {
       state.intent = intent
       state.planner = planner
       state.pending = result.3
+      state.configs = builtConfigs
       return (result.0, result.1, result.2)
     }
     // Durable first, pushed second (control.proto rule: a push never precedes its commit).
@@ -295,11 +302,8 @@ public final class ControllerCore: Sendable {
       }
       return result
     }
-    let before = blocks(old)
     let after = blocks(new)
-    guard before.count != after.count || before.keys.contains(where: { after[$0] == nil || after[$0]?.drained != before[$0]?.drained }) else {
-      return
-    }
+    guard blocks(old).mapValues(\.drained) != after.mapValues(\.drained) else { return }
     var live: [Key: AllocationRecord] = [:]
     for record in try tx.reader.liveAllocations() {
       let nic = Int(record.nic.dropFirst(3)) ?? 0

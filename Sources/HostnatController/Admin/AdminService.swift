@@ -456,8 +456,6 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
       return try body()
     } catch let error as AdminError {
       throw RPCError(code: error.kind.code, message: error.description)
-    } catch let error as PlannerValidationError {
-      throw RPCError(code: .invalidArgument, message: error.description)
     }
   }
 

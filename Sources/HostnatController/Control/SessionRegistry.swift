@@ -26,8 +26,8 @@ public struct SessionStatus: Sendable, Equatable {
 /// and the outbox the stream handler drains. `Outbound` is the stream's message type (agents
 /// and the edge have their own registries).
 ///
-/// All state sits behind one mutex: every method is short and never awaits, so the packet of
-/// work done under the lock is bounded and a slow stream never blocks another host.
+/// All state sits behind one mutex: every method is short and never awaits, so the work done
+/// under the lock is bounded and a slow stream never blocks another host.
 public final class SessionRegistry<Outbound: Sendable>: Sendable {
   private struct Session {
     var id: UInt64
