@@ -25,12 +25,27 @@ let package = Package(
     .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
     .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
     .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
   ],
   targets: [
     // Pure modules: no I/O, no dependencies outside the standard library.
     .target(name: "HostnatPackets", swiftSettings: hot),
     .target(name: "HostnatEngine", dependencies: ["HostnatPackets"], swiftSettings: hot),
     .target(name: "HostnatPlanner", swiftSettings: hot),
+    // The emulated Internet's servers (echo, what-is-my-IP, STUN) and the VM traffic generator:
+    // packets in, packets out, time as a parameter.
+    .target(name: "HostnatInternet", dependencies: ["HostnatPackets"], swiftSettings: hot),
+    .target(name: "HostnatWorkload", dependencies: ["HostnatPackets"], swiftSettings: hot),
+
+    // The I/O layer of the data plane: batched UDP sockets and the packet loops of agent, edge and VM.
+    .target(
+      name: "HostnatDataplane",
+      dependencies: ["HostnatPackets", "HostnatEngine"],
+      swiftSettings: hot
+    ),
 
     // Generated protobuf + gRPC code for proto/hostnat/v1 (see scripts/generate-proto.sh).
     .target(
@@ -51,6 +66,49 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict
+    ),
+
+    // The host agent and the edge: control-stream clients, last good config on disk, the data plane.
+    .target(
+      name: "HostnatAgent",
+      dependencies: [
+        "HostnatDataplane", "HostnatEngine", "HostnatPackets", "HostnatProto", "HostnatInternet", "HostnatWorkload",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+      ],
+      swiftSettings: strict
+    ),
+
+    // The gcloud-style admin CLI: a gRPC client of the admin API and its table/json/yaml output.
+    .target(
+      name: "HostnatAdminCLI",
+      dependencies: [
+        "HostnatProto",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Yams", package: "Yams"),
+      ],
+      swiftSettings: strict
+    ),
+
+    // The lab: a local cluster from a topology file, its status, and the demo of the central claim.
+    .target(
+      name: "HostnatLab",
+      dependencies: [
+        "HostnatProto", "HostnatAgent", "HostnatDataplane", "HostnatWorkload", "HostnatInternet", "HostnatPackets",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "Yams", package: "Yams"),
       ],
       swiftSettings: strict
     ),
@@ -64,14 +122,21 @@ let package = Package(
     .executableTarget(
       name: "hostnat",
       dependencies: [
-        "HostnatBench", "HostnatProto",
+        "HostnatBench", "HostnatProto", "HostnatController", "HostnatAgent", "HostnatAdminCLI", "HostnatLab",
+        "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict
     ),
 
     .testTarget(name: "HostnatPacketsTests", dependencies: ["HostnatPackets"], resources: [.copy("Fixtures")], swiftSettings: strict),
     .testTarget(name: "HostnatEngineTests", dependencies: ["HostnatEngine", "HostnatPackets"], swiftSettings: strict),
+    .testTarget(name: "HostnatInternetTests", dependencies: ["HostnatInternet", "HostnatPackets"], swiftSettings: strict),
+    .testTarget(name: "HostnatWorkloadTests", dependencies: ["HostnatWorkload", "HostnatInternet", "HostnatPackets"], swiftSettings: strict),
+    .testTarget(name: "HostnatDataplaneTests", dependencies: ["HostnatDataplane", "HostnatEngine", "HostnatPackets"], swiftSettings: strict),
     .testTarget(name: "HostnatPlannerTests", dependencies: ["HostnatPlanner"], swiftSettings: strict),
     .testTarget(name: "HostnatControllerTests", dependencies: [
       "HostnatController", "HostnatProto", "HostnatPlanner",
@@ -79,6 +144,13 @@ let package = Package(
       .product(name: "GRPCCore", package: "grpc-swift-2"),
       .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
     ], swiftSettings: strict),
+    .testTarget(name: "HostnatAgentTests", dependencies: [
+      "HostnatAgent", "HostnatProto", "HostnatEngine", "HostnatPackets", "HostnatDataplane",
+      .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ], swiftSettings: strict),
+    .testTarget(name: "HostnatLabTests", dependencies: ["HostnatLab", "HostnatAgent"], swiftSettings: strict),
+    // Runs the built `hostnat` binary: controller, CLI and lab end to end on loopback.
+    .testTarget(name: "HostnatCLITests", swiftSettings: strict),
     .testTarget(name: "HostnatProtoTests", dependencies: [
       "HostnatProto",
       .product(name: "SwiftProtobuf", package: "swift-protobuf"),

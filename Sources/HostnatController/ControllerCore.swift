@@ -1,6 +1,6 @@
 import Foundation
 public import HostnatPlanner
-import HostnatProto
+public import HostnatProto
 import SwiftProtobuf
 import Synchronization
 
@@ -168,6 +168,88 @@ public final class ControllerCore: Sendable {
     }
   }
 
+  /// Dynamic port allocation: answers a host's request for more ports for one of its VM NICs
+  /// with one more block (doubling the NIC's ports, up to the gateway's max ports per VM). The
+  /// grant is one durable transaction like any change and the host's new config version is
+  /// pushed; the grant message names that version. Refusals change nothing and say why.
+  public func grantPorts(hostID: String, request: Hostnat_V1_PortRequest) -> Hostnat_V1_PortGrant {
+    struct Refusal: Error { var reason: String }
+    func refused(_ reason: String) -> Hostnat_V1_PortGrant {
+      .with {
+        $0.requestID = request.requestID
+        $0.refusedReason = reason
+      }
+    }
+    guard request.nic.hasPrefix("nic"), let nicIndex = Int(request.nic.dropFirst(3)) else {
+      return refused("\"\(request.nic)\" is not a NIC name (nic0, nic1, ...)")
+    }
+    let nicName = "\(request.instance)/\(request.nic)"
+    var granted: NatPortRange?
+    do {
+      let outcome = try commit { state in
+        let allocations = state.planner.allocations(instance: request.instance).filter { $0.nic.nicIndex == nicIndex }
+        guard !allocations.isEmpty else { throw Refusal(reason: "no NAT gateway translates \(nicName)") }
+        var reasons: [String] = []
+        for allocation in allocations {
+          guard allocation.host == hostID else {
+            throw Refusal(reason: "\(request.instance) runs on \(allocation.host), not \(hostID)")
+          }
+          var planner = state.planner
+          switch planner.grant(allocation.nic) {
+          case .granted(let range):
+            granted = range
+            return (state.intent, planner)
+          case .atMaximum:
+            reasons.append("\(nicName) is at the maximum ports per VM of gateway \(allocation.nic.gateway)")
+          case .noFreePorts:
+            reasons.append("gateway \(allocation.nic.gateway) has no free NAT ports left")
+          case .notDynamic:
+            reasons.append("gateway \(allocation.nic.gateway) does not use dynamic port allocation")
+          case .waitingForNatPorts:
+            reasons.append("\(nicName) has not received its minimum ports yet")
+          case .unknownNic:
+            reasons.append("gateway \(allocation.nic.gateway) does not translate \(nicName)")
+          }
+        }
+        throw Refusal(reason: reasons.joined(separator: "; "))
+      }
+      guard let granted else { return refused("nothing granted") }
+      return .with {
+        $0.requestID = request.requestID
+        $0.block = .with {
+          $0.natIp = "\(granted.natIp)"
+          $0.firstPort = UInt32(granted.firstPort)
+          $0.count = UInt32(granted.portCount)
+        }
+        $0.version = outcome.hostVersions[hostID] ?? 0
+      }
+    } catch let refusal as Refusal {
+      return refused(refusal.reason)
+    } catch {
+      return refused("the controller could not record the grant: \(error)")
+    }
+  }
+
+  /// Dynamic port allocation, the other way: shrinks NICs whose usage fell (the planner decides
+  /// how far), from a host's usage report. Reclaimed blocks are quarantined until the host
+  /// ACKs a config without them. Returns nil when nothing was reclaimed.
+  @discardableResult
+  public func reclaimPorts(hostID: String, report: Hostnat_V1_PortUsageReport) throws -> ChangeOutcome? {
+    var reclaimed = false
+    let outcome = try commit { state in
+      var planner = state.planner
+      for usage in report.nics {
+        guard usage.nic.hasPrefix("nic"), let nicIndex = Int(usage.nic.dropFirst(3)) else { continue }
+        for allocation in planner.allocations(instance: usage.instance)
+        where allocation.nic.nicIndex == nicIndex && allocation.host == hostID {
+          if !planner.reclaim(allocation.nic, portsInUse: Int(usage.portsInUse)).isEmpty { reclaimed = true }
+        }
+      }
+      return reclaimed ? (state.intent, planner) : (state.intent, state.planner)
+    }
+    return reclaimed ? outcome : nil
+  }
+
   /// Quarantined blocks waiting for their old host, by planner id.
   public var pendingReleases: [UInt64: String] {
     state.withLock { state in state.pending.mapValues(\.host) }
@@ -253,6 +335,30 @@ public final class ControllerCore: Sendable {
     for config in pushes { hosts.push(config) }
     if let edgePush { edge.push(edgePush) }
     return outcome
+  }
+
+  /// Recomputes the edge's routes from the hosts' current underlay addresses and pushes a new
+  /// version if they changed: a host that (re)connects from a new address must get its return
+  /// traffic there. Returns the new edge version, if any.
+  @discardableResult
+  public func refreshEdge() throws -> UInt64? {
+    let now = nowMs()
+    let push = try state.withLock { state -> Hostnat_V1_EdgeConfig? in
+      try store.write { tx in
+        let underlays = Dictionary(try tx.reader.hosts().map { ($0.hostID, $0.underlayAddress) }, uniquingKeysWith: { a, _ in a })
+        var edgeConfig = SnapshotBuilder.edgeConfig(state.intent, planner: state.planner, underlays: underlays)
+        let stored = try tx.reader.edgeConfig()
+        if let stored, stored.natRoutes == edgeConfig.natRoutes, stored.externalRoutes == edgeConfig.externalRoutes {
+          return nil
+        }
+        edgeConfig.version = try tx.nextVersion()
+        edgeConfig.generatedMs = now
+        try tx.setEdgeConfig(edgeConfig)
+        return edgeConfig
+      }
+    }
+    if let push { edge.push(push) }
+    return push?.version
   }
 
   static func sameContent(_ a: Hostnat_V1_HostConfig, _ b: Hostnat_V1_HostConfig) -> Bool {

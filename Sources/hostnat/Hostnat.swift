@@ -7,6 +7,8 @@ struct Hostnat: AsyncParsableCommand {
     commandName: "hostnat",
     abstract: "Cloud NAT's architecture as runnable software: a controller, host agents that translate, and an emulated Internet.",
     version: HostnatVersion.string,
-    subcommands: [VersionCommand.self, BenchCommand.self]
+    subcommands: [
+      LabCommand.self, ControllerCommand.self, AgentCommand.self, EdgeCommand.self, VMCommand.self,
+    ] + AdminCommands.all + [BenchCommand.self, VersionCommand.self]
   )
 }

@@ -164,7 +164,16 @@ import Testing
     let blocks = try #require(SnapshotBuilder.hostConfigs(stored, planner: planner)["host-a"]?.vms[0].nics[0].natBindings[0].portBlocks)
     #expect(blocks.contains { $0.drained && $0.natIp == before.natIp && $0.firstPort == before.firstPort })
     #expect(blocks.contains { !$0.drained && $0.natIp != before.natIp })
-    let edge = SnapshotBuilder.edgeConfig(stored, planner: planner, underlays: [:])
+    let edge = SnapshotBuilder.edgeConfig(stored, planner: planner, underlays: ["host-a": "127.0.0.1:7001"])
     #expect(edge.natRoutes.contains { $0.natIp == before.natIp && $0.firstPort == before.firstPort })
+  }
+
+  /// A host that never connected has no underlay address: the edge gets no route to nowhere
+  /// (it would NACK it), and the routes appear once the host says hello.
+  @Test func hostsWithoutUnderlayGetNoRoutesYet() throws {
+    let (stored, planner) = try planned()
+    #expect(SnapshotBuilder.edgeConfig(stored, planner: planner, underlays: [:]).natRoutes.isEmpty)
+    #expect(SnapshotBuilder.edgeConfig(stored, planner: planner, underlays: ["host-a": ""]).natRoutes.isEmpty)
+    #expect(!SnapshotBuilder.edgeConfig(stored, planner: planner, underlays: ["host-a": "127.0.0.1:7001"]).natRoutes.isEmpty)
   }
 }

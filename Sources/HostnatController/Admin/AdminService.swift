@@ -253,6 +253,13 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
           if taken.contains(address.address) {
             throw AdminError(.alreadyExists, field: "address.address", reason: "\(address.address) is already reserved")
           }
+          // AUTO_ONLY gateways take these without a reservation: reserving one too would let
+          // two gateways translate to the same IP.
+          if let region = core.autoPools.keys.sorted().first(where: { core.autoPools[$0]?.contains(address.address) == true }) {
+            throw AdminError(
+              .failedPrecondition, field: "address.address",
+              reason: "\(address.address) belongs to the auto-allocation pool of \(region)")
+          }
         }
         intent.addresses.append(address)
       }
@@ -425,7 +432,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
 
   public func listHosts(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListHostsResponse {
     try rpc {
-      let records = try core.store.read { try $0.hosts() }
+      let (records, edgeVersion) = try core.store.read { reader in (try reader.hosts(), try reader.edgeConfig()?.version ?? 0) }
       let instances = Dictionary(grouping: core.intent.instances, by: \.host).mapValues(\.count)
       return .with {
         $0.hosts = records.map { record in
@@ -435,7 +442,8 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
             $0.kind = record.kind
             $0.connected = live?.connected ?? false
             $0.bootID = live?.bootID ?? ""
-            $0.latestVersion = record.latestVersion
+            // The edge's routing snapshot is one for every edge; hosts each have their own.
+            $0.latestVersion = record.kind == .edge ? edgeVersion : record.latestVersion
             $0.lastVersionSent = live?.lastSent ?? 0
             $0.lastVersionAcked = max(record.ackedVersion, live?.lastAcked ?? 0)
             $0.lastNackReason = record.lastNack

@@ -23,6 +23,7 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
   let portRequests: PortRequestHandler?
   let usageReports: (@Sendable (String, Hostnat_V1_PortUsageReport) async -> Void)?
   let acknowledgements: AsyncStream<HostAcknowledgement>.Continuation?
+  let connected: (@Sendable (Hostnat_V1_Hello) -> Void)?
 
   public init(
     store: ControllerStore,
@@ -31,9 +32,11 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
     nowMs: @escaping MillisecondClock = systemMillisecondClock,
     portRequests: PortRequestHandler? = nil,
     usageReports: (@Sendable (String, Hostnat_V1_PortUsageReport) async -> Void)? = nil,
-    acknowledgements: AsyncStream<HostAcknowledgement>.Continuation? = nil
+    acknowledgements: AsyncStream<HostAcknowledgement>.Continuation? = nil,
+    connected: (@Sendable (Hostnat_V1_Hello) -> Void)? = nil
   ) {
     self.acknowledgements = acknowledgements
+    self.connected = connected
     self.store = store
     self.registry = registry
     self.heartbeatInterval = heartbeatInterval
@@ -59,6 +62,8 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
       opened: { [self] hello in
         let config = try currentSnapshot(hostID: hello.hostID, hostHolds: hello.appliedVersion, underlay: hello.underlayAddress)
         push(config)
+        // Its underlay address may be new: the edge's routes follow it.
+        connected?(hello)
       },
       received: { [self] hostID, message in try await handle(hostID: hostID, message) }
     )

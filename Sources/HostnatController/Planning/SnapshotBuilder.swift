@@ -55,7 +55,10 @@ public enum SnapshotBuilder {
     _ stored: StoredIntent, planner: NatPlanner, underlays: [String: String]
   ) -> Hostnat_V1_EdgeConfig {
     var config = Hostnat_V1_EdgeConfig()
+    // A host that never said hello has no data plane to send to yet; its routes appear when it
+    // connects (ControllerCore.refreshEdge), so the edge never holds a route without an address.
     for instance in stored.instances {
+      guard let underlay = underlays[instance.host], !underlay.isEmpty else { continue }
       for allocation in planner.allocations(instance: instance.name) {
         for range in allocation.natIpPortRanges + allocation.drainNatIpPortRanges {
           config.natRoutes.append(.with {
@@ -63,7 +66,7 @@ public enum SnapshotBuilder {
             $0.firstPort = UInt32(range.firstPort)
             $0.count = UInt32(range.portCount)
             $0.hostID = instance.host
-            $0.underlayAddress = underlays[instance.host] ?? ""
+            $0.underlayAddress = underlay
           })
         }
       }
@@ -71,7 +74,7 @@ public enum SnapshotBuilder {
         config.externalRoutes.append(.with {
           $0.externalIp = nic.externalIp
           $0.hostID = instance.host
-          $0.underlayAddress = underlays[instance.host] ?? ""
+          $0.underlayAddress = underlay
         })
       }
     }

@@ -1,0 +1,173 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+public import HostnatDataplane
+public import HostnatInternet
+public import HostnatPackets
+public import HostnatProto
+import SwiftProtobuf
+import Synchronization
+
+/// How to start the edge (`hostnat edge`).
+public struct EdgeOptions: Sendable {
+  public var controller: String
+  public var underlay: HostnatDataplane.SocketAddress
+  public var stateDir: String
+  public var servers: [ServerSpec] = InternetServers.labDefault
+  public var timing = ControlTiming()
+
+  public init(controller: String, underlay: HostnatDataplane.SocketAddress, stateDir: String) {
+    self.controller = controller
+    self.underlay = underlay
+    self.stateDir = stateDir
+  }
+}
+
+/// What the edge writes to `status.json` in its state dir every second.
+public struct EdgeStatus: Codable, Sendable {
+  public var pid: Int32
+  public var underlay: String
+  public var control: ControlLinkStatus
+  public var routes: Int
+  public var dataplane: EdgeDataplaneStats
+  public var servers: InternetCounters
+  public var writtenMs: Int64
+}
+
+/// The emulated Internet: servers on documentation-range addresses, and return traffic routed
+/// to whichever host owns the NAT IP:port block, by the routes the controller pushes.
+public final class EdgeNode: Sendable {
+  public let options: EdgeOptions
+  public let bootID = UUID().uuidString.lowercased()
+  public let link: ControlLink
+  public let dataplane: EdgeDataplane<InternetServers>
+  let routesFile: StateFile<Hostnat_V1_EdgeConfig>
+  let applied: Mutex<Hostnat_V1_EdgeConfig?>
+
+  public init(options: EdgeOptions) throws {
+    self.options = options
+    link = try ControlLink(controller: options.controller, timing: options.timing)
+    try FileManager.default.createDirectory(atPath: options.stateDir, withIntermediateDirectories: true)
+    routesFile = StateFile(path: options.stateDir + "/routes.pb")
+    let saved = try routesFile.load()
+    let socket = try UDPSocket(binding: options.underlay)
+    dataplane = EdgeDataplane(socket: socket, servers: InternetServers(servers: options.servers))
+    if let saved {
+      let (routes, external) = try Self.routes(saved)
+      try dataplane.setRoutes(routes, externalIPs: external)
+      link.update { $0.appliedVersion = saved.version; $0.appliedAtMs = nowMs() }
+    }
+    applied = Mutex(saved)
+  }
+
+  public var underlayAddress: HostnatDataplane.SocketAddress { dataplane.socket.localAddress }
+
+  /// The data plane's routing table for a snapshot; any malformed entry rejects the whole snapshot.
+  public static func routes(_ config: Hostnat_V1_EdgeConfig) throws(ConfigRejection) -> ([EdgeRoute], [IPv4Address: HostnatDataplane.SocketAddress]) {
+    var routes: [EdgeRoute] = []
+    for (i, route) in config.natRoutes.enumerated() {
+      guard let ip = IPv4Address(route.natIp) else { throw ConfigRejection("natRoutes[\(i)].natIp: \(route.natIp.debugDescription) is not an IPv4 address") }
+      guard let host = HostnatDataplane.SocketAddress(route.underlayAddress) else {
+        throw ConfigRejection("natRoutes[\(i)].underlayAddress: \(route.underlayAddress.debugDescription) is not IP:PORT")
+      }
+      guard route.count > 0, route.firstPort + route.count <= 65536 else {
+        throw ConfigRejection("natRoutes[\(i)]: ports \(route.firstPort)+\(route.count) out of range")
+      }
+      routes.append(EdgeRoute(natIP: ip, firstPort: UInt16(route.firstPort), count: Int(route.count), host: host))
+    }
+    var external: [IPv4Address: HostnatDataplane.SocketAddress] = [:]
+    for (i, route) in config.externalRoutes.enumerated() {
+      guard let ip = IPv4Address(route.externalIp), let host = HostnatDataplane.SocketAddress(route.underlayAddress) else {
+        throw ConfigRejection("externalRoutes[\(i)]: \(route.externalIp) via \(route.underlayAddress) is not valid")
+      }
+      external[ip] = host
+    }
+    return (routes, external)
+  }
+
+  public func run() async {
+    dataplane.start()
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await self.link.maintain { client in try await self.session(client) } }
+      group.addTask {
+        while !Task.isCancelled {
+          self.writeStatus()
+          try? await Task.sleep(for: .seconds(1))
+        }
+      }
+      await group.waitForAll()
+    }
+    writeStatus()
+  }
+
+  public func stop() {
+    dataplane.stop()
+    writeStatus()
+  }
+
+  public var status: EdgeStatus {
+    EdgeStatus(
+      pid: getpid(), underlay: underlayAddress.description, control: link.status,
+      routes: applied.withLock { $0?.natRoutes.count ?? 0 }, dataplane: dataplane.stats(),
+      servers: dataplane.withServers { $0.counters }, writtenMs: nowMs())
+  }
+
+  func writeStatus() { StatusFile.write(status, to: options.stateDir + "/status.json") }
+
+  public func handlePush(_ push: Hostnat_V1_EdgePush) -> Hostnat_V1_EdgeMessage {
+    let config = push.config
+    let current = applied.withLock { $0 }
+    let held = current?.version ?? 0
+    func nack(_ reason: String) -> Hostnat_V1_EdgeMessage {
+      link.update { $0.nacks += 1; $0.lastNack = reason }
+      return .with { $0.nack = .with { $0.nonce = push.nonce; $0.version = config.version; $0.appliedVersion = held; $0.error = reason } }
+    }
+    if config.version < held { return nack("stale version \(config.version) < \(held)") }
+    if config.version > held || current == nil {
+      do {
+        let (routes, external) = try Self.routes(config)
+        try dataplane.setRoutes(routes, externalIPs: external)
+        do {
+          try routesFile.store(config)
+        } catch {
+          // Not durable: keep running what the disk says.
+          if let current, let (old, oldExternal) = try? Self.routes(current) { try? dataplane.setRoutes(old, externalIPs: oldExternal) }
+          throw error
+        }
+      } catch {
+        return nack("\(error)")
+      }
+      applied.withLock { $0 = config }
+      link.update { $0.appliedVersion = config.version; $0.appliedAtMs = nowMs() }
+    }
+    link.update { $0.acks += 1 }
+    return .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = config.version } }
+  }
+
+  func session(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async throws {
+    let control = Hostnat_V1_EdgeControlService.Client(wrapping: client)
+    let (outbound, continuation) = AsyncStream<Hostnat_V1_EdgeMessage>.makeStream()
+    let held = applied.withLock { $0?.version ?? 0 }
+    continuation.yield(.with {
+      $0.hello = .with {
+        $0.hostID = "edge"
+        $0.bootID = bootID
+        $0.appliedVersion = held
+        $0.underlayAddress = underlayAddress.description
+        $0.softwareVersion = "hostnat"
+      }
+    })
+    link.heard()
+    try await control.connect(options: ControlLink.streamOptions) { writer in
+      for await message in outbound { try await writer.write(message) }
+    } onResponse: { response in
+      try await self.link.serve(
+        response.messages, outbound: continuation,
+        heartbeat: { .with { $0.heartbeat = .with { $0.sentMs = nowMs() } } }
+      ) { message in
+        if case .push(let push)? = message.message { return self.handlePush(push) }
+        return nil
+      }
+    }
+  }
+}

@@ -1,0 +1,185 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+public import HostnatDataplane
+import HostnatEngine
+import HostnatPackets
+public import HostnatProto
+import SwiftProtobuf
+import Synchronization
+
+/// How to start a host agent (`hostnat agent`).
+public struct AgentOptions: Sendable {
+  public var hostID: String
+  public var controller: String
+  public var underlay: HostnatDataplane.SocketAddress
+  public var stateDir: String
+  /// Where Internet-bound packets go: the edge's underlay address (the host's uplink).
+  public var edge: HostnatDataplane.SocketAddress?
+  /// Flow table capacity; the table lives in a file in the state dir so a restart keeps flows.
+  public var flowCapacity: Int = 262_144
+  public var timing = ControlTiming()
+
+  public init(hostID: String, controller: String, underlay: HostnatDataplane.SocketAddress, stateDir: String, edge: HostnatDataplane.SocketAddress?) {
+    self.hostID = hostID
+    self.controller = controller
+    self.underlay = underlay
+    self.stateDir = stateDir
+    self.edge = edge
+  }
+}
+
+/// What an agent writes to `status.json` in its state dir every second.
+public struct AgentStatus: Codable, Sendable {
+  public var hostID: String
+  public var pid: Int32
+  public var bootID: String
+  public var underlay: String
+  public var flowTableAttached: Bool
+  public var control: ControlLinkStatus
+  public var dataplane: AgentDataplaneStats
+  public var writtenMs: Int64
+}
+
+/// A host agent: the translation data plane for the VMs on one host, fed by the controller over
+/// one control stream, and able to run on its last good config when the controller is gone.
+public final class HostAgent: Sendable {
+  public let options: AgentOptions
+  public let bootID: String
+  public let link: ControlLink
+  public let dataplane: AgentDataplane
+  public let flowTableAttached: Bool
+  let configFile: StateFile<Hostnat_V1_HostConfig>
+  /// The applied snapshot; pushes are handled one at a time by the stream task.
+  let applied: Mutex<Hostnat_V1_HostConfig?>
+
+  public init(options: AgentOptions) throws {
+    self.options = options
+    self.bootID = UUID().uuidString.lowercased()
+    self.link = try ControlLink(controller: options.controller, timing: options.timing)
+    try FileManager.default.createDirectory(atPath: options.stateDir, withIntermediateDirectories: true)
+    configFile = StateFile(path: options.stateDir + "/config.pb")
+    let saved = try configFile.load()
+    var initial = EngineConfig()
+    if let saved {
+      do {
+        initial = try ConfigTranslation.engineConfig(saved)
+      } catch {
+        throw StateFileError(path: configFile.path, reason: "saved config is not applicable: \(error)")
+      }
+    }
+    let socket = try UDPSocket(binding: options.underlay)
+    let (region, attached) = try FlowRegion.open(path: options.stateDir + "/flows.region", capacity: options.flowCapacity)
+    self.flowTableAttached = attached
+    dataplane = try AgentDataplane(socket: socket, capacity: options.flowCapacity, flowRegion: region, initialConfig: saved == nil ? nil : initial, initialVersion: saved?.version ?? 0)
+    dataplane.setEdge(options.edge)
+    applied = Mutex(saved)
+    let savedAt = saved.map { _ in nowMs() } ?? 0
+    link.update {
+      $0.appliedVersion = saved?.version ?? 0
+      $0.appliedAtMs = savedAt
+    }
+  }
+
+  /// The address the data plane listens on (port 0 in options resolves here).
+  public var underlayAddress: HostnatDataplane.SocketAddress { dataplane.socket.localAddress }
+
+  /// Starts the data plane, then keeps the control stream up and the status file fresh until
+  /// cancelled. The data plane runs on its own thread and never waits for anything here.
+  public func run() async {
+    dataplane.start()
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await self.link.maintain { client in try await self.session(client) } }
+      group.addTask {
+        while !Task.isCancelled {
+          self.writeStatus()
+          try? await Task.sleep(for: .seconds(1))
+        }
+      }
+      await group.waitForAll()
+    }
+    writeStatus()
+  }
+
+  /// Stops the data plane (the flow table file stays for the next start).
+  public func stop() {
+    dataplane.stop()
+    writeStatus()
+  }
+
+  public var status: AgentStatus {
+    AgentStatus(
+      hostID: options.hostID, pid: getpid(), bootID: bootID, underlay: underlayAddress.description,
+      flowTableAttached: flowTableAttached, control: link.status, dataplane: dataplane.stats(), writtenMs: nowMs())
+  }
+
+  func writeStatus() { StatusFile.write(status, to: options.stateDir + "/status.json") }
+
+  /// Applies one pushed snapshot (rules 1–3 of control.proto) and returns the answer to send.
+  public func handlePush(_ push: Hostnat_V1_ConfigPush) -> Hostnat_V1_AgentMessage {
+    let config = push.config
+    let current = applied.withLock { $0 }
+    let held = current?.version ?? 0
+    func nack(_ reason: String) -> Hostnat_V1_AgentMessage {
+      link.update { $0.nacks += 1; $0.lastNack = reason }
+      return .with {
+        $0.nack = .with { $0.nonce = push.nonce; $0.version = config.version; $0.appliedVersion = held; $0.error = reason }
+      }
+    }
+    func ack() -> Hostnat_V1_AgentMessage {
+      link.update { $0.acks += 1 }
+      return .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = config.version } }
+    }
+    if config.hostID != options.hostID {
+      return nack("hostId: snapshot is for \(config.hostID.debugDescription), this host is \(options.hostID.debugDescription)")
+    }
+    if config.version < held { return nack("stale version \(config.version) < \(held)") }
+    if config.version == held, current != nil { return ack() }
+    let engineConfig: EngineConfig
+    do {
+      engineConfig = try ConfigTranslation.engineConfig(config)
+      try dataplane.apply(engineConfig, version: config.version)
+    } catch {
+      return nack("\(error)")
+    }
+    do {
+      try configFile.store(config)
+    } catch {
+      // Not durable: put the previous config back so what runs is what the disk says.
+      if let current, let previous = try? ConfigTranslation.engineConfig(current) {
+        try? dataplane.apply(previous, version: held)
+      }
+      return nack("cannot save config: \(error)")
+    }
+    applied.withLock { $0 = config }
+    link.update { $0.appliedVersion = config.version; $0.appliedAtMs = nowMs() }
+    return ack()
+  }
+
+  func session(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async throws {
+    let control = Hostnat_V1_HostControlService.Client(wrapping: client)
+    let (outbound, continuation) = AsyncStream<Hostnat_V1_AgentMessage>.makeStream()
+    let held = applied.withLock { $0?.version ?? 0 }
+    continuation.yield(.with {
+      $0.hello = .with {
+        $0.hostID = options.hostID
+        $0.bootID = bootID
+        $0.appliedVersion = held
+        $0.underlayAddress = underlayAddress.description
+        $0.softwareVersion = "hostnat"
+      }
+    })
+    link.heard()
+    try await control.connect(options: ControlLink.streamOptions) { writer in
+      for await message in outbound { try await writer.write(message) }
+    } onResponse: { response in
+      try await self.link.serve(
+        response.messages, outbound: continuation,
+        heartbeat: { .with { $0.heartbeat = .with { $0.sentMs = nowMs() } } }
+      ) { message in
+        if case .push(let push)? = message.message { return self.handlePush(push) }
+        return nil
+      }
+    }
+  }
+}

@@ -1,0 +1,255 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import HostnatPackets
+import HostnatProto
+public import Logging
+import ServiceLifecycle
+import Synchronization
+import SwiftProtobuf
+import UnixSignals
+
+/// Why the controller process could not start. Each case is a sentence an operator can act on.
+public enum ControllerStartError: Error, CustomStringConvertible, Equatable {
+  /// A command-line value was malformed; names the option.
+  case badOption(option: String, reason: String)
+  /// The database could not be used (corrupt, too new, unreadable).
+  case store(String)
+  /// The stored intent could not be planned again (should not happen with an intact database).
+  case restore(String)
+  /// The listening socket could not be bound.
+  case listen(address: String, reason: String)
+
+  public var description: String {
+    switch self {
+    case .badOption(let option, let reason): "\(option): \(reason)"
+    case .store(let message): message
+    case .restore(let message): "cannot restore the controller state: \(message)"
+    case .listen(let address, let reason): "cannot listen on \(address): \(reason)"
+    }
+  }
+}
+
+/// Settings of the controller process (`hostnat controller`).
+public struct ControllerOptions: Sendable, Equatable {
+  /// Directory of the SQLite database (created if missing).
+  public var dataDirectory: String
+  /// IPv4 address to listen on.
+  public var host: String
+  /// TCP port; 0 picks a free one (the ready line names it).
+  public var port: Int
+  /// Region → IPs that AUTO_ONLY gateways take, in order.
+  public var autoPools: [String: [String]]
+  /// Control-stream heartbeat interval.
+  public var heartbeat: Duration
+  /// How often ownership leases of silent hosts are checked.
+  public var leaseCheckInterval: Duration
+
+  public init(
+    dataDirectory: String, host: String = "127.0.0.1", port: Int = 7400,
+    autoPools: [String: [String]] = ControllerOptions.defaultAutoPools,
+    heartbeat: Duration = .seconds(1), leaseCheckInterval: Duration = .seconds(5)
+  ) {
+    self.dataDirectory = dataDirectory
+    self.host = host
+    self.port = port
+    self.autoPools = autoPools
+    self.heartbeat = heartbeat
+    self.leaseCheckInterval = leaseCheckInterval
+  }
+
+  /// us-central1 and us-east1 share 198.51.100.0/24, split in halves so that no IP can ever be
+  /// auto-allocated in both regions. Reserved addresses come from 203.0.113.0/24 instead.
+  public static let defaultAutoPools: [String: [String]] = [
+    "us-central1": poolAddresses(IPv4CIDR("198.51.100.0/25")!),
+    "us-east1": poolAddresses(IPv4CIDR("198.51.100.128/25")!),
+  ]
+
+  /// Parses "HOST:PORT" (IPv4 literal, port 0...65535).
+  public static func parseListen(_ value: String) throws(ControllerStartError) -> (host: String, port: Int) {
+    let parts = value.split(separator: ":", omittingEmptySubsequences: false)
+    guard parts.count == 2, IPv4Address(String(parts[0])) != nil, let port = Int(parts[1]), (0...65535).contains(port) else {
+      throw .badOption(option: "--listen", reason: "\"\(value)\" is not HOST:PORT with an IPv4 host and a port 0-65535")
+    }
+    return (String(parts[0]), port)
+  }
+
+  /// Parses repeated "REGION=CIDR" values. Pools must lie in 192.0.2.0/24 or 198.51.100.0/24
+  /// (documentation ranges; 203.0.113.0/24 is where reserved addresses come from) and must not
+  /// overlap between regions.
+  public static func parseAutoPools(_ values: [String]) throws(ControllerStartError) -> [String: [String]] {
+    let documentation = ["192.0.2.0/24", "198.51.100.0/24"].compactMap { IPv4CIDR($0) }
+    var pools: [String: [IPv4CIDR]] = [:]
+    for value in values {
+      let parts = value.split(separator: "=", maxSplits: 1)
+      guard parts.count == 2, !parts[0].isEmpty, let cidr = IPv4CIDR(String(parts[1])) else {
+        throw .badOption(option: "--auto-nat-pool", reason: "\"\(value)\" is not REGION=CIDR (e.g. us-east1=198.51.100.128/25)")
+      }
+      guard documentation.contains(where: { $0.contains(cidr.first) && $0.contains(cidr.last) }) else {
+        throw .badOption(option: "--auto-nat-pool", reason: "\(cidr) is outside 192.0.2.0/24 and 198.51.100.0/24 (203.0.113.0/24 is for reserved addresses)")
+      }
+      for (region, others) in pools {
+        for other in others where other.overlaps(cidr) {
+          throw .badOption(option: "--auto-nat-pool", reason: "\(cidr) overlaps \(other) of \(region)")
+        }
+      }
+      pools[String(parts[0]), default: []].append(cidr)
+    }
+    return pools.mapValues { $0.flatMap(poolAddresses) }
+  }
+
+  /// The usable IPs of a pool range: every address except those ending in .0 or .255, which
+  /// some stacks still treat as network or broadcast addresses.
+  static func poolAddresses(_ cidr: IPv4CIDR) -> [String] {
+    (cidr.first.value...cidr.last.value).compactMap { value in
+      let last = value & 0xFF
+      return last == 0 || last == 255 ? nil : "\(IPv4Address(value))"
+    }
+  }
+}
+
+/// The controller process: the store, the control services for agents and the edge, the core
+/// and the admin API, served over HTTP/2 (plaintext) and run under a ServiceGroup that shuts
+/// down gracefully on SIGTERM/SIGINT: control streams are ended, in-flight admin calls finish,
+/// then the process returns.
+public struct ControllerServer: Sendable {
+  public let options: ControllerOptions
+  public let logger: Logger
+
+  public init(options: ControllerOptions, logger: Logger) {
+    self.options = options
+    self.logger = logger
+  }
+
+  /// Runs until SIGTERM/SIGINT (with `handleSignals`) or cancellation. `onReady` is called
+  /// once the socket is bound, with the bound host and port.
+  public func run(
+    handleSignals: Bool = true,
+    onReady: @escaping @Sendable (_ host: String, _ port: Int) -> Void
+  ) async throws {
+    let store: ControllerStore
+    do {
+      store = try ControllerStore(directory: options.dataDirectory)
+    } catch {
+      throw ControllerStartError.store(error.description)
+    }
+    let (acknowledgements, ackContinuation) = AsyncStream<HostAcknowledgement>.makeStream(bufferingPolicy: .unbounded)
+    // The core needs the host service and the host service's port-request handler needs the
+    // core: the handler reads the core through this reference, set before serving starts.
+    let coreReference = Mutex<ControllerCore?>(nil)
+    let logger = self.logger
+    let hostService = HostControlService(
+      store: store, registry: SessionRegistry(), heartbeatInterval: options.heartbeat,
+      portRequests: { hostID, request in
+        guard let core = coreReference.withLock({ $0 }) else {
+          return .with {
+            $0.requestID = request.requestID
+            $0.refusedReason = "the controller is starting"
+          }
+        }
+        let grant = core.grantPorts(hostID: hostID, request: request)
+        logger.info(
+          "port request", metadata: ["host": "\(hostID)", "nic": "\(request.instance)/\(request.nic)",
+            "result": "\(grant.refusedReason.isEmpty ? "granted \(grant.block.natIp):\(grant.block.firstPort)+\(grant.block.count)" : grant.refusedReason)"])
+        return grant
+      },
+      usageReports: { hostID, report in
+        guard let core = coreReference.withLock({ $0 }) else { return }
+        do {
+          try core.reclaimPorts(hostID: hostID, report: report)
+        } catch {
+          logger.error("reclaiming ports failed", metadata: ["host": "\(hostID)", "error": "\(error)"])
+        }
+      },
+      acknowledgements: ackContinuation,
+      connected: { hello in
+        guard let core = coreReference.withLock({ $0 }) else { return }
+        do {
+          if let version = try core.refreshEdge() {
+            logger.info("edge routes follow host", metadata: ["host": "\(hello.hostID)", "underlay": "\(hello.underlayAddress)", "edgeVersion": "\(version)"])
+          }
+        } catch {
+          logger.error("refreshing edge routes failed", metadata: ["host": "\(hello.hostID)", "error": "\(error)"])
+        }
+      })
+    let edgeService = EdgeControlService(store: store, registry: SessionRegistry(), heartbeatInterval: options.heartbeat)
+    let core: ControllerCore
+    do {
+      core = try ControllerCore(store: store, hosts: hostService, edge: edgeService, autoPools: options.autoPools)
+    } catch {
+      throw ControllerStartError.restore("\(error)")
+    }
+    coreReference.withLock { $0 = core }
+    let admin = AdminService(core: core)
+
+    let address = "\(options.host):\(options.port)"
+    let server = GRPCServer(
+      transport: .http2NIOPosix(address: .ipv4(host: options.host, port: options.port), transportSecurity: .plaintext),
+      services: [hostService, edgeService, admin])
+
+    let serving = GRPCService(server: server, address: address, onReady: onReady) {
+      // Control streams never end on their own: close them so the server can drain.
+      hostService.registry.shutdown()
+      edgeService.registry.shutdown()
+    }
+    let background = CoreService(core: core, acknowledgements: acknowledgements, leaseCheckInterval: options.leaseCheckInterval) {
+      ackContinuation.finish()
+    }
+    let group = ServiceGroup(
+      configuration: .init(
+        services: [.init(service: background), .init(service: serving)],
+        gracefulShutdownSignals: handleSignals ? [UnixSignal.sigterm, .sigint] : [],
+        logger: logger))
+    logger.info("controller starting", metadata: ["data-dir": "\(options.dataDirectory)", "listen": "\(address)"])
+    try await group.run()
+    logger.info("controller stopped")
+  }
+}
+
+/// The gRPC server as a Service: serves until graceful shutdown, then ends control streams and
+/// lets in-flight RPCs finish.
+struct GRPCService: Service {
+  let server: GRPCServer<HTTP2ServerTransport.Posix>
+  let address: String
+  let onReady: @Sendable (String, Int) -> Void
+  let closeStreams: @Sendable () -> Void
+
+  func run() async throws {
+    try await withGracefulShutdownHandler {
+      try await withThrowingDiscardingTaskGroup { group in
+        group.addTask { try await server.serve() }
+        let bound: GRPCNIOTransportCore.SocketAddress
+        do {
+          bound = try await server.transport.listeningAddress
+        } catch {
+          server.beginGracefulShutdown()
+          throw ControllerStartError.listen(address: address, reason: "\(error)")
+        }
+        if let ipv4 = bound.ipv4 {
+          onReady(ipv4.host, ipv4.port)
+        } else {
+          onReady("\(bound)", 0)
+        }
+      }
+    } onGracefulShutdown: {
+      closeStreams()
+      server.beginGracefulShutdown()
+    }
+  }
+}
+
+/// ControllerCore's background work (releasing quarantined blocks on ACKs, lease expiry) as a
+/// Service, cancelled on graceful shutdown.
+struct CoreService: Service {
+  let core: ControllerCore
+  let acknowledgements: AsyncStream<HostAcknowledgement>
+  let leaseCheckInterval: Duration
+  let finish: @Sendable () -> Void
+
+  func run() async throws {
+    defer { finish() }
+    try await cancelWhenGracefulShutdown {
+      try await core.run(acknowledgements: acknowledgements, leaseCheckInterval: leaseCheckInterval)
+    }
+  }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import HostnatAgent
+import HostnatProto
+
+/// The lab's operations on a directory: bring a cluster up, report on it, take it down.
+public struct Lab: Sendable {
+  public var dir: String
+  /// Progress lines go here (stdout for the CLI, a collector in tests).
+  public var say: @Sendable (String) -> Void
+
+  public init(dir: String, say: @escaping @Sendable (String) -> Void = { print($0) }) {
+    self.dir = (dir as NSString).standardizingPath.hasPrefix("/") ? dir : FileManager.default.currentDirectoryPath + "/" + dir
+    self.say = say
+  }
+
+  /// Starts the whole cluster for `topology` and returns when every host and the edge have
+  /// acknowledged the controller's latest config.
+  public func up(_ topology: Topology, topologyName: String, executable: String = Processes.selfExecutable) async throws -> LabState {
+    if let existing = try? LabState.load(dir), existing.processes.contains(where: { Processes.isRunning($0.pid) }) {
+      throw LabError("a lab is already running in \(dir) (hostnat lab down --dir \(dir) first)")
+    }
+    let fm = FileManager.default
+    for sub in ["logs", "controller", "edge", "agents", "vms"] {
+      try? fm.removeItem(atPath: dir + "/" + sub)
+    }
+    try fm.createDirectory(atPath: dir + "/logs", withIntermediateDirectories: true)
+    let controllerPort = try Processes.freePort()
+    let edgePort = try Processes.freePort()
+    let controller = "127.0.0.1:\(controllerPort)"
+    let edge = "127.0.0.1:\(edgePort)"
+    var state = LabState(
+      dir: dir, topology: topologyName, executable: executable, controller: controller, edge: edge,
+      startedMs: nowMs(), processes: [])
+
+    func launch(_ name: String, _ arguments: [String], stateDir: String, address: String) throws {
+      let log = dir + "/logs/" + name.replacingOccurrences(of: "/", with: "-") + ".log"
+      try fm.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+      let pid = try Processes.spawn(executable, arguments, log: log)
+      state.replace(LabProcess(name: name, pid: pid, arguments: arguments, log: log, stateDir: stateDir, address: address))
+      try state.save()
+    }
+
+    say("lab \(topologyName) in \(dir)")
+    try launch(
+      "controller", ["controller", "--data-dir", dir + "/controller", "--listen", controller],
+      stateDir: dir + "/controller", address: controller)
+    let admin = try LabAdmin(controller: controller)
+    try await admin.waitUntilServing(timeout: .seconds(30))
+    say("  controller   up on \(controller)")
+    try await admin.apply(topology)
+    let natCount = (topology.routers ?? []).reduce(0) { $0 + ($1.nats?.count ?? 0) }
+    say("  intent       \(topology.networks.count) network(s), \(topology.networks.reduce(0) { $0 + $1.subnets.count }) subnet(s), \(natCount) NAT gateway(s), \(topology.instances.count) VM(s)")
+
+    try launch(
+      "edge", ["edge", "--controller", controller, "--underlay", edge, "--state-dir", dir + "/edge"]
+        + topology.servers.flatMap { ["--server", "\($0.ip)=\($0.services.joined(separator: ","))"] },
+      stateDir: dir + "/edge", address: edge)
+    var agentAddress: [String: String] = [:]
+    for host in topology.hosts {
+      let port = try Processes.freePort()
+      agentAddress[host] = "127.0.0.1:\(port)"
+      try launch(
+        "agent/\(host)",
+        ["agent", "--host-id", host, "--controller", controller, "--underlay", "127.0.0.1:\(port)",
+         "--state-dir", dir + "/agents/" + host, "--edge", edge],
+        stateDir: dir + "/agents/" + host, address: "127.0.0.1:\(port)")
+    }
+    say("  data plane   edge on \(edge), \(topology.hosts.count) host agent(s)")
+    try await waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
+    say("  converged    every host and the edge acknowledged the latest config")
+
+    for instance in topology.instances {
+      let stateDir = dir + "/vms/" + instance.name
+      var arguments = [
+        "vm", "--host-id", instance.host, "--name", instance.name, "--ip", instance.ip ?? "",
+        "--agent", agentAddress[instance.host] ?? "", "--report", stateDir + "/report.json",
+      ]
+      arguments += topology.servers.flatMap { ["--server", "\($0.ip)=\($0.services.joined(separator: ","))"] }
+      if let t = topology.traffic {
+        if let v = t.udpEchoPps { arguments += ["--udp-pps", "\(v)"] }
+        if let v = t.tcpChurnPerSec { arguments += ["--tcp-churn-per-sec", "\(v)"] }
+        if let v = t.pingPps { arguments += ["--ping-pps", "\(v)"] }
+      }
+      try launch("vm/\(instance.name)", arguments, stateDir: stateDir, address: agentAddress[instance.host] ?? "")
+    }
+    say("  workloads    \(topology.instances.count) VM(s) sending traffic")
+    try await Task.sleep(for: .milliseconds(300))
+    let dead = state.processes.filter { !Processes.isRunning($0.pid) }
+    if let first = dead.first {
+      throw LabError("\(first.name) exited at start; see \(first.log)")
+    }
+    say("")
+    say(Table.render(
+      header: ["PROCESS", "PID", "ADDRESS", "LOG"],
+      rows: state.processes.map { [$0.name, "\($0.pid)", $0.address, relative($0.log)] }))
+    return state
+  }
+
+  func relative(_ path: String) -> String {
+    let cwd = FileManager.default.currentDirectoryPath + "/"
+    return path.hasPrefix(cwd) ? String(path.dropFirst(cwd.count)) : path
+  }
+
+  /// Waits until every named host and the edge are connected and have ACKed their latest version.
+  public func waitForConvergence(_ admin: LabAdmin, hosts: [String], timeout: Duration) async throws {
+    let deadline = ContinuousClock.now + timeout
+    var last: [Hostnat_V1_HostStatus] = []
+    while ContinuousClock.now < deadline {
+      if let statuses = try? await admin.hosts() {
+        last = statuses
+        if Self.converged(statuses, hosts: hosts) { return }
+      }
+      try await Task.sleep(for: .milliseconds(100))
+    }
+    let detail = last.map { "\($0.hostID): connected=\($0.connected) acked \($0.lastVersionAcked)/\($0.latestVersion)" }.joined(separator: "; ")
+    throw LabError("hosts did not converge within \(timeout): \(detail)")
+  }
+
+  static func converged(_ statuses: [Hostnat_V1_HostStatus], hosts: [String]) -> Bool {
+    let byID = Dictionary(statuses.map { ($0.hostID, $0) }, uniquingKeysWith: { a, _ in a })
+    for host in hosts + ["edge"] {
+      guard let s = byID[host], s.connected, s.lastVersionAcked == s.latestVersion, s.latestVersion > 0 else { return false }
+    }
+    return true
+  }
+
+  /// Stops every process (SIGTERM, SIGKILL after a grace period), VMs first so their final
+  /// reports are written, the controller last. Logs and state stay.
+  public func down() async throws {
+    let state = try LabState.load(dir)
+    let order = ["vm/", "agent/", "edge", "controller"]
+    var forced: [String] = []
+    for prefix in order {
+      let group = state.processes.filter { $0.name.hasPrefix(prefix) }
+      let stubborn = await Processes.stop(group.map(\.pid))
+      forced += group.filter { stubborn.contains($0.pid) }.map(\.name)
+    }
+    let left = state.processes.filter { Processes.isRunning($0.pid) }
+    guard left.isEmpty else { throw LabError("still running: \(left.map { "\($0.name) (\($0.pid))" }.joined(separator: ", "))") }
+    say("lab in \(dir) is down (\(state.processes.count) processes stopped\(forced.isEmpty ? "" : "; needed SIGKILL: " + forced.joined(separator: ", "))); logs in \(relative(dir + "/logs"))")
+  }
+}
+
+/// Plain aligned text tables, readable at 80 columns when the cells are short.
+public enum Table {
+  public static func render(header: [String], rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+    func line(_ cells: [String]) -> String {
+      cells.enumerated().map { i, cell in i == cells.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+        .joined(separator: "  ")
+    }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n")
+  }
+}

@@ -1,0 +1,230 @@
+import Foundation
+import HostnatAgent
+import HostnatPackets
+import HostnatProto
+import Synchronization
+import SwiftProtobuf
+
+/// One check of a demo or scenario: what was checked, whether it held, and the numbers behind it.
+public struct Check: Codable, Sendable {
+  public var name: String
+  public var passed: Bool
+  public var detail: String
+}
+
+/// The report of `hostnat lab demo` (and the shape scenarios share).
+public struct ScenarioReport: Codable, Sendable {
+  public var scenario: String
+  public var passed: Bool
+  public var checks: [Check]
+  public var packets_sent: UInt64
+  public var packets_lost: UInt64
+  public var flows_broken: UInt64
+  public var new_flows_during_fault: UInt64
+  public var new_flows_failed_during_fault: UInt64
+  public var converge_ms: Int64?
+  public var dir: String
+
+  public func json() -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+  }
+}
+
+/// The README's main command: the seed's central claim shown on a live cluster. The controller is
+/// killed under traffic, established and new flows keep working from the hosts' existing blocks,
+/// a NAT change made meanwhile waits, and after the restart every host resyncs to it with every
+/// VM's NAT IP:port blocks unchanged.
+public struct LabDemoRunner: Sendable {
+  public var lab: Lab
+  public var phaseSeconds: Double
+
+  public init(lab: Lab, phaseSeconds: Double = 4) {
+    self.lab = lab
+    self.phaseSeconds = phaseSeconds
+  }
+
+  final class Checks: @unchecked Sendable {
+    var list: [Check] = []
+    let say: @Sendable (String) -> Void
+    init(say: @escaping @Sendable (String) -> Void) { self.say = say }
+    func add(_ name: String, _ passed: Bool, _ detail: String) {
+      list.append(Check(name: name, passed: passed, detail: detail))
+      say("  [\(passed ? "ok" : "FAIL")] \(name): \(detail)")
+    }
+  }
+
+  public func run() async throws -> ScenarioReport {
+    let say = lab.say
+    let topology = Topology.default
+    var state = try await lab.up(topology, topologyName: "default")
+    let checks = Checks(say: say)
+    var convergeMs: Int64?
+    var phase = (sent: UInt64(0), lost: UInt64(0), newFlows: UInt64(0), failed: UInt64(0))
+    do {
+      let admin = try LabAdmin(controller: state.controller)
+      let natVMs = Set(topology.instances.filter { $0.subnet == "subnet-1" }.map(\.name))
+      let region = topology.region
+
+      say("\n1. Traffic through Cloud NAT (\(Int(phaseSeconds)) s)")
+      try await Task.sleep(for: .seconds(phaseSeconds))
+      let mappingBefore = try await natMappings(admin, region: region)
+      var reports = readReports(state)
+      for vm in topology.instances {
+        let summary = reports[vm.name]?.summary
+        if natVMs.contains(vm.name) {
+          let seen = summary?.latestMapping ?? ""
+          let blocks = mappingBefore[vm.name] ?? []
+          checks.add("\(vm.name) NATed", !seen.isEmpty && Self.mapping(seen, isIn: blocks),
+            "servers saw \(seen.isEmpty ? "nothing" : seen); its blocks \(blocks.joined(separator: " "))")
+        } else {
+          let received = summary?.received ?? 0
+          checks.add("\(vm.name) has no Internet access", (summary?.sent ?? 0) > 0 && received == 0,
+            "sent \(summary?.sent ?? 0), received \(received) (subnet without NAT)")
+        }
+      }
+
+      say("\n2. kill -9 the controller; traffic goes on (\(Int(phaseSeconds)) s)")
+      let before = reports
+      guard let controller = state.process("controller") else { throw LabError("no controller in lab.json") }
+      kill(controller.pid, SIGKILL)
+      try await Task.sleep(for: .milliseconds(200))
+      Processes.reapChildren()
+      checks.add("controller killed", !Processes.isRunning(controller.pid), "pid \(controller.pid) SIGKILL")
+
+      // The change is made while the controller is down; the client waits for it to return.
+      let changeDone = DoneFlag()
+      let change = Task { () throws -> UInt32 in
+        defer { changeDone.set() }
+        let updated = try await admin.with(waitForReady: true) { client, options in
+          try await client.updateNat(.with {
+            $0.region = region
+            $0.router = "router-1"
+            $0.nat = .with { $0.name = "nat-1"; $0.timeouts.udpIdleTimeoutSec = 45 }
+            $0.updateMask = ["timeouts"]
+          }, options: options)
+        }
+        return updated.timeouts.udpIdleTimeoutSec
+      }
+      try await Task.sleep(for: .seconds(phaseSeconds))
+      reports = readReports(state)
+      let during = Self.delta(before, reports, natVMs)
+      phase = (during.sent, during.lost, during.churnSucceeded, during.churnFailed)
+      checks.add("no packet lost while the controller is down", during.sent > 0 && during.lost == 0,
+        "\(during.sent) sent, \(during.lost) lost")
+      checks.add("established flows unbroken", during.tcpBroken == 0, "\(during.tcpBroken) TCP connections broken")
+      checks.add("new flows keep working", during.churnSucceeded > 0 && during.churnFailed == 0,
+        "\(during.churnSucceeded) new TCP connections, \(during.churnFailed) failed")
+      let agentsUp = state.processes.filter { $0.name.hasPrefix("agent/") }.allSatisfy { Processes.isRunning($0.pid) }
+      checks.add("hosts run on their last good config", agentsUp, "every agent process still running")
+      checks.add("the NAT change waits", !changeDone.isSet, "update nat-1 udp idle timeout 30 → 45 s pending")
+
+      say("\n3. Restart the controller; hosts resync")
+      let restartedAt = nowMs()
+      var restarted = controller
+      restarted.pid = try Processes.spawn(state.executable, controller.arguments, log: controller.log)
+      state.replace(restarted)
+      try state.save()
+      let timeout = try await change.value
+      checks.add("the change went through after restart", timeout == 45, "nat-1 udp idle timeout now \(timeout) s")
+      let latest = try await admin.hosts()
+      try await lab.waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
+      convergeMs = nowMs() - restartedAt
+      let after = try await admin.hosts()
+      let newVersions = after.filter { $0.hostID != "edge" }.map { "\($0.hostID) v\($0.lastVersionAcked)" }.joined(separator: ", ")
+      checks.add("every host acked the new version", Lab.converged(after, hosts: topology.hosts),
+        "\(newVersions) in \(convergeMs ?? 0) ms after restart (versions at reconnect: \(latest.filter { $0.hostID != "edge" }.map { "v\($0.latestVersion)" }.joined(separator: ",")))")
+      let mappingAfter = try await natMappings(admin, region: region)
+      checks.add("every VM kept its NAT IP:port blocks", mappingAfter == mappingBefore,
+        mappingAfter == mappingBefore ? "\(mappingAfter.count) VMs, identical ranges" : "before \(mappingBefore) after \(mappingAfter)")
+      try await Task.sleep(for: .seconds(min(phaseSeconds, 2)))
+    } catch {
+      say("demo aborted: \(error)")
+      checks.add("demo ran to the end", false, "\(error)")
+    }
+
+    say("\n4. Stop the lab and read the final reports")
+    let final = readReports(state)
+    try? await lab.down()
+    let finalReports = readReports(state).merging(final) { newer, _ in newer }
+    let natVMs = Set(topology.instances.filter { $0.subnet == "subnet-1" }.map(\.name))
+    let total = Self.delta([:], finalReports, natVMs)
+    checks.add("no packet lost end to end", total.sent > 0 && total.lost == 0, "\(total.sent) sent by NATed VMs, \(total.lost) lost")
+    checks.add("no flow broken", total.tcpBroken == 0, "\(total.tcpBroken) TCP connections broken")
+    let eim = natVMs.sorted().map { (name: $0, same: finalReports[$0]?.summary.eimSameMapping) }
+    checks.add("endpoint-independent mapping", eim.allSatisfy { $0.same == true },
+      eim.map { "\($0.name): \($0.same.map { $0 ? "same NAT IP:port at whoami and STUN" : "DIFFERENT" } ?? "not seen")" }.joined(separator: "; "))
+    let unsolicited = natVMs.reduce(UInt64(0)) { $0 + (finalReports[$1]?.summary.unsolicited ?? 0) }
+    let probes = natVMs.reduce(UInt64(0)) { $0 + (finalReports[$1]?.summary.probeAcks ?? 0) }
+    checks.add("endpoint-dependent filtering", probes > 0 && unsolicited == 0,
+      "\(probes) probe answers received, \(unsolicited) unsolicited packets let in")
+    let passed = checks.list.allSatisfy(\.passed)
+    say("\n\(passed ? "PASSED" : "FAILED"): \(checks.list.filter(\.passed).count)/\(checks.list.count) checks held. Logs: \(lab.dir)/logs")
+    return ScenarioReport(
+      scenario: "demo", passed: passed, checks: checks.list, packets_sent: total.sent, packets_lost: total.lost,
+      flows_broken: total.tcpBroken, new_flows_during_fault: phase.newFlows, new_flows_failed_during_fault: phase.failed,
+      converge_ms: convergeMs, dir: lab.dir)
+  }
+
+  /// VM name → its NAT IP:port ranges ("IP:FIRST-LAST", active and drained) from the controller.
+  func natMappings(_ admin: LabAdmin, region: String) async throws -> [String: [String]] {
+    let info = try await admin.with { client, options in
+      try await client.getNatMappingInfo(.with { $0.region = region; $0.router = "router-1" }, options: options)
+    }
+    var result: [String: [String]] = [:]
+    for vm in info.result {
+      result[vm.instanceName] = vm.interfaceNatMappings.flatMap { $0.natIpPortRanges + $0.drainNatIpPortRanges }.sorted()
+    }
+    return result
+  }
+
+  static func mapping(_ seen: String, isIn ranges: [String]) -> Bool {
+    let parts = seen.split(separator: ":")
+    guard parts.count == 2, let port = Int(parts[1]) else { return false }
+    return ranges.contains { range in
+      let r = range.split(separator: ":")
+      guard r.count == 2, r[0] == parts[0] else { return false }
+      let bounds = r[1].split(separator: "-").compactMap { Int($0) }
+      return bounds.count == 2 && (bounds[0]...bounds[1]).contains(port)
+    }
+  }
+
+  func readReports(_ state: LabState) -> [String: VMReportFile] {
+    var result: [String: VMReportFile] = [:]
+    for p in state.processes where p.name.hasPrefix("vm/") {
+      if let file: VMReportFile = Lab.readJSON(p.stateDir + "/report.json") { result[file.name] = file }
+    }
+    return result
+  }
+
+  struct Totals {
+    var sent: UInt64 = 0
+    var lost: UInt64 = 0
+    var tcpBroken: UInt64 = 0
+    var churnSucceeded: UInt64 = 0
+    var churnFailed: UInt64 = 0
+  }
+
+  /// Counters of the NATed VMs accumulated between two sets of reports.
+  static func delta(_ a: [String: VMReportFile], _ b: [String: VMReportFile], _ vms: Set<String>) -> Totals {
+    var t = Totals()
+    for name in vms {
+      guard let end = b[name]?.summary else { continue }
+      let start = a[name]?.summary
+      t.sent += end.sent &- (start?.sent ?? 0)
+      t.lost += end.lost &- (start?.lost ?? 0)
+      t.tcpBroken += end.tcpBroken &- (start?.tcpBroken ?? 0)
+      t.churnSucceeded += end.churnSucceeded &- (start?.churnSucceeded ?? 0)
+      t.churnFailed += end.churnFailed &- (start?.churnFailed ?? 0)
+    }
+    return t
+  }
+}
+
+/// Set once, read from anywhere.
+final class DoneFlag: Sendable {
+  private let value = Mutex(false)
+  func set() { value.withLock { $0 = true } }
+  var isSet: Bool { value.withLock { $0 } }
+}

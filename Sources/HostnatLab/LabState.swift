@@ -1,0 +1,50 @@
+import Foundation
+
+/// One process of a lab, as recorded in `lab.json`.
+public struct LabProcess: Codable, Sendable {
+  /// `controller`, `edge`, `agent/HOST` or `vm/NAME`: the component names the chaos commands take.
+  public var name: String
+  public var pid: Int32
+  public var arguments: [String]
+  public var log: String
+  /// Where the process keeps its state and `status.json` (the VM's report file for VMs).
+  public var stateDir: String
+  /// Its listening address (gRPC for the controller, underlay UDP for the others).
+  public var address: String
+}
+
+/// What `lab up` leaves in the lab directory so later commands can find the cluster.
+public struct LabState: Codable, Sendable {
+  public var dir: String
+  public var topology: String
+  public var executable: String
+  public var controller: String
+  public var edge: String
+  public var startedMs: Int64
+  public var processes: [LabProcess]
+
+  public static func path(_ dir: String) -> String { dir + "/lab.json" }
+
+  public static func load(_ dir: String) throws -> LabState {
+    guard let data = FileManager.default.contents(atPath: path(dir)) else {
+      throw LabError("no lab in \(dir) (run `hostnat lab up` first)")
+    }
+    do {
+      return try JSONDecoder().decode(LabState.self, from: data)
+    } catch {
+      throw LabError("\(path(dir)): unreadable: \(error)")
+    }
+  }
+
+  public func save() throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(self).write(to: URL(fileURLWithPath: Self.path(dir)), options: .atomic)
+  }
+
+  public func process(_ name: String) -> LabProcess? { processes.first { $0.name == name } }
+
+  public mutating func replace(_ process: LabProcess) {
+    if let i = processes.firstIndex(where: { $0.name == process.name }) { processes[i] = process } else { processes.append(process) }
+  }
+}

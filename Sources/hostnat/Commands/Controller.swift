@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+import HostnatController
+import Logging
+
+/// `hostnat controller`: the controller process (admin API and control streams) until SIGTERM.
+struct ControllerCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "controller",
+    abstract: "Run the controller: durable intent in SQLite, the admin API, and config pushes to hosts.")
+
+  @Option(help: "Directory of the controller database (created if missing).")
+  var dataDir: String
+
+  @Option(help: "Address to serve gRPC on, HOST:PORT (port 0: pick a free one).")
+  var listen = "127.0.0.1:7400"
+
+  @Option(help: "Region's auto-allocation pool REGION=CIDR (repeatable; default us-central1=198.51.100.0/25, us-east1=198.51.100.128/25).")
+  var autoNatPool: [String] = []
+
+  @Option(help: "Control-stream heartbeat interval in milliseconds.")
+  var heartbeatMs = 1000
+
+  @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+  var logLevel = "info"
+
+  func run() async throws {
+    guard let level = Logger.Level(rawValue: logLevel) else {
+      FileHandle.standardError.write(Data("hostnat controller: --log-level: \"\(logLevel)\" is not trace, debug, info, notice, warning, error or critical\n".utf8))
+      throw ExitCode(2)
+    }
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardError(label: label)
+      handler.logLevel = level
+      return handler
+    }
+    let logger = Logger(label: "hostnat.controller")
+    do {
+      guard (10...600_000).contains(heartbeatMs) else {
+        throw ControllerStartError.badOption(option: "--heartbeat-ms", reason: "\(heartbeatMs) is not within 10...600000")
+      }
+      let (host, port) = try ControllerOptions.parseListen(listen)
+      let pools = autoNatPool.isEmpty ? ControllerOptions.defaultAutoPools : try ControllerOptions.parseAutoPools(autoNatPool)
+      let options = ControllerOptions(
+        dataDirectory: dataDir, host: host, port: port, autoPools: pools, heartbeat: .milliseconds(heartbeatMs))
+      let dataDir = self.dataDir
+      try await ControllerServer(options: options, logger: logger).run { host, port in
+        // The lab and the tests wait for exactly this line.
+        FileHandle.standardOutput.write(Data("controller listening on \(host):\(port) data-dir \(dataDir)\n".utf8))
+      }
+    } catch let error as ControllerStartError {
+      FileHandle.standardError.write(Data("hostnat controller: \(error)\n".utf8))
+      throw ExitCode(2)
+    }
+  }
+}

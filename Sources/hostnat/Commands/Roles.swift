@@ -1,0 +1,74 @@
+public import ArgumentParser
+import HostnatAgent
+public import HostnatDataplane
+import Logging
+import ServiceLifecycle
+import UnixSignals
+import HostnatInternet
+
+/// Runs one long-lived role until SIGTERM or SIGINT, then lets it stop cleanly.
+struct RoleService: Service {
+  let body: @Sendable () async -> Void
+  func run() async throws {
+    await cancelWhenGracefulShutdown { await body() }
+  }
+}
+
+func runRole(_ label: String, _ body: @escaping @Sendable () async -> Void) async throws {
+  var logger = Logger(label: "hostnat.\(label)")
+  logger.logLevel = .notice
+  let group = ServiceGroup(configuration: .init(
+    services: [.init(service: RoleService(body: body))],
+    gracefulShutdownSignals: [.sigterm, .sigint],
+    logger: logger))
+  try await group.run()
+}
+
+extension SocketAddress: ExpressibleByArgument {
+  public init?(argument: String) { self.init(argument) }
+}
+
+struct AgentCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "agent",
+    abstract: "Run a host agent: translates its VMs' packets; config from the controller, kept on disk.")
+
+  @Option(help: "This host's id (as instances name it with --host).") var hostId: String
+  @Option(help: "The controller's control address.") var controller: String = "127.0.0.1:7400"
+  @Option(help: "UDP address of this host's underlay (Geneve from VMs and the edge).") var underlay: SocketAddress
+  @Option(help: "Where the last good config, the flow table and status.json live.") var stateDir: String
+  @Option(help: "The edge's underlay address: where Internet-bound packets go.") var edge: SocketAddress?
+  @Option(help: "Flow table capacity.") var flows: Int = 262_144
+
+  func run() async throws {
+    var options = AgentOptions(hostID: hostId, controller: controller, underlay: underlay, stateDir: stateDir, edge: edge)
+    options.flowCapacity = flows
+    let agent = try HostAgent(options: options)
+    print("agent \(hostId) underlay \(agent.underlayAddress) controller \(controller) config v\(agent.link.status.appliedVersion) flow table \(agent.flowTableAttached ? "attached" : "new")")
+    try await runRole("agent") { await agent.run() }
+    agent.stop()
+    print("agent \(hostId) stopped")
+  }
+}
+
+struct EdgeCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "edge",
+    abstract: "Run the edge: the emulated Internet's servers, and return traffic routed to the owning host.")
+
+  @Option(help: "The controller's control address.") var controller: String = "127.0.0.1:7400"
+  @Option(help: "UDP address of the edge's underlay.") var underlay: SocketAddress
+  @Option(help: "Where the last routes and status.json live.") var stateDir: String
+  @Option(help: "An Internet server: IP=SERVICE,... (udp-echo, tcp-echo, icmp-echo, whoami, stun, filtering-probe). Repeatable; default: the lab's three.")
+  var server: [String] = []
+
+  func run() async throws {
+    var options = EdgeOptions(controller: controller, underlay: underlay, stateDir: stateDir)
+    if !server.isEmpty { options.servers = try server.map { try ServiceNames.parseServer($0) } }
+    let edge = try EdgeNode(options: options)
+    print("edge underlay \(edge.underlayAddress) controller \(controller) servers \(options.servers.map { "\($0.ip)" }.joined(separator: ","))")
+    try await runRole("edge") { await edge.run() }
+    edge.stop()
+    print("edge stopped")
+  }
+}

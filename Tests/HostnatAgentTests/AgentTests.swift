@@ -1,0 +1,169 @@
+import Foundation
+import HostnatAgent
+import HostnatDataplane
+import HostnatEngine
+import HostnatPackets
+import HostnatProto
+import SwiftProtobuf
+import Testing
+
+/// A host snapshot like the controller's: one gateway, vm-1 NATed with one block, vm-2 without NAT.
+func snapshot(version: UInt64, host: String = "host-1", blockStart: UInt32 = 1024, natIP: String = "203.0.113.1") -> Hostnat_V1_HostConfig {
+  .with {
+    $0.hostID = host
+    $0.version = version
+    $0.gateways = [.with {
+      $0.key = "us-east1/router-1/nat-1"
+      $0.region = "us-east1"
+      $0.router = "router-1"
+      $0.name = "nat-1"
+      $0.endpointIndependentMapping = true
+      $0.timeouts = .with { $0.udpIdleTimeoutSec = 45 }
+      $0.logConfig = .with { $0.enable = true; $0.filter = .errorsOnly }
+    }]
+    $0.vms = [
+      .with {
+        $0.instance = "vm-1"
+        $0.nics = [.with {
+          $0.name = "nic0"
+          $0.primaryIp = "10.240.0.2"
+          $0.natBindings = [.with {
+            $0.gateway = "us-east1/router-1/nat-1"
+            $0.natSources = [.with { $0.ipCidrRange = "10.240.0.2/32"; $0.primary = true }]
+            $0.portBlocks = [
+              .with { $0.natIp = natIP; $0.firstPort = blockStart; $0.count = 64 },
+              .with { $0.natIp = "203.0.113.2"; $0.firstPort = 2048; $0.count = 64; $0.drained = true },
+            ]
+          }]
+        }]
+      },
+      .with { $0.instance = "vm-2"; $0.nics = [.with { $0.name = "nic0"; $0.primaryIp = "172.16.0.2" }] },
+    ]
+  }
+}
+
+func tempDir() -> String {
+  let path = NSTemporaryDirectory() + "hostnat-agent-\(UUID().uuidString)"
+  try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  return path
+}
+
+let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
+
+@Suite struct ConfigTranslationTests {
+  @Test func snapshotBecomesEngineConfig() throws {
+    let config = try ConfigTranslation.engineConfig(snapshot(version: 3))
+    #expect(config.vms.count == 2)
+    let vm1 = try #require(config.vms.first { $0.id == "vm-1" })
+    #expect(vm1.primaryIP == IPv4Address(10, 240, 0, 2))
+    #expect(vm1.natSourceRanges == [IPv4CIDR("10.240.0.2/32")!])
+    #expect(vm1.portBlocks == [
+      PortBlock(natIP: IPv4Address(203, 0, 113, 1), ports: 1024..<1088),
+      PortBlock(natIP: IPv4Address(203, 0, 113, 2), ports: 2048..<2112),
+    ])
+    #expect(vm1.gateway.drainedNatIPs == [IPv4Address(203, 0, 113, 2)])
+    #expect(vm1.gateway.timeouts.udp == .seconds(45))
+    #expect(vm1.gateway.timeouts.tcpEstablished == .seconds(1200), "0 means Cloud NAT's default")
+    #expect(vm1.gateway.logging == LoggingConfig(enabled: true, filter: .errorsOnly))
+    let vm2 = try #require(config.vms.first { $0.id == "vm-2" })
+    #expect(vm2.portBlocks.isEmpty && vm2.natSourceRanges.isEmpty, "a subnet without NAT gets nothing")
+  }
+
+  @Test(arguments: [
+    ("primary", "vms[vm-1].primaryIp"),
+    ("gateway", "natBindings.gateway"),
+    ("cidr", "natSources"),
+    ("port", "outside 1024-65535"),
+    ("natip", "portBlocks.natIp"),
+    ("dupgateway", "listed twice"),
+  ])
+  func badSnapshotsAreRejectedWithTheField(breakage: String, expected: String) {
+    var config = snapshot(version: 1)
+    switch breakage {
+    case "primary": config.vms[0].nics[0].primaryIp = "10.240.0"
+    case "gateway": config.vms[0].nics[0].natBindings[0].gateway = "nope"
+    case "cidr": config.vms[0].nics[0].natBindings[0].natSources[0].ipCidrRange = "10.0.0.0/33"
+    case "port": config.vms[0].nics[0].natBindings[0].portBlocks[0].firstPort = 65500
+    case "natip": config.vms[0].nics[0].natBindings[0].portBlocks[0].natIp = "x"
+    default: config.gateways.append(config.gateways[0])
+    }
+    #expect(throws: ConfigRejection.self) { try ConfigTranslation.engineConfig(config) }
+    do {
+      _ = try ConfigTranslation.engineConfig(config)
+    } catch {
+      #expect(error.reason.contains(expected), "\(error.reason)")
+    }
+  }
+}
+
+@Suite struct StateFileTests {
+  @Test func roundTripAndReplace() throws {
+    let dir = tempDir()
+    let file = StateFile<Hostnat_V1_HostConfig>(path: dir + "/config.pb")
+    #expect(try file.load() == nil)
+    try file.store(snapshot(version: 1))
+    try file.store(snapshot(version: 2))
+    #expect(try file.load() == snapshot(version: 2))
+    #expect(!FileManager.default.fileExists(atPath: dir + "/config.pb.tmp"), "the temporary file is renamed away")
+  }
+
+  @Test func garbageIsAnErrorNotAnEmptyConfig() throws {
+    let dir = tempDir()
+    #expect(FileManager.default.createFile(atPath: dir + "/config.pb", contents: Data([0xFF, 0xFF, 0xFF, 0x07])))
+    #expect(throws: StateFileError.self) { try StateFile<Hostnat_V1_HostConfig>(path: dir + "/config.pb").load() }
+  }
+}
+
+/// The agent's side of control.proto's rules 1–3, driven directly (no controller needed).
+@Suite struct AgentPushTests {
+  func agent(_ dir: String) throws -> HostAgent {
+    try HostAgent(options: AgentOptions(hostID: "host-1", controller: "127.0.0.1:1", underlay: loopbackAny, stateDir: dir, edge: nil))
+  }
+
+  func push(_ config: Hostnat_V1_HostConfig, nonce: String = UUID().uuidString) -> Hostnat_V1_ConfigPush {
+    .with { $0.nonce = nonce; $0.config = config }
+  }
+
+  @Test func versionsAckNackAndLastGoodConfig() throws {
+    let dir = tempDir()
+    do {
+      let agent = try agent(dir)
+      defer { agent.stop() }
+      let first = agent.handlePush(push(snapshot(version: 5), nonce: "n1"))
+      #expect(first.ack.nonce == "n1" && first.ack.version == 5)
+      #expect(agent.dataplane.stats().appliedVersion == 5)
+
+      let again = agent.handlePush(push(snapshot(version: 5), nonce: "n2"))
+      #expect(again.ack.version == 5, "the version it holds is ACKed without change")
+
+      let stale = agent.handlePush(push(snapshot(version: 4), nonce: "n3"))
+      #expect(stale.nack.error == "stale version 4 < 5")
+      #expect(stale.nack.appliedVersion == 5)
+
+      var bad = snapshot(version: 6)
+      bad.vms[0].nics[0].natBindings[0].portBlocks[0].natIp = "not-an-ip"
+      let rejected = agent.handlePush(push(bad, nonce: "n4"))
+      #expect(rejected.nack.nonce == "n4" && rejected.nack.error.contains("natIp"))
+      #expect(agent.dataplane.stats().appliedVersion == 5, "the previous config stays in force")
+
+      var overlapping = snapshot(version: 7)
+      overlapping.vms[1].nics[0].natBindings = overlapping.vms[0].nics[0].natBindings
+      overlapping.vms[1].nics[0].natBindings[0].natSources = [.with { $0.ipCidrRange = "172.16.0.2/32" }]
+      let engineRejected = agent.handlePush(push(overlapping, nonce: "n5"))
+      #expect(engineRejected.nack.nonce == "n5", "the engine refuses two VMs on one block")
+      #expect(agent.dataplane.stats().appliedVersion == 5)
+
+      let wrongHost = agent.handlePush(push(snapshot(version: 8, host: "host-2")))
+      #expect(wrongHost.nack.error.contains("host-2"))
+      #expect(agent.link.status.nacks == 4 && agent.link.status.acks == 2)
+    }
+    // Restart on the same state dir: the last good config (v5) is in force before any controller.
+    let restarted = try agent(dir)
+    defer { restarted.stop() }
+    #expect(restarted.link.status.appliedVersion == 5)
+    #expect(restarted.dataplane.stats().appliedVersion == 5)
+    #expect(restarted.flowTableAttached, "the flow table file is reattached")
+    let stale = restarted.handlePush(push(snapshot(version: 3)))
+    #expect(stale.nack.error == "stale version 3 < 5", "versions survive the restart")
+  }
+}

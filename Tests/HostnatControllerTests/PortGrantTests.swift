@@ -1,0 +1,113 @@
+import Foundation
+import HostnatController
+import HostnatPlanner
+import HostnatProto
+import SwiftProtobuf
+import Testing
+
+/// Dynamic port allocation through ControllerCore: a host's request doubles its VM's ports with
+/// one durable, versioned change, up to the gateway's max; every other request is refused with
+/// the reason and changes nothing; reclaimed blocks are quarantined.
+@Suite struct PortGrantTests {
+  func dynamicCore(_ dir: borrowing TempDir, maxPorts: UInt32 = 256) throws -> ControllerCore {
+    let store = try ControllerStore(directory: dir.path)
+    let core = try ControllerCore(
+      store: store, hosts: HostControlService(store: store, registry: SessionRegistry()),
+      edge: EdgeControlService(store: store, registry: SessionRegistry()), autoPools: [:])
+    var intent = IntentMappingTests().seedIntent()
+    intent.routers[0].nats[0].enableDynamicPortAllocation = true
+    intent.routers[0].nats[0].enableEndpointIndependentMapping = false
+    intent.routers[0].nats[0].minPortsPerVm = 64
+    intent.routers[0].nats[0].maxPortsPerVm = maxPorts
+    try core.change { $0 = intent }
+    return core
+  }
+
+  func request(_ instance: String = "vm-1", nic: String = "nic0") -> Hostnat_V1_PortRequest {
+    .with {
+      $0.requestID = "r1"
+      $0.instance = instance
+      $0.nic = nic
+      $0.portsAllocated = 64
+    }
+  }
+
+  @Test func grantDoublesPortsUpToTheMaximum() throws {
+    let dir = TempDir()
+    let core = try dynamicCore(dir)
+    let versionBefore = try core.store.read { try $0.hostConfig("host-a")?.version } ?? 0
+
+    let first = core.grantPorts(hostID: "host-a", request: request())
+    #expect(first.refusedReason == "")
+    #expect(first.requestID == "r1")
+    #expect(first.block.count == 64 && first.block.natIp.hasPrefix("203.0.113."))
+    #expect(first.version > versionBefore, "the grant is carried by a new version")
+    let stored = try core.store.read { try $0.hostConfig("host-a") }
+    #expect(stored?.version == first.version)
+    #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 128)
+    // The allocation history knows the granted block (who-had answers for it).
+    let holders = try core.store.read {
+      try $0.allocations(holding: first.block.natIp, port: Int(first.block.firstPort), atMs: core.nowMsValue + 1)
+    }
+    #expect(holders.map(\.instance) == ["vm-1"])
+
+    let second = core.grantPorts(hostID: "host-a", request: request())
+    #expect(second.refusedReason == "" && second.block.count == 128)
+    #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
+
+    let atMax = core.grantPorts(hostID: "host-a", request: request())
+    #expect(atMax.refusedReason.contains("maximum ports per VM"), "\(atMax.refusedReason)")
+    #expect(!atMax.hasBlock)
+    #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
+  }
+
+  @Test(arguments: [
+    ("host-b", "vm-1", "nic0", "runs on host-a"),
+    ("host-a", "vm-9", "nic0", "no NAT gateway translates"),
+    ("host-b", "vm-2", "nic0", "no NAT gateway translates"),
+    ("host-a", "vm-1", "eth0", "not a NIC name"),
+  ])
+  func refusalsSayWhyAndChangeNothing(host: String, instance: String, nic: String, reason: String) throws {
+    let dir = TempDir()
+    let core = try dynamicCore(dir)
+    let versions = try core.store.read { try $0.versionCounter() }
+    let grant = core.grantPorts(hostID: host, request: request(instance, nic: nic))
+    #expect(grant.refusedReason.contains(reason), "\(grant.refusedReason)")
+    #expect(try core.store.read { try $0.versionCounter() } == versions)
+  }
+
+  @Test func staticGatewayRefusesGrants() throws {
+    let dir = TempDir()
+    let store = try ControllerStore(directory: dir.path)
+    let core = try ControllerCore(
+      store: store, hosts: HostControlService(store: store, registry: SessionRegistry()),
+      edge: EdgeControlService(store: store, registry: SessionRegistry()), autoPools: [:])
+    try core.change { $0 = IntentMappingTests().seedIntent() }
+    let grant = core.grantPorts(hostID: "host-a", request: request())
+    #expect(grant.refusedReason.contains("does not use dynamic port allocation"), "\(grant.refusedReason)")
+  }
+
+  @Test func reclaimShrinksAnIdleNicAndQuarantinesTheBlock() throws {
+    let dir = TempDir()
+    let core = try dynamicCore(dir)
+    _ = core.grantPorts(hostID: "host-a", request: request())
+    _ = core.grantPorts(hostID: "host-a", request: request())
+    #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
+    let report = Hostnat_V1_PortUsageReport.with {
+      $0.nics = [.with {
+        $0.instance = "vm-1"
+        $0.nic = "nic0"
+        $0.portsAllocated = 256
+        $0.portsInUse = 3
+      }]
+    }
+    // A report from another host does not touch vm-1.
+    #expect(try core.reclaimPorts(hostID: "host-b", report: report) == nil)
+    let outcome = try #require(try core.reclaimPorts(hostID: "host-a", report: report))
+    #expect(outcome.hostVersions["host-a"] != nil)
+    #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 64)
+    #expect(!core.pendingReleases.isEmpty && core.pendingReleases.values.allSatisfy { $0 == "host-a" })
+    // Nothing left to reclaim: no change, no version.
+    #expect(try core.reclaimPorts(hostID: "host-a", report: report) == nil)
+  }
+}
