@@ -29,6 +29,9 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
   ],
   targets: [
     // Pure modules: no I/O, no dependencies outside the standard library.
@@ -62,7 +65,7 @@ let package = Package(
     .target(
       name: "HostnatController",
       dependencies: [
-        "HostnatProto", "HostnatPlanner", "HostnatPackets",
+        "HostnatProto", "HostnatPlanner", "HostnatPackets", "HostnatTelemetry",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRDB", package: "GRDB.swift"),
@@ -74,11 +77,26 @@ let package = Package(
       swiftSettings: strict
     ),
 
+    // NAT logs in Cloud NAT's shape, Prometheus metrics and their HTTP endpoint.
+    .target(
+      name: "HostnatTelemetry",
+      dependencies: [
+        "HostnatDataplane", "HostnatEngine", "HostnatPackets",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Metrics", package: "swift-metrics"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
+      ],
+      swiftSettings: strict
+    ),
+
     // The host agent and the edge: control-stream clients, last good config on disk, the data plane.
     .target(
       name: "HostnatAgent",
       dependencies: [
-        "HostnatDataplane", "HostnatEngine", "HostnatPackets", "HostnatProto", "HostnatInternet", "HostnatWorkload",
+        "HostnatDataplane", "HostnatEngine", "HostnatPackets", "HostnatProto", "HostnatInternet", "HostnatWorkload", "HostnatTelemetry",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -123,7 +141,7 @@ let package = Package(
       name: "hostnat",
       dependencies: [
         "HostnatBench", "HostnatProto", "HostnatController", "HostnatAgent", "HostnatAdminCLI", "HostnatLab",
-        "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets",
+        "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets", "HostnatTelemetry",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -143,6 +161,11 @@ let package = Package(
       .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       .product(name: "GRPCCore", package: "grpc-swift-2"),
       .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+    ], swiftSettings: strict),
+    .testTarget(name: "HostnatTelemetryTests", dependencies: [
+      "HostnatTelemetry", "HostnatDataplane", "HostnatEngine", "HostnatPackets",
+      .product(name: "NIOCore", package: "swift-nio"),
+      .product(name: "NIOPosix", package: "swift-nio"),
     ], swiftSettings: strict),
     .testTarget(name: "HostnatAgentTests", dependencies: [
       "HostnatAgent", "HostnatProto", "HostnatEngine", "HostnatPackets", "HostnatDataplane",

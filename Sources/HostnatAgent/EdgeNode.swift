@@ -7,6 +7,7 @@ public import HostnatPackets
 public import HostnatProto
 import SwiftProtobuf
 import Synchronization
+import HostnatTelemetry
 
 /// How to start the edge (`hostnat edge`).
 public struct EdgeOptions: Sendable {
@@ -14,6 +15,8 @@ public struct EdgeOptions: Sendable {
   public var underlay: HostnatDataplane.SocketAddress
   public var stateDir: String
   public var servers: [ServerSpec] = InternetServers.labDefault
+  /// Where to serve Prometheus metrics; nil: not served.
+  public var metrics: HostnatDataplane.SocketAddress?
   public var timing = ControlTiming()
 
   public init(controller: String, underlay: HostnatDataplane.SocketAddress, stateDir: String) {
@@ -43,8 +46,11 @@ public final class EdgeNode: Sendable {
   public let dataplane: EdgeDataplane<InternetServers>
   let routesFile: StateFile<Hostnat_V1_EdgeConfig>
   let applied: Mutex<Hostnat_V1_EdgeConfig?>
+  let registry = TelemetryRegistry()
+  let metricsServer: MetricsHTTPServer
 
   public init(options: EdgeOptions) throws {
+    metricsServer = MetricsHTTPServer(registry: registry)
     self.options = options
     link = try ControlLink(controller: options.controller, timing: options.timing)
     try FileManager.default.createDirectory(atPath: options.stateDir, withIntermediateDirectories: true)
@@ -87,16 +93,26 @@ public final class EdgeNode: Sendable {
 
   public func run() async {
     dataplane.start()
+    if let metrics = options.metrics {
+      do {
+        let port = try await metricsServer.start(host: "\(metrics.ip)", port: Int(metrics.port))
+        print("edge metrics on http://\(metrics.ip):\(port)/metrics")
+      } catch {
+        print("edge: metrics not served: \(error)")
+      }
+    }
     await withTaskGroup(of: Void.self) { group in
       group.addTask { await self.link.maintain { client in try await self.session(client) } }
       group.addTask {
         while !Task.isCancelled {
+          self.registry.update(edge: self.dataplane.stats())
           self.writeStatus()
           try? await Task.sleep(for: .seconds(1))
         }
       }
       await group.waitForAll()
     }
+    await metricsServer.shutdown()
     writeStatus()
   }
 

@@ -7,6 +7,7 @@ import HostnatPackets
 public import HostnatProto
 import SwiftProtobuf
 import Synchronization
+import HostnatTelemetry
 
 /// How to start a host agent (`hostnat agent`).
 public struct AgentOptions: Sendable {
@@ -18,6 +19,8 @@ public struct AgentOptions: Sendable {
   public var edge: HostnatDataplane.SocketAddress?
   /// Flow table capacity; the table lives in a file in the state dir so a restart keeps flows.
   public var flowCapacity: Int = 262_144
+  /// Where to serve Prometheus metrics (`/metrics`, `/healthz`); nil: not served.
+  public var metrics: HostnatDataplane.SocketAddress?
   public var timing = ControlTiming()
 
   public init(hostID: String, controller: String, underlay: HostnatDataplane.SocketAddress, stateDir: String, edge: HostnatDataplane.SocketAddress?) {
@@ -38,6 +41,11 @@ public struct AgentStatus: Codable, Sendable {
   public var flowTableAttached: Bool
   public var control: ControlLinkStatus
   public var dataplane: AgentDataplaneStats
+  /// Where metrics are served ("" when not).
+  public var metrics: String
+  /// NAT log entries written and skipped by the rate limit.
+  public var logWritten: UInt64
+  public var logSkipped: UInt64
   public var writtenMs: Int64
 }
 
@@ -52,6 +60,8 @@ public final class HostAgent: Sendable {
   let configFile: StateFile<Hostnat_V1_HostConfig>
   /// The applied snapshot; pushes are handled one at a time by the stream task.
   let applied: Mutex<Hostnat_V1_HostConfig?>
+  let telemetry: AgentTelemetry
+  let metricsPort = Mutex<Int?>(nil)
 
   public init(options: AgentOptions) throws {
     self.options = options
@@ -73,6 +83,9 @@ public final class HostAgent: Sendable {
     self.flowTableAttached = attached
     dataplane = try AgentDataplane(socket: socket, capacity: options.flowCapacity, flowRegion: region, initialConfig: saved == nil ? nil : initial, initialVersion: saved?.version ?? 0)
     dataplane.setEdge(options.edge)
+    dataplane.enableLog(capacity: 65_536)
+    telemetry = try AgentTelemetry(stateDir: options.stateDir, hostID: options.hostID)
+    if let saved { telemetry.setContext(saved) }
     applied = Mutex(saved)
     let savedAt = saved.map { _ in nowMs() } ?? 0
     link.update {
@@ -88,29 +101,44 @@ public final class HostAgent: Sendable {
   /// cancelled. The data plane runs on its own thread and never waits for anything here.
   public func run() async {
     dataplane.start()
+    if let metrics = options.metrics {
+      do {
+        let port = try await telemetry.server.start(host: "\(metrics.ip)", port: Int(metrics.port))
+        metricsPort.withLock { $0 = port }
+        print("agent \(options.hostID) metrics on http://\(metrics.ip):\(port)/metrics")
+      } catch {
+        print("agent \(options.hostID): metrics not served: \(error)")
+      }
+    }
     await withTaskGroup(of: Void.self) { group in
       group.addTask { await self.link.maintain { client in try await self.session(client) } }
       group.addTask {
         while !Task.isCancelled {
+          self.telemetry.tick(dataplane: self.dataplane, link: self.link.status, config: self.applied.withLock { $0 })
           self.writeStatus()
           try? await Task.sleep(for: .seconds(1))
         }
       }
       await group.waitForAll()
     }
+    await telemetry.server.shutdown()
     writeStatus()
   }
 
   /// Stops the data plane (the flow table file stays for the next start).
   public func stop() {
     dataplane.stop()
+    telemetry.log.write(dataplane.drainLog(), now: DataplaneClock.now())
+    telemetry.log.close(now: DataplaneClock.now())
     writeStatus()
   }
 
   public var status: AgentStatus {
     AgentStatus(
       hostID: options.hostID, pid: getpid(), bootID: bootID, underlay: underlayAddress.description,
-      flowTableAttached: flowTableAttached, control: link.status, dataplane: dataplane.stats(), writtenMs: nowMs())
+      flowTableAttached: flowTableAttached, control: link.status, dataplane: dataplane.stats(),
+      metrics: metricsPort.withLock { $0 }.map { "\(options.metrics?.ip.description ?? "127.0.0.1"):\($0)" } ?? "",
+      logWritten: telemetry.log.counts.written, logSkipped: telemetry.log.counts.skipped, writtenMs: nowMs())
   }
 
   func writeStatus() { StatusFile.write(status, to: options.stateDir + "/status.json") }
@@ -152,6 +180,7 @@ public final class HostAgent: Sendable {
       return nack("cannot save config: \(error)")
     }
     applied.withLock { $0 = config }
+    telemetry.setContext(config)
     link.update { $0.appliedVersion = config.version; $0.appliedAtMs = nowMs() }
     return ack()
   }

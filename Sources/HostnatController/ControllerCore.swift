@@ -146,7 +146,9 @@ public final class ControllerCore: Sendable {
 
   /// Runs until cancelled or a store error: releases quarantined blocks as hosts ACK (feed it the
   /// stream given to HostControlService) and checks ownership leases every `leaseCheckInterval`.
-  public func run(acknowledgements: AsyncStream<HostAcknowledgement>, leaseCheckInterval: Duration = .seconds(5)) async throws {
+  public func run(
+    acknowledgements: AsyncStream<HostAcknowledgement>, leaseCheckInterval: Duration = .seconds(5), resendInterval: Duration = .seconds(2)
+  ) async throws {
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask {
         for await ack in acknowledgements {
@@ -157,6 +159,12 @@ public final class ControllerCore: Sendable {
         while true {
           try await Task.sleep(for: leaseCheckInterval)
           try self.expireLeases()
+        }
+      }
+      group.addTask {
+        while true {
+          try await Task.sleep(for: resendInterval)
+          try self.resendUnacknowledged()
         }
       }
       defer { group.cancelAll() }
@@ -335,6 +343,30 @@ public final class ControllerCore: Sendable {
     for config in pushes { hosts.push(config) }
     if let edgePush { edge.push(edgePush) }
     return outcome
+  }
+
+  /// Pushes the latest snapshot again to every connected host (and edge) that has not ACKed it.
+  /// A stream is reliable, but a push or its ACK can still be lost to a proxy, a bug or a host
+  /// that failed to save; a duplicate of the version a host holds is simply ACKed again
+  /// (control.proto rule 1), so resending is always safe. Returns how many were resent.
+  @discardableResult
+  public func resendUnacknowledged() throws -> Int {
+    let (hostConfigs, edgeConfig) = try store.read { reader -> ([Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?) in
+      var configs: [Hostnat_V1_HostConfig] = []
+      for status in hosts.registry.statuses() where status.connected {
+        if let config = try reader.hostConfig(status.hostID), config.version > status.lastAcked { configs.append(config) }
+      }
+      return (configs, try reader.edgeConfig())
+    }
+    for config in hostConfigs { hosts.push(config) }
+    var resent = hostConfigs.count
+    if let edgeConfig {
+      for status in edge.registry.statuses() where status.connected && edgeConfig.version > status.lastAcked {
+        edge.push(edgeConfig, to: status.hostID)
+        resent += 1
+      }
+    }
+    return resent
   }
 
   /// Recomputes the edge's routes from the hosts' current underlay addresses and pushes a new

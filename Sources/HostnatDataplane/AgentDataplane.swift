@@ -49,6 +49,10 @@ struct VMAddressIndex {
 public struct AgentLogEntry: Sendable, Hashable {
   public var record: LogRecord
   public var vmID: String?
+  public init(record: LogRecord, vmID: String?) {
+    self.record = record
+    self.vmID = vmID
+  }
 }
 
 /// The host agent's packet loop: Geneve VNI 1 from VMs is translated outbound and sent to the edge

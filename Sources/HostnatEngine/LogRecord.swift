@@ -19,6 +19,23 @@ public struct LogRecord: Sendable, Hashable {
   public var reason: DropReason?
   /// Index of the VM in the config in force (`NATEngine.vmID(at:)`), or nil for unattributed drops.
   public var vmIndex: UInt16?
+
+  public init(
+    timestamp: UInt64, insideIP: IPv4Address, remoteIP: IPv4Address, natIP: IPv4Address, insidePort: UInt16,
+    remotePort: UInt16, natPort: UInt16, protocolNumber: UInt8, status: Status, reason: DropReason? = nil, vmIndex: UInt16? = nil
+  ) {
+    self.timestamp = timestamp
+    self.insideIP = insideIP
+    self.remoteIP = remoteIP
+    self.natIP = natIP
+    self.insidePort = insidePort
+    self.remotePort = remotePort
+    self.natPort = natPort
+    self.protocolNumber = protocolNumber
+    self.status = status
+    self.reason = reason
+    self.vmIndex = vmIndex
+  }
 }
 
 /// A fixed-capacity ring of log records: the engine writes without allocating, the agent drains

@@ -22,7 +22,10 @@ routers:
       - name: nat-1
         natIps: [nat-ip-1, nat-ip-2]
         subnets: [subnet-1]
-        minPortsPerVm: 64
+        # Cloud NAT's default is 64. The lab's VMs open 4 new TCP connections a second, and each
+        # closed one holds its NAT port for TCP TIME_WAIT (120 s): about 480 ports in steady state.
+        # 64 would exhaust in ~15 s (the port-exhaustion scenario shows exactly that).
+        minPortsPerVm: 1024
         logging: ALL
 hosts: [host-1, host-2, host-3]
 instances:

@@ -20,7 +20,7 @@ public struct Lab: Sendable {
       throw LabError("a lab is already running in \(dir) (hostnat lab down --dir \(dir) first)")
     }
     let fm = FileManager.default
-    for sub in ["logs", "controller", "edge", "agents", "vms"] {
+    for sub in ["logs", "controller", "edge", "agents", "vms", "proxies"] {
       try? fm.removeItem(atPath: dir + "/" + sub)
     }
     try fm.createDirectory(atPath: dir + "/logs", withIntermediateDirectories: true)
@@ -32,18 +32,24 @@ public struct Lab: Sendable {
       dir: dir, topology: topologyName, executable: executable, controller: controller, edge: edge,
       startedMs: nowMs(), processes: [])
 
-    func launch(_ name: String, _ arguments: [String], stateDir: String, address: String) throws {
+    func launch(_ name: String, _ arguments: [String], stateDir: String, address: String, metrics: Bool = false) throws {
       let log = dir + "/logs/" + name.replacingOccurrences(of: "/", with: "-") + ".log"
       try fm.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+      var arguments = arguments
+      var metricsAddress: String?
+      if metrics {
+        metricsAddress = "127.0.0.1:\(try Processes.freePort())"
+        arguments += ["--metrics", metricsAddress!]
+      }
       let pid = try Processes.spawn(executable, arguments, log: log)
-      state.replace(LabProcess(name: name, pid: pid, arguments: arguments, log: log, stateDir: stateDir, address: address))
+      state.replace(LabProcess(name: name, pid: pid, arguments: arguments, log: log, stateDir: stateDir, address: address, metrics: metricsAddress))
       try state.save()
     }
 
     say("lab \(topologyName) in \(dir)")
     try launch(
       "controller", ["controller", "--data-dir", dir + "/controller", "--listen", controller],
-      stateDir: dir + "/controller", address: controller)
+      stateDir: dir + "/controller", address: controller, metrics: true)
     let admin = try LabAdmin(controller: controller)
     try await admin.waitUntilServing(timeout: .seconds(30))
     say("  controller   up on \(controller)")
@@ -51,19 +57,33 @@ public struct Lab: Sendable {
     let natCount = (topology.routers ?? []).reduce(0) { $0 + ($1.nats?.count ?? 0) }
     say("  intent       \(topology.networks.count) network(s), \(topology.networks.reduce(0) { $0 + $1.subnets.count }) subnet(s), \(natCount) NAT gateway(s), \(topology.instances.count) VM(s)")
 
+    // Each host's and the edge's control connection goes through its own fault proxy, so
+    // `lab chaos partition|control` can disturb one channel while the data path stays up.
+    var controlAddress: [String: String] = [:]
+    for component in topology.hosts.map({ "agent/\($0)" }) + ["edge"] {
+      let port = try Processes.freePort()
+      let key = component.replacingOccurrences(of: "agent/", with: "")
+      let proxyDir = dir + "/proxies/" + key
+      controlAddress[component] = "127.0.0.1:\(port)"
+      try launch(
+        "proxy/\(key)",
+        ["control-proxy", "--listen", "127.0.0.1:\(port)", "--upstream", controller,
+         "--faults", proxyDir + "/faults.json", "--status", proxyDir + "/status.json"],
+        stateDir: proxyDir, address: "127.0.0.1:\(port)")
+    }
     try launch(
-      "edge", ["edge", "--controller", controller, "--underlay", edge, "--state-dir", dir + "/edge"]
+      "edge", ["edge", "--controller", controlAddress["edge"] ?? controller, "--underlay", edge, "--state-dir", dir + "/edge"]
         + topology.servers.flatMap { ["--server", "\($0.ip)=\($0.services.joined(separator: ","))"] },
-      stateDir: dir + "/edge", address: edge)
+      stateDir: dir + "/edge", address: edge, metrics: true)
     var agentAddress: [String: String] = [:]
     for host in topology.hosts {
       let port = try Processes.freePort()
       agentAddress[host] = "127.0.0.1:\(port)"
       try launch(
         "agent/\(host)",
-        ["agent", "--host-id", host, "--controller", controller, "--underlay", "127.0.0.1:\(port)",
+        ["agent", "--host-id", host, "--controller", controlAddress["agent/\(host)"] ?? controller, "--underlay", "127.0.0.1:\(port)",
          "--state-dir", dir + "/agents/" + host, "--edge", edge],
-        stateDir: dir + "/agents/" + host, address: "127.0.0.1:\(port)")
+        stateDir: dir + "/agents/" + host, address: "127.0.0.1:\(port)", metrics: true)
     }
     say("  data plane   edge on \(edge), \(topology.hosts.count) host agent(s)")
     try await waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
@@ -91,8 +111,8 @@ public struct Lab: Sendable {
     }
     say("")
     say(Table.render(
-      header: ["PROCESS", "PID", "ADDRESS", "LOG"],
-      rows: state.processes.map { [$0.name, "\($0.pid)", $0.address, relative($0.log)] }))
+      header: ["PROCESS", "PID", "ADDRESS", "METRICS", "LOG"],
+      rows: state.processes.map { [$0.name, "\($0.pid)", $0.address, $0.metrics ?? "-", relative($0.log)] }))
     return state
   }
 
@@ -128,7 +148,7 @@ public struct Lab: Sendable {
   /// reports are written, the controller last. Logs and state stay.
   public func down() async throws {
     let state = try LabState.load(dir)
-    let order = ["vm/", "agent/", "edge", "controller"]
+    let order = ["vm/", "agent/", "edge", "proxy/", "controller"]
     var forced: [String] = []
     for prefix in order {
       let group = state.processes.filter { $0.name.hasPrefix(prefix) }

@@ -1,5 +1,5 @@
 import Foundation
-import HostnatAgent
+public import HostnatAgent
 import HostnatPackets
 import HostnatProto
 import Synchronization
@@ -45,7 +45,7 @@ public struct LabDemoRunner: Sendable {
     self.phaseSeconds = phaseSeconds
   }
 
-  final class Checks: @unchecked Sendable {
+  public final class Checks: @unchecked Sendable {
     var list: [Check] = []
     let say: @Sendable (String) -> Void
     init(say: @escaping @Sendable (String) -> Void) { self.say = say }
@@ -190,7 +190,7 @@ public struct LabDemoRunner: Sendable {
     }
   }
 
-  func readReports(_ state: LabState) -> [String: VMReportFile] {
+  public func readReports(_ state: LabState) -> [String: VMReportFile] {
     var result: [String: VMReportFile] = [:]
     for p in state.processes where p.name.hasPrefix("vm/") {
       if let file: VMReportFile = Lab.readJSON(p.stateDir + "/report.json") { result[file.name] = file }
@@ -198,16 +198,17 @@ public struct LabDemoRunner: Sendable {
     return result
   }
 
-  struct Totals {
+  public struct Totals {
     var sent: UInt64 = 0
     var lost: UInt64 = 0
     var tcpBroken: UInt64 = 0
+    var tcpEstablished: UInt64 = 0
     var churnSucceeded: UInt64 = 0
     var churnFailed: UInt64 = 0
   }
 
   /// Counters of the NATed VMs accumulated between two sets of reports.
-  static func delta(_ a: [String: VMReportFile], _ b: [String: VMReportFile], _ vms: Set<String>) -> Totals {
+  public static func delta(_ a: [String: VMReportFile], _ b: [String: VMReportFile], _ vms: Set<String>) -> Totals {
     var t = Totals()
     for name in vms {
       guard let end = b[name]?.summary else { continue }
@@ -215,6 +216,7 @@ public struct LabDemoRunner: Sendable {
       t.sent += end.sent &- (start?.sent ?? 0)
       t.lost += end.lost &- (start?.lost ?? 0)
       t.tcpBroken += end.tcpBroken &- (start?.tcpBroken ?? 0)
+      t.tcpEstablished += end.tcpEstablished &- (start?.tcpEstablished ?? 0)
       t.churnSucceeded += end.churnSucceeded &- (start?.churnSucceeded ?? 0)
       t.churnFailed += end.churnFailed &- (start?.churnFailed ?? 0)
     }

@@ -11,6 +11,8 @@ public struct LabProcess: Codable, Sendable {
   public var stateDir: String
   /// Its listening address (gRPC for the controller, underlay UDP for the others).
   public var address: String
+  /// Where it serves Prometheus metrics (controller, edge, agents).
+  public var metrics: String?
 }
 
 /// What `lab up` leaves in the lab directory so later commands can find the cluster.

@@ -63,7 +63,7 @@ struct LabEndToEndTests {
     #expect(status.exitCode == 0, "\(status.stderr)")
     let object = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
     let processes = try #require(object["processes"] as? [[String: Any]])
-    #expect(processes.count == 11, "controller, edge, 3 agents, 6 VMs")
+    #expect(processes.count == 15, "controller, edge, 3 agents, 6 VMs, 4 control proxies")
     #expect(processes.allSatisfy { $0["state"] as? String == "up" }, "\(processes)")
     let hosts = try #require(object["hosts"] as? [[String: Any]])
     #expect(hosts.count == 3)
@@ -85,6 +85,24 @@ struct LabEndToEndTests {
     }
     let text = try await Hostnat.run(["lab", "status", "--dir", lab], timeout: .seconds(30))
     #expect(text.stdout.contains("NAT IP:PORT") && text.stdout.contains("host-2"))
+
+    // NAT logs in Cloud NAT's shape, read across the agents like `gcloud logging read`.
+    let logs = try await Hostnat.run(["logs", "read", "--dir", lab, "--limit", "5", "--format", "json"], timeout: .seconds(30))
+    #expect(logs.exitCode == 0, "\(logs.stderr)")
+    let entries = logs.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    #expect(entries.count == 5)
+    for entry in entries {
+      let payload = entry["jsonPayload"] as? [String: Any]
+      let connection = payload?["connection"] as? [String: Any]
+      #expect((connection?["nat_ip"] as? String)?.hasPrefix("203.0.113.") == true, "\(entry)")
+      #expect(payload?["allocation_status"] as? String == "OK")
+      #expect((payload?["gateway_identifiers"] as? [String: Any])?["gateway_name"] as? String == "nat-1")
+      #expect(((payload?["vpc"] as? [String: Any])?["subnetwork_name"] as? String) == "subnet-1")
+    }
+    let vm2 = try await Hostnat.run(["logs", "read", "--dir", lab, "--filter", "jsonPayload.endpoint.vm_name=vm-2", "--limit", "3"], timeout: .seconds(30))
+    #expect(vm2.exitCode == 0 && vm2.stdout.contains("10.240.0.3") && !vm2.stdout.contains("10.240.0.2:"), "\(vm2.stdout)")
+    let badFilter = try await Hostnat.run(["logs", "read", "--dir", lab, "--filter", "jsonPayload.nope=1"], timeout: .seconds(30))
+    #expect(badFilter.exitCode != 0 && badFilter.stderr.contains("--filter"))
 
     let down = try await Hostnat.run(["lab", "down", "--dir", lab], timeout: .seconds(60))
     #expect(down.exitCode == 0, "\(down.stderr)")

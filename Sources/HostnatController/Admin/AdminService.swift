@@ -11,10 +11,16 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   public let core: ControllerCore
   /// Where addresses created without an IP come from (documentation range by default).
   let reservablePool: [String]
+  /// Told the method and result ("OK" or the status code) of every request, for metrics.
+  let observe: (@Sendable (_ method: String, _ result: String) -> Void)?
 
-  public init(core: ControllerCore, reservablePool: [String] = (1...254).map { "203.0.113.\($0)" }) {
+  public init(
+    core: ControllerCore, reservablePool: [String] = (1...254).map { "203.0.113.\($0)" },
+    observe: (@Sendable (_ method: String, _ result: String) -> Void)? = nil
+  ) {
     self.core = core
     self.reservablePool = reservablePool
+    self.observe = observe
   }
 
   // MARK: Networks
@@ -459,11 +465,18 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   // MARK: Helpers
 
   /// Runs a call, turning AdminError into the gRPC status the proto documents.
-  func rpc<T>(_ body: () throws -> T) throws -> T {
+  func rpc<T>(method: String = #function, _ body: () throws -> T) throws -> T {
+    let name = String(method.prefix { $0 != "(" })
     do {
-      return try body()
+      let result = try body()
+      observe?(name, "OK")
+      return result
     } catch let error as AdminError {
+      observe?(name, "\(error.kind.code)")
       throw RPCError(code: error.kind.code, message: error.description)
+    } catch {
+      observe?(name, "INTERNAL")
+      throw error
     }
   }
 

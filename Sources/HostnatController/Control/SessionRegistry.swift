@@ -20,6 +20,10 @@ public struct SessionStatus: Sendable, Equatable {
   public var lastSeenMs: Int64
   /// Its data-plane address.
   public var underlayAddress: String
+  /// Config pushes sent, ACKs and NACKs received, over every stream of the host (metrics).
+  public var pushes: UInt64 = 0
+  public var acks: UInt64 = 0
+  public var nacks: UInt64 = 0
 }
 
 /// Tracks every host's control stream: who is connected, what each was sent and acknowledged,
@@ -35,12 +39,16 @@ public final class SessionRegistry<Outbound: Sendable>: Sendable {
     var outbox: AsyncStream<Outbound>.Continuation?
     /// Nonce → version of pushes not yet answered, so an ACK names what it acknowledges.
     var inflight: [String: UInt64] = [:]
+    /// Nonce → when it was pushed, for the push-to-ACK latency.
+    var sentAt: [String: ContinuousClock.Instant] = [:]
   }
 
   private struct State {
     var sessions: [String: Session] = [:]
     var nextSessionID: UInt64 = 1
     var shutDown = false
+    /// Push-to-ACK latencies (seconds) not yet taken by `takeAckLatencies()`; bounded.
+    var ackLatencies: [Double] = []
   }
 
   private let state = Mutex(State())
@@ -96,7 +104,9 @@ public final class SessionRegistry<Outbound: Sendable>: Sendable {
       guard let outbox = state.sessions[hostID]?.outbox else { return false }
       if let nonce, let version {
         state.sessions[hostID]?.inflight[nonce] = version
+        state.sessions[hostID]?.sentAt[nonce] = .now
         state.sessions[hostID]?.status.lastSent = version
+        state.sessions[hostID]?.status.pushes += 1
       }
       outbox.yield(message)
       return true
@@ -111,6 +121,11 @@ public final class SessionRegistry<Outbound: Sendable>: Sendable {
     state.withLock { state in
       guard var session = state.sessions[hostID] else { return version }
       let acked = session.inflight.removeValue(forKey: nonce) ?? version
+      if let sent = session.sentAt.removeValue(forKey: nonce), state.ackLatencies.count < 10_000 {
+        let elapsed = ContinuousClock.now - sent
+        state.ackLatencies.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+      }
+      session.status.acks += 1
       session.status.lastAcked = max(session.status.lastAcked, acked)
       session.status.lastNack = ""
       session.status.lastSeenMs = nowMs
@@ -123,8 +138,18 @@ public final class SessionRegistry<Outbound: Sendable>: Sendable {
   public func reject(hostID: String, nonce: String, error: String, nowMs: Int64) {
     state.withLock { state in
       state.sessions[hostID]?.inflight.removeValue(forKey: nonce)
+      state.sessions[hostID]?.sentAt.removeValue(forKey: nonce)
+      state.sessions[hostID]?.status.nacks += 1
       state.sessions[hostID]?.status.lastNack = error
       state.sessions[hostID]?.status.lastSeenMs = nowMs
+    }
+  }
+
+  /// Push-to-ACK latencies (seconds) measured since the last call.
+  public func takeAckLatencies() -> [Double] {
+    state.withLock { state in
+      defer { state.ackLatencies.removeAll(keepingCapacity: true) }
+      return state.ackLatencies
     }
   }
 

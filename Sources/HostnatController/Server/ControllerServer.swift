@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import HostnatTelemetry
 import GRPCNIOTransportHTTP2
 import HostnatPackets
 import HostnatProto
@@ -44,6 +45,14 @@ public struct ControllerOptions: Sendable, Equatable {
   public var heartbeat: Duration
   /// How often ownership leases of silent hosts are checked.
   public var leaseCheckInterval: Duration
+  /// Where to serve Prometheus metrics (`/metrics`, `/healthz`): host and port (0: any); nil: not served.
+  public var metrics: (host: String, port: Int)?
+
+  public static func == (a: ControllerOptions, b: ControllerOptions) -> Bool {
+    a.dataDirectory == b.dataDirectory && a.host == b.host && a.port == b.port && a.autoPools == b.autoPools
+      && a.heartbeat == b.heartbeat && a.leaseCheckInterval == b.leaseCheckInterval
+      && a.metrics?.host == b.metrics?.host && a.metrics?.port == b.metrics?.port
+  }
 
   public init(
     dataDirectory: String, host: String = "127.0.0.1", port: Int = 7400,
@@ -180,7 +189,10 @@ public struct ControllerServer: Sendable {
       throw ControllerStartError.restore("\(error)")
     }
     coreReference.withLock { $0 = core }
-    let admin = AdminService(core: core)
+    let registry = TelemetryRegistry()
+    let admin = AdminService(core: core) { method, result in
+      registry.counter("hostnat_controller_admin_requests_total", labels: [("method", method), ("result", result)]).increment()
+    }
 
     let address = "\(options.host):\(options.port)"
     let server = GRPCServer(
@@ -195,9 +207,14 @@ public struct ControllerServer: Sendable {
     let background = CoreService(core: core, acknowledgements: acknowledgements, leaseCheckInterval: options.leaseCheckInterval) {
       ackContinuation.finish()
     }
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: background), .init(service: serving)]
+    if let metrics = options.metrics {
+      services.append(.init(service: ControllerMetricsService(
+        registry: registry, hosts: hostService.registry, edges: edgeService.registry, host: metrics.host, port: metrics.port, logger: logger)))
+    }
     let group = ServiceGroup(
       configuration: .init(
-        services: [.init(service: background), .init(service: serving)],
+        services: services,
         gracefulShutdownSignals: handleSignals ? [UnixSignal.sigterm, .sigint] : [],
         logger: logger))
     logger.info("controller starting", metadata: ["data-dir": "\(options.dataDirectory)", "listen": "\(address)"])
@@ -251,5 +268,40 @@ struct CoreService: Service {
     try await cancelWhenGracefulShutdown {
       try await core.run(acknowledgements: acknowledgements, leaseCheckInterval: leaseCheckInterval)
     }
+  }
+}
+
+/// Serves the controller's metrics and refreshes them from the session registries every second:
+/// connected hosts, versions pushed/ACKed/NACKed per host, push-to-ACK latency.
+struct ControllerMetricsService: Service {
+  let registry: TelemetryRegistry
+  let hosts: SessionRegistry<Hostnat_V1_ControllerMessage>
+  let edges: SessionRegistry<Hostnat_V1_EdgeControllerMessage>
+  let host: String
+  let port: Int
+  let logger: Logger
+
+  func run() async throws {
+    let server = MetricsHTTPServer(registry: registry)
+    let bound = try await server.start(host: host, port: port)
+    logger.info("metrics", metadata: ["url": "http://\(host):\(bound)/metrics"])
+    print("controller metrics on http://\(host):\(bound)/metrics")
+    await cancelWhenGracefulShutdown {
+      while !Task.isCancelled {
+        let statuses = hosts.statuses() + edges.statuses()
+        registry.gauge("hostnat_controller_connected_hosts").set(statuses.filter(\.connected).count)
+        for status in statuses {
+          let labels = [("host", status.hostID)]
+          registry.counter("hostnat_controller_config_versions_pushed_total", labels: labels).set(status.pushes)
+          registry.counter("hostnat_controller_config_versions_acked_total", labels: labels).set(status.acks)
+          registry.counter("hostnat_controller_config_versions_nacked_total", labels: labels).set(status.nacks)
+        }
+        for seconds in hosts.takeAckLatencies() + edges.takeAckLatencies() {
+          registry.histogram("hostnat_controller_push_to_ack_seconds").record(seconds)
+        }
+        try? await Task.sleep(for: .seconds(1))
+      }
+    }
+    await server.shutdown()
   }
 }

@@ -10,7 +10,7 @@ struct LabCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "lab",
     abstract: "A local hostnat cluster: controller, host agents, edge and VMs as processes on loopback.",
-    subcommands: [LabUp.self, LabStatusCommand.self, LabDown.self, LabDemo.self])
+    subcommands: [LabUp.self, LabStatusCommand.self, LabDown.self, LabDemo.self, LabChaos.self, LabScenario.self])
 }
 
 /// Runs a lab operation, printing a lab error as one line and exiting 1.
@@ -81,6 +81,85 @@ struct LabDemo: AsyncParsableCommand {
       let report = try await runner.run()
       if quiet { print(report.json()) }
       if !report.passed { throw ExitCode(1) }
+    }
+  }
+}
+
+struct LabChaos: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "chaos",
+    abstract: "Inject a fault by hand: kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), restart, partition or heal a component.",
+    discussion: "partition/heal cut and restore the control channel of agent/HOST or edge while its data path stays up; `chaos control` disturbs individual control messages.",
+    subcommands: [LabChaosSignal.self, LabChaosControl.self],
+    defaultSubcommand: LabChaosSignal.self)
+}
+
+struct LabChaosSignal: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "signal", abstract: "kill, pause, resume, restart, partition or heal a component.", shouldDisplay: false)
+  @OptionGroup var lab: LabOptions
+  @Argument(help: "kill, pause, resume, restart, partition or heal.") var action: String
+  @Argument(help: "controller, edge, agent/HOST or vm/NAME.") var component: String
+  @Flag(help: "restart: SIGTERM and wait instead of SIGKILL.") var graceful = false
+
+  func run() async throws {
+    try await labMain {
+      guard let chaos = ChaosAction(rawValue: action) else {
+        throw LabError("action: \(action) is not one of \(ChaosAction.allCases.map(\.rawValue).joined(separator: ", "))")
+      }
+      print(try await Lab(dir: lab.dir).chaos(chaos, component, graceful: graceful))
+    }
+  }
+}
+
+struct LabScenario: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "scenario",
+    abstract: "Run a failure scenario under traffic, measure, heal and report (exit 0 only if it passed).")
+  @Argument(help: "The scenario (see --list).") var name: String?
+  @Option(help: "Use the lab running there, or bring one up there (default: a fresh temporary dir).") var dir: String?
+  @Flag(help: "Print the report as one JSON object.") var json = false
+  @Flag(help: "List the scenarios.") var list = false
+
+  func run() async throws {
+    try await labMain {
+      if list || name == nil {
+        for s in Scenario.all { print("\(s.name.padding(toLength: 18, withPad: " ", startingAt: 0)) \(s.summary)") }
+        return
+      }
+      guard let scenario = Scenario.named(name ?? "") else {
+        throw LabError("no scenario \(name ?? ""); known: \(Scenario.all.map(\.name).joined(separator: ", "))")
+      }
+      let directory: String = dir ?? (NSTemporaryDirectory() + "hostnat-scenario-\(getpid())")
+      let quiet = json
+      let say: @Sendable (String) -> Void = { line in if !quiet { print(line) } }
+      let report = try await ScenarioRunner(lab: Lab(dir: directory, say: say), scenario: scenario).run()
+      if quiet { print(report.json()) }
+      if !report.passed { throw ExitCode(1) }
+    }
+  }
+}
+
+struct LabChaosControl: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "control", abstract: "Drop, delay and duplicate control messages (pushes and ACKs) on one channel; all zero to stop.")
+  @OptionGroup var lab: LabOptions
+  @Argument(help: "agent/HOST or edge.") var component: String
+  @Option(help: "Probability of dropping each message (0-1).") var drop: Double = 0
+  @Option(help: "Delay added to each message, ms.") var delay: Int = 0
+  @Option(help: "Probability of sending a message twice (0-1).") var duplicate: Double = 0
+
+  func run() async throws {
+    try await labMain {
+      guard (0...1).contains(drop), (0...1).contains(duplicate), (0...60_000).contains(delay) else {
+        throw LabError("--drop and --duplicate take 0...1, --delay 0...60000 ms")
+      }
+      let l = Lab(dir: lab.dir)
+      var faults = try l.controlFaults(component)
+      faults.drop = drop
+      faults.delayMs = delay
+      faults.duplicate = duplicate
+      try l.setControlFaults(component, faults)
+      print("\(component): control messages dropped \(drop), delayed \(delay) ms, duplicated \(duplicate)")
     }
   }
 }

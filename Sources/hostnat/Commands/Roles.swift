@@ -5,6 +5,7 @@ import Logging
 import ServiceLifecycle
 import UnixSignals
 import HostnatInternet
+import HostnatLab
 
 /// Runs one long-lived role until SIGTERM or SIGINT, then lets it stop cleanly.
 struct RoleService: Service {
@@ -39,10 +40,12 @@ struct AgentCommand: AsyncParsableCommand {
   @Option(help: "Where the last good config, the flow table and status.json live.") var stateDir: String
   @Option(help: "The edge's underlay address: where Internet-bound packets go.") var edge: SocketAddress?
   @Option(help: "Flow table capacity.") var flows: Int = 262_144
+  @Option(help: "Serve Prometheus metrics (/metrics, /healthz) on HOST:PORT (port 0: any).") var metrics: SocketAddress?
 
   func run() async throws {
     var options = AgentOptions(hostID: hostId, controller: controller, underlay: underlay, stateDir: stateDir, edge: edge)
     options.flowCapacity = flows
+    options.metrics = metrics
     let agent = try HostAgent(options: options)
     print("agent \(hostId) underlay \(agent.underlayAddress) controller \(controller) config v\(agent.link.status.appliedVersion) flow table \(agent.flowTableAttached ? "attached" : "new")")
     try await runRole("agent") { await agent.run() }
@@ -61,14 +64,48 @@ struct EdgeCommand: AsyncParsableCommand {
   @Option(help: "Where the last routes and status.json live.") var stateDir: String
   @Option(help: "An Internet server: IP=SERVICE,... (udp-echo, tcp-echo, icmp-echo, whoami, stun, filtering-probe). Repeatable; default: the lab's three.")
   var server: [String] = []
+  @Option(help: "Serve Prometheus metrics (/metrics, /healthz) on HOST:PORT (port 0: any).") var metrics: SocketAddress?
 
   func run() async throws {
     var options = EdgeOptions(controller: controller, underlay: underlay, stateDir: stateDir)
+    options.metrics = metrics
     if !server.isEmpty { options.servers = try server.map { try ServiceNames.parseServer($0) } }
     let edge = try EdgeNode(options: options)
     print("edge underlay \(edge.underlayAddress) controller \(controller) servers \(options.servers.map { "\($0.ip)" }.joined(separator: ","))")
     try await runRole("edge") { await edge.run() }
     edge.stop()
     print("edge stopped")
+  }
+}
+
+struct ControlProxyCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "control-proxy",
+    abstract: "Run a control-channel fault proxy between agents (or the edge) and the controller (used by the lab).")
+
+  @Option(help: "Where agents connect, HOST:PORT.") var listen: String
+  @Option(help: "The controller, HOST:PORT.") var upstream: String
+  @Option(help: "Faults file (JSON), re-read every 100 ms.") var faults: String
+  @Option(help: "Status file (JSON) with what was forwarded, dropped and duplicated.") var status: String
+
+  func run() async throws {
+    func split(_ text: String, _ flag: String) throws -> (String, Int) {
+      let parts = text.split(separator: ":")
+      guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("\(flag): \(text) is not HOST:PORT") }
+      return (String(parts[0]), port)
+    }
+    let listenAddress = try split(listen, "--listen")
+    let upstreamAddress = try split(upstream, "--upstream")
+    let proxy = ControlProxy(faultsPath: faults, statusPath: status)
+    let upstreamText = upstream
+    try await runRole("control-proxy") {
+      do {
+        try await proxy.run(listen: listenAddress, upstream: upstreamAddress) { port in
+          print("control-proxy listening on \(listenAddress.0):\(port) upstream \(upstreamText)")
+        }
+      } catch {
+        print("control-proxy: \(error)")
+      }
+    }
   }
 }

@@ -1,0 +1,341 @@
+import Foundation
+public import HostnatAgent
+public import HostnatProto
+import SwiftProtobuf
+import HostnatDataplane
+
+/// What a scenario works with: the running lab, its controller, and the checks it records.
+public final class ScenarioContext: @unchecked Sendable {
+  public let lab: Lab
+  public var state: LabState
+  public let topology: Topology
+  public let admin: LabAdmin
+  let checks: LabDemoRunner.Checks
+  /// VMs whose subnet has NAT: their traffic must flow.
+  public let natVMs: Set<String>
+  /// Start and end of the fault window (reports read at each), for the new-flow counts.
+  var faultStart: [String: VMReportFile]?
+  var faultEnd: [String: VMReportFile]?
+  var healedAt: Int64?
+  var convergeMs: Int64?
+
+  init(lab: Lab, state: LabState, topology: Topology) throws {
+    self.lab = lab
+    self.state = state
+    self.topology = topology
+    admin = try LabAdmin(controller: state.controller)
+    checks = LabDemoRunner.Checks(say: lab.say)
+    let natSubnets = Set((topology.routers ?? []).flatMap { $0.nats ?? [] }.flatMap { $0.subnets ?? topology.networks.flatMap { $0.subnets.map(\.name) } })
+    natVMs = Set(topology.instances.filter { natSubnets.contains($0.subnet) }.map(\.name))
+  }
+
+  public func check(_ name: String, _ passed: Bool, _ detail: String) { checks.add(name, passed, detail) }
+  public func say(_ line: String) { lab.say(line) }
+
+  public func reports() -> [String: VMReportFile] { LabDemoRunner(lab: lab).readReports(state) }
+
+  /// Runs a lab chaos action and keeps the lab record current.
+  public func chaos(_ action: ChaosAction, _ component: String, graceful: Bool = false) async throws {
+    say("  chaos: " + (try await lab.chaos(action, component, graceful: graceful)))
+    state = try LabState.load(lab.dir)
+  }
+
+  public func markFaultStart() { faultStart = reports() }
+  public func markFaultEnd() { faultEnd = reports() }
+
+  /// The fault is over: waits until every host and the edge acknowledged the latest version and
+  /// records how long that took.
+  public func healAndConverge(timeout: Duration = .seconds(30)) async throws {
+    let healed = nowMs()
+    healedAt = healed
+    try await lab.waitForConvergence(admin, hosts: topology.hosts, timeout: timeout)
+    convergeMs = nowMs() - healed
+    check("every host converged", true, "all hosts and the edge acked the latest version \(convergeMs ?? 0) ms after the heal")
+  }
+
+  /// A harmless NAT change every host with the gateway must receive: nat-1's UDP idle timeout.
+  /// Returns the hosts' new versions.
+  @discardableResult
+  public func changeUDPTimeout(_ seconds: UInt32) async throws -> [String: UInt64] {
+    let region = topology.region
+    _ = try await admin.with { client, options in
+      try await client.updateNat(.with {
+        $0.region = region
+        $0.router = "router-1"
+        $0.nat = .with { $0.name = "nat-1"; $0.timeouts.udpIdleTimeoutSec = seconds }
+        $0.updateMask = ["timeouts"]
+      }, options: options)
+    }
+    let hosts = try await admin.hosts()
+    return Dictionary(hosts.map { ($0.hostID, $0.latestVersion) }, uniquingKeysWith: { a, _ in a })
+  }
+
+  /// The applied config of one agent, from its state dir (what the host actually holds).
+  public func heldConfig(_ host: String) -> Hostnat_V1_HostConfig? {
+    guard let process = state.process("agent/\(host)") else { return nil }
+    return try? StateFile<Hostnat_V1_HostConfig>(path: process.stateDir + "/config.pb").load()
+  }
+
+  public func agentStatus(_ host: String) -> AgentStatus? {
+    guard let process = state.process("agent/\(host)") else { return nil }
+    return Lab.readJSON(process.stateDir + "/status.json")
+  }
+
+  /// Each NATed VM's port blocks as its host holds them ("IP:first+count", sorted).
+  public func heldBlocks() -> [String: [String]] {
+    var result: [String: [String]] = [:]
+    for host in topology.hosts {
+      for vm in heldConfig(host)?.vms ?? [] {
+        result[vm.instance] = vm.nics.flatMap { $0.natBindings.flatMap { $0.portBlocks.map { "\($0.natIp):\($0.firstPort)+\($0.count)" } } }.sorted()
+      }
+    }
+    return result
+  }
+
+  /// The cluster-wide invariant: no NAT IP:port is in blocks held by two hosts at once.
+  func checkNoBlockOwnedTwice() {
+    var owners: [(ip: String, range: Range<UInt32>, host: String)] = []
+    for host in topology.hosts {
+      for vm in heldConfig(host)?.vms ?? [] {
+        for nic in vm.nics {
+          for binding in nic.natBindings {
+            for block in binding.portBlocks {
+              owners.append((block.natIp, block.firstPort..<(block.firstPort + block.count), host))
+            }
+          }
+        }
+      }
+    }
+    var clashes: [String] = []
+    for i in owners.indices {
+      for j in owners.indices where j > i {
+        let a = owners[i], b = owners[j]
+        if a.ip == b.ip, a.host != b.host, a.range.overlaps(b.range) {
+          clashes.append("\(a.ip):\(a.range) on \(a.host) and \(b.host)")
+        }
+      }
+    }
+    check("no NAT IP:port owned by two hosts", clashes.isEmpty,
+      clashes.isEmpty ? "\(owners.count) blocks held across \(topology.hosts.count) hosts, none shared" : clashes.joined(separator: "; "))
+  }
+}
+
+/// A named fault with its checks.
+public struct Scenario: Sendable {
+  public var name: String
+  public var summary: String
+  public var run: @Sendable (ScenarioContext) async throws -> Void
+
+  /// Every scenario `hostnat lab scenario` knows.
+  public static let all: [Scenario] = [
+    Scenario(name: "controller-kill", summary: "kill -9 the controller under traffic; nothing breaks; restart and resync with the same blocks") { c in
+      let before = c.heldBlocks()
+      c.markFaultStart()
+      try await c.chaos(.kill, "controller")
+      try await Task.sleep(for: .seconds(4))
+      c.markFaultEnd()
+      c.check("agents keep their config", c.topology.hosts.allSatisfy { c.agentStatus($0)?.control.appliedVersion ?? 0 > 0 }, "every agent still holds a version")
+      try await c.chaos(.restart, "controller")
+      try await c.healAndConverge()
+      c.check("every VM has the same blocks", c.heldBlocks() == before, "\(before.count) VMs compared before and after")
+    },
+    Scenario(name: "controller-pause", summary: "SIGSTOP the controller past the keepalive timeout; agents see it, the data plane never stalls") { c in
+      c.markFaultStart()
+      try await c.chaos(.pause, "controller")
+      try await Task.sleep(for: .seconds(5))
+      let disconnected = c.topology.hosts.filter { c.agentStatus($0)?.control.connected == false }
+      c.check("agents notice the silent controller", disconnected.count == c.topology.hosts.count,
+        "\(disconnected.count)/\(c.topology.hosts.count) agents report disconnected after 5 s (timeout 3 s)")
+      c.markFaultEnd()
+      try await c.chaos(.resume, "controller")
+      try await c.healAndConverge()
+      let reconnected = c.topology.hosts.filter { c.agentStatus($0)?.control.connected == true }
+      try await Task.sleep(for: .seconds(1.5))
+      let now = c.topology.hosts.filter { c.agentStatus($0)?.control.connected == true }
+      c.check("agents reconnect", now.count == c.topology.hosts.count, "\(max(reconnected.count, now.count))/\(c.topology.hosts.count) connected again")
+    },
+    Scenario(name: "agent-restart", summary: "restart one agent under traffic (SIGTERM, kill -9, and kill -9 with the controller down); same blocks, flow table reattached") { c in
+      let host = c.topology.hosts[0]
+      let before = c.heldBlocks()
+      c.markFaultStart()
+      for (label, graceful, controllerDown) in [("SIGTERM", true, false), ("kill -9", false, false), ("kill -9, controller down", false, true)] {
+        if controllerDown { try await c.chaos(.kill, "controller") }
+        let started = nowMs()
+        try await c.chaos(.restart, "agent/\(host)", graceful: graceful)
+        let newPid = c.state.process("agent/\(host)")?.pid ?? 0
+        try await c.lab.waitUntil(timeout: .seconds(20), "agent/\(host) back") {
+          guard let s = c.agentStatus(host) else { return false }
+          return s.pid == newPid && s.dataplane.loop.sent > 0
+        }
+        let blackout = nowMs() - started
+        let status = c.agentStatus(host)
+        c.check("\(host) back after \(label)", status?.flowTableAttached == true && (status?.control.appliedVersion ?? 0) > 0,
+          "forwarding again \(blackout) ms after the signal; flow table \(status?.flowTableAttached == true ? "reattached" : "NEW"), config v\(status?.control.appliedVersion ?? 0) from disk")
+        try await Task.sleep(for: .seconds(2))
+        if controllerDown { try await c.chaos(.restart, "controller") }
+      }
+      c.markFaultEnd()
+      try await c.healAndConverge()
+      c.check("same blocks after the restarts", c.heldBlocks() == before, "\(before.count) VMs compared")
+    },
+    Scenario(name: "edge-restart", summary: "kill -9 the edge and start it again with the controller down; it routes from its saved routes") { c in
+      c.markFaultStart()
+      try await c.chaos(.kill, "controller")
+      try await c.chaos(.restart, "edge")
+      let edgeDir = c.state.process("edge")?.stateDir ?? ""
+      try await c.lab.waitUntil(timeout: .seconds(10), "edge status") {
+        let s: EdgeStatus? = Lab.readJSON(edgeDir + "/status.json")
+        return s?.pid == c.state.process("edge")?.pid && (s?.dataplane.routed ?? 0) > 0
+      }
+      let status: EdgeStatus? = Lab.readJSON(edgeDir + "/status.json")
+      c.check("edge routes from its saved routes", (status?.routes ?? 0) > 0 && status?.control.connected == false,
+        "\(status?.routes ?? 0) routes from disk, routed \(status?.dataplane.routed ?? 0) packets with no controller")
+      try await Task.sleep(for: .seconds(2))
+      c.markFaultEnd()
+      try await c.chaos(.restart, "controller")
+      try await c.healAndConverge()
+    },
+    Scenario(name: "control-partition", summary: "cut one host's control channel; a NAT change reaches the others at once and it on heal; it translates throughout") { c in
+      let cut = c.topology.hosts[0]
+      let others = Array(c.topology.hosts.dropFirst())
+      c.markFaultStart()
+      try await c.chaos(.partition, "agent/\(cut)")
+      try await c.lab.waitUntil(timeout: .seconds(10), "\(cut) to notice") { c.agentStatus(cut)?.control.connected == false }
+      let held = c.agentStatus(cut)?.control.appliedVersion ?? 0
+      let versions = try await c.changeUDPTimeout(40)
+      let started = nowMs()
+      try await c.lab.waitUntil(timeout: .seconds(10), "the other hosts to apply the change") {
+        others.allSatisfy { host in (c.agentStatus(host)?.control.appliedVersion ?? 0) >= (versions[host] ?? .max) }
+      }
+      c.check("the change reaches the other hosts at once", true, "\(others.joined(separator: ", ")) applied their new versions within \(nowMs() - started) ms")
+      try await Task.sleep(for: .seconds(2))
+      let stillHeld = c.agentStatus(cut)?.control.appliedVersion ?? 0
+      c.check("the partitioned host keeps its version", stillHeld == held && held < (versions[cut] ?? 0),
+        "\(cut) holds v\(stillHeld), the controller has v\(versions[cut] ?? 0) waiting for it")
+      c.markFaultEnd()
+      try await c.chaos(.heal, "agent/\(cut)")
+      try await c.healAndConverge()
+      // The agent's status file is rewritten every second.
+      try? await c.lab.waitUntil(timeout: .seconds(5)) { (c.agentStatus(cut)?.control.appliedVersion ?? 0) >= (versions[cut] ?? .max) }
+      let applied = c.agentStatus(cut)?.control.appliedVersion ?? 0
+      c.check("the partitioned host gets the change on heal", applied >= (versions[cut] ?? .max), "\(cut) applied v\(applied)")
+    },
+    Scenario(name: "control-chaos", summary: "drop, delay and duplicate control messages while NAT changes are made; every host converges, never to an older version") { c in
+      c.markFaultStart()
+      for host in c.topology.hosts { try c.lab.setControlFaults("agent/\(host)", { var f = ControlFaults(); f.drop = 0.3; f.delayMs = 50; f.duplicate = 0.3; return f }()) }
+      c.say("  chaos: control messages of every agent dropped 30%, delayed 50 ms, duplicated 30%")
+      var applied: [String: [UInt64]] = [:]
+      var last: [String: UInt64] = [:]
+      for (i, timeout) in [31, 32, 33].enumerated() {
+        last = try await c.changeUDPTimeout(UInt32(timeout))
+        for _ in 0..<(i == 2 ? 40 : 15) {
+          for host in c.topology.hosts { applied[host, default: []].append(c.agentStatus(host)?.control.appliedVersion ?? 0) }
+          try await Task.sleep(for: .milliseconds(100))
+        }
+      }
+      c.markFaultEnd()
+      for host in c.topology.hosts { try c.lab.setControlFaults("agent/\(host)", ControlFaults()) }
+      c.say("  chaos: control messages undisturbed again")
+      try await c.healAndConverge(timeout: .seconds(40))
+      try? await c.lab.waitUntil(timeout: .seconds(5)) { c.topology.hosts.allSatisfy { (c.agentStatus($0)?.control.appliedVersion ?? 0) >= (last[$0] ?? .max) } }
+      for host in c.topology.hosts { applied[host, default: []].append(c.agentStatus(host)?.control.appliedVersion ?? 0) }
+      let monotonic = applied.values.allSatisfy { zip($0, $0.dropFirst()).allSatisfy { $0 <= $1 } }
+      c.check("no host ever went back to an older version", monotonic,
+        applied.keys.sorted().map { "\($0): \(Set(applied[$0] ?? []).sorted().map { "v\($0)" }.joined(separator: "→"))" }.joined(separator: "; "))
+      let final = c.topology.hosts.map { ($0, c.agentStatus($0)?.control.appliedVersion ?? 0) }
+      c.check("every host applied the latest version", final.allSatisfy { $0.1 >= (last[$0.0] ?? .max) },
+        final.map { "\($0.0) v\($0.1)/v\(last[$0.0] ?? 0)" }.joined(separator: ", "))
+    },
+    Scenario(name: "bad-config", summary: "a config the agent must reject reaches one host; it NACKs with the reason, keeps translating on its previous version, then recovers") { c in
+      let host = c.topology.hosts[1]
+      let held = c.agentStatus(host)?.control.appliedVersion ?? 0
+      let nacksBefore = c.agentStatus(host)?.control.nacks ?? 0
+      c.markFaultStart()
+      var faults = try c.lab.controlFaults("agent/\(host)")
+      faults.corruptPushesUntilMs = nowMs() + 3000
+      try c.lab.setControlFaults("agent/\(host)", faults)
+      try await Task.sleep(for: .milliseconds(300))
+      c.say("  chaos: pushes to \(host) made invalid on the way for 3 s")
+      let versions = try await c.changeUDPTimeout(35)
+      try await c.lab.waitUntil(timeout: .seconds(5), "\(host) to NACK") { (c.agentStatus(host)?.control.nacks ?? 0) > nacksBefore }
+      let status = c.agentStatus(host)
+      c.check("the host NACKs with the reason", status?.control.lastNack?.contains("primaryIp") == true,
+        "NACK: \(status?.control.lastNack ?? "none")")
+      c.check("the previous config stays in force", status?.control.appliedVersion == held && status?.dataplane.appliedVersion == held,
+        "still on v\(held) (the controller has v\(versions[host] ?? 0))")
+      let seen = try await c.admin.hosts().first { $0.hostID == host }
+      c.check("the controller shows the NACK", seen?.lastNackReason.contains("primaryIp") == true, "hosts list: \(seen?.lastNackReason ?? "-")")
+      try await Task.sleep(for: .seconds(3))
+      c.markFaultEnd()
+      try await c.healAndConverge()
+      try? await c.lab.waitUntil(timeout: .seconds(5)) { (c.agentStatus(host)?.control.appliedVersion ?? 0) >= (versions[host] ?? .max) }
+      let applied = c.agentStatus(host)?.control.appliedVersion ?? 0
+      c.check("the host applies the good config once it arrives", applied >= (versions[host] ?? .max),
+        "v\(applied) applied after the controller resent it")
+    },
+  ]
+
+  public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
+}
+
+/// Runs one scenario on the lab in `dir` (or a new one there) and reports.
+public struct ScenarioRunner: Sendable {
+  public var lab: Lab
+  public var scenario: Scenario
+
+  public init(lab: Lab, scenario: Scenario) {
+    self.lab = lab
+    self.scenario = scenario
+  }
+
+  public func run() async throws -> ScenarioReport {
+    let topology = Topology.default
+    var ownLab = false
+    var state: LabState
+    if let existing = try? LabState.load(lab.dir), existing.processes.contains(where: { Processes.isRunning($0.pid) }) {
+      state = existing
+      lab.say("using the lab running in \(lab.dir)")
+    } else {
+      state = try await lab.up(topology, topologyName: "default")
+      ownLab = true
+    }
+    let context = try ScenarioContext(lab: lab, state: state, topology: topology)
+    lab.say("\nscenario \(scenario.name): \(scenario.summary)")
+    try await Task.sleep(for: .seconds(2))
+    let start = context.reports()
+    do {
+      try await scenario.run(context)
+    } catch {
+      context.check("scenario ran to the end", false, "\(error)")
+    }
+    try await Task.sleep(for: .seconds(2))
+    state = context.state
+    context.checkNoBlockOwnedTwice()
+    let end = context.reports()
+    let total = LabDemoRunner.delta(start, end, context.natVMs)
+    let fault = LabDemoRunner.delta(context.faultStart ?? start, context.faultEnd ?? end, context.natVMs)
+    let lossExpected = scenario.name == "agent-restart" || scenario.name == "edge-restart"
+    if lossExpected {
+      context.check("packets lost only while a data-plane process was down", true, "\(total.lost) of \(total.sent) lost (restarts drop what arrives while the process is gone)")
+    } else {
+      context.check("no packet lost", total.sent > 0 && total.lost == 0, "\(total.sent) sent, \(total.lost) lost")
+    }
+    if scenario.name == "edge-restart" {
+      // The emulated servers' own TCP state lives in the edge process: their restart ends the
+      // connections to them (as a rebooted server would); the NAT side must let them reconnect.
+      context.check("TCP connections to the restarted servers come back", total.tcpEstablished >= total.tcpBroken,
+        "\(total.tcpBroken) broken by the servers' restart, \(total.tcpEstablished) established again")
+    } else {
+      context.check("no flow broken", total.tcpBroken == 0, "\(total.tcpBroken) TCP connections broken")
+    }
+    context.check("new flows during the fault", fault.churnSucceeded > 0 && (lossExpected || fault.churnFailed == 0),
+      "\(fault.churnSucceeded) new TCP connections, \(fault.churnFailed) failed")
+    if ownLab { try? await lab.down() }
+    let passed = context.checks.list.allSatisfy(\.passed)
+    lab.say("\n\(passed ? "PASSED" : "FAILED"): \(context.checks.list.filter(\.passed).count)/\(context.checks.list.count) checks held")
+    return ScenarioReport(
+      scenario: scenario.name, passed: passed, checks: context.checks.list, packets_sent: total.sent, packets_lost: total.lost,
+      flows_broken: total.tcpBroken, new_flows_during_fault: fault.churnSucceeded, new_flows_failed_during_fault: fault.churnFailed,
+      converge_ms: context.convergeMs, dir: lab.dir)
+  }
+}
