@@ -46,7 +46,23 @@ public struct AgentStatus: Codable, Sendable {
   /// NAT log entries written and skipped by the rate limit.
   public var logWritten: UInt64
   public var logSkipped: UInt64
+  /// Dynamic port allocation: requests sent, blocks granted, last refusal.
+  public var portRequests: Int
+  public var portGrants: Int
+  public var lastPortRefusal: String?
   public var writtenMs: Int64
+}
+
+/// The agent's side of dynamic port allocation, between ticks.
+struct DemandState {
+  var requests = 0
+  var grants = 0
+  var lastRefusal: String?
+  /// NIC → when a request for it was last sent (ms), so one slow answer is not asked for twice.
+  var pending: [String: Int64] = [:]
+  /// VM → allocation failures counted at the last tick.
+  var failures: [String: UInt64] = [:]
+  var lastReportMs: Int64 = 0
 }
 
 /// A host agent: the translation data plane for the VMs on one host, fed by the controller over
@@ -62,6 +78,9 @@ public final class HostAgent: Sendable {
   let applied: Mutex<Hostnat_V1_HostConfig?>
   let telemetry: AgentTelemetry
   let metricsPort = Mutex<Int?>(nil)
+  /// The open control stream's outbox, for messages the agent starts itself (port requests, usage).
+  let outbox = Mutex<AsyncStream<Hostnat_V1_AgentMessage>.Continuation?>(nil)
+  let demand = Mutex(DemandState())
 
   public init(options: AgentOptions) throws {
     self.options = options
@@ -115,6 +134,7 @@ public final class HostAgent: Sendable {
       group.addTask {
         while !Task.isCancelled {
           self.telemetry.tick(dataplane: self.dataplane, link: self.link.status, config: self.applied.withLock { $0 })
+          self.askForPorts()
           self.writeStatus()
           try? await Task.sleep(for: .seconds(1))
         }
@@ -138,7 +158,9 @@ public final class HostAgent: Sendable {
       hostID: options.hostID, pid: getpid(), bootID: bootID, underlay: underlayAddress.description,
       flowTableAttached: flowTableAttached, control: link.status, dataplane: dataplane.stats(),
       metrics: metricsPort.withLock { $0 }.map { "\(options.metrics?.ip.description ?? "127.0.0.1"):\($0)" } ?? "",
-      logWritten: telemetry.log.counts.written, logSkipped: telemetry.log.counts.skipped, writtenMs: nowMs())
+      logWritten: telemetry.log.counts.written, logSkipped: telemetry.log.counts.skipped,
+      portRequests: demand.withLock { $0.requests }, portGrants: demand.withLock { $0.grants },
+      lastPortRefusal: demand.withLock { $0.lastRefusal }, writtenMs: nowMs())
   }
 
   func writeStatus() { StatusFile.write(status, to: options.stateDir + "/status.json") }
@@ -185,6 +207,52 @@ public final class HostAgent: Sendable {
     return ack()
   }
 
+  /// Dynamic port allocation, once a second: asks for a block for each NIC near full (or that
+  /// failed to allocate), and every 5 s reports usage so the controller can reclaim idle blocks.
+  /// Without a controller nothing is sent: the VM stays capped at what it has.
+  func askForPorts() {
+    guard let config = applied.withLock({ $0 }), let send = outbox.withLock({ $0 }) else { return }
+    let usages = PortDemand.usage(config, flows: dataplane.flows())
+    guard !usages.isEmpty else { return }
+    let stats = dataplane.stats()
+    let now = nowMs()
+    var messages: [Hostnat_V1_AgentMessage] = []
+    demand.withLock { d in
+      for usage in usages {
+        let failures = stats.vms[usage.vmID].map { ($0.drops["outOfResources"] ?? 0) + ($0.drops["endpointIndependenceConflict"] ?? 0) } ?? 0
+        let grew = failures > (d.failures[usage.vmID] ?? 0)
+        d.failures[usage.vmID] = failures
+        let key = "\(usage.instance)/\(usage.nic)"
+        guard PortDemand.needsMore(usage, allocationFailuresGrew: grew), now - (d.pending[key] ?? 0) > 2000 else { continue }
+        d.pending[key] = now
+        d.requests += 1
+        messages.append(.with {
+          $0.portRequest = .with {
+            $0.requestID = "\(options.hostID)-\(now)-\(d.requests)"
+            $0.instance = usage.instance
+            $0.nic = usage.nic
+            $0.portsAllocated = UInt32(usage.allocated)
+          }
+        })
+      }
+      if now - d.lastReportMs >= 5000 {
+        d.lastReportMs = now
+        messages.append(.with { $0.usage = PortDemand.report(usages, appliedVersion: config.version) })
+      }
+    }
+    for message in messages { send.yield(message) }
+  }
+
+  func handleGrant(_ grant: Hostnat_V1_PortGrant) {
+    demand.withLock { d in
+      if grant.refusedReason.isEmpty {
+        d.grants += 1
+      } else {
+        d.lastRefusal = grant.refusedReason
+      }
+    }
+  }
+
   func session(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async throws {
     let control = Hostnat_V1_HostControlService.Client(wrapping: client)
     let (outbound, continuation) = AsyncStream<Hostnat_V1_AgentMessage>.makeStream()
@@ -199,6 +267,8 @@ public final class HostAgent: Sendable {
       }
     })
     link.heard()
+    outbox.withLock { $0 = continuation }
+    defer { outbox.withLock { $0 = nil } }
     try await control.connect(options: ControlLink.streamOptions) { writer in
       for await message in outbound { try await writer.write(message) }
     } onResponse: { response in
@@ -206,8 +276,13 @@ public final class HostAgent: Sendable {
         response.messages, outbound: continuation,
         heartbeat: { .with { $0.heartbeat = .with { $0.sentMs = nowMs() } } }
       ) { message in
-        if case .push(let push)? = message.message { return self.handlePush(push) }
-        return nil
+        switch message.message {
+        case .push(let push)?: return self.handlePush(push)
+        case .portGrant(let grant)?:
+          self.handleGrant(grant)
+          return nil
+        default: return nil
+        }
       }
     }
   }

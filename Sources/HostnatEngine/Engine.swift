@@ -11,6 +11,21 @@ public struct FlowSnapshot: Sendable, Hashable {
   public var natPort: UInt16
   public var expiresAt: UInt64
   public var vmID: String?
+
+  public init(
+    protocolNumber: UInt8, insideIP: IPv4Address, insidePort: UInt16, remoteIP: IPv4Address, remotePort: UInt16,
+    natIP: IPv4Address, natPort: UInt16, expiresAt: UInt64, vmID: String?
+  ) {
+    self.protocolNumber = protocolNumber
+    self.insideIP = insideIP
+    self.insidePort = insidePort
+    self.remoteIP = remoteIP
+    self.remotePort = remotePort
+    self.natIP = natIP
+    self.natPort = natPort
+    self.expiresAt = expiresAt
+    self.vmID = vmID
+  }
 }
 
 /// The host data plane's NAT: translates IPv4 packets in place between VMs and the Internet,

@@ -18,6 +18,8 @@ public final class ScenarioContext: @unchecked Sendable {
   var faultEnd: [String: VMReportFile]?
   var healedAt: Int64?
   var convergeMs: Int64?
+  /// VMs the scenario overloads on purpose: left out of the cluster-wide loss checks.
+  public var excluded: Set<String> = []
 
   init(lab: Lab, state: LabState, topology: Topology) throws {
     self.lab = lab
@@ -68,6 +70,31 @@ public final class ScenarioContext: @unchecked Sendable {
     }
     let hosts = try await admin.hosts()
     return Dictionary(hosts.map { ($0.hostID, $0.latestVersion) }, uniquingKeysWith: { a, _ in a })
+  }
+
+  /// Restarts a VM process with different traffic options (e.g. `--tcp-churn-per-sec 400`).
+  public func respawnVM(_ name: String, set options: [String: String]) async throws {
+    guard var process = state.process("vm/\(name)") else { throw LabError("no vm/\(name)") }
+    await Processes.stop([process.pid])
+    var arguments = process.arguments
+    for (flag, value) in options {
+      if let i = arguments.firstIndex(of: flag), i + 1 < arguments.count { arguments[i + 1] = value } else { arguments += [flag, value] }
+    }
+    process.arguments = arguments
+    process.pid = try Processes.spawn(state.executable, arguments, log: process.log)
+    state.replace(process)
+    try state.save()
+    say("  chaos: vm/\(name) restarted with \(options.map { "\($0.key) \($0.value)" }.joined(separator: " "))")
+  }
+
+  /// Ports a VM holds, summed over its host's config.
+  public func heldPorts(_ vm: String) -> Int {
+    for host in topology.hosts {
+      if let config = heldConfig(host), let held = config.vms.first(where: { $0.instance == vm }) {
+        return held.nics.flatMap { $0.natBindings.flatMap { $0.portBlocks.filter { !$0.drained } } }.reduce(0) { $0 + Int($1.count) }
+      }
+    }
+    return 0
   }
 
   /// The applied config of one agent, from its state dir (what the host actually holds).
@@ -273,6 +300,50 @@ public struct Scenario: Sendable {
       c.check("the host applies the good config once it arrives", applied >= (versions[host] ?? .max),
         "v\(applied) applied after the controller resent it")
     },
+    Scenario(name: "port-exhaustion", summary: "one VM opens far more connections than it has ports; only it drops; with dynamic allocation it is granted more while the controller is up, capped while it is down") { c in
+      let heavy = c.topology.instances.first { $0.subnet == "subnet-1" && $0.host == c.topology.hosts[0] }?.name ?? "vm-1"
+      let host = c.topology.instances.first { $0.name == heavy }?.host ?? c.topology.hosts[0]
+      c.excluded = [heavy]
+      let region = c.topology.region
+      _ = try await c.admin.with { client, options in
+        try await client.updateNat(.with {
+          $0.region = region
+          $0.router = "router-1"
+          $0.nat = .with { $0.name = "nat-1"; $0.enableDynamicPortAllocation = true; $0.maxPortsPerVm = 2048 }
+          $0.updateMask = ["enable_dynamic_port_allocation", "max_ports_per_vm"]
+        }, options: options)
+      }
+      c.say("  nat-1: dynamic port allocation on, max 2048 ports per VM")
+      try await c.lab.waitForConvergence(c.admin, hosts: c.topology.hosts, timeout: .seconds(20))
+      let before = c.heldPorts(heavy)
+      let grantsBefore = c.agentStatus(host)?.portGrants ?? 0
+      c.markFaultStart()
+      try await c.respawnVM(heavy, set: ["--tcp-churn-per-sec": "400"])
+      try await c.lab.waitUntil(timeout: .seconds(30), "\(heavy) to be granted ports") { c.heldPorts(heavy) > before }
+      try await Task.sleep(for: .seconds(3))
+      let grown = c.heldPorts(heavy)
+      let grants = (c.agentStatus(host)?.portGrants ?? 0) - grantsBefore
+      c.check("the busy VM is granted more ports", grown > before && grants > 0, "\(heavy): \(before) → \(grown) ports, \(grants) grants")
+      try await c.chaos(.kill, "controller")
+      let dropsAtKill = c.agentStatus(host)?.dataplane.vms[heavy]?.drops["outOfResources"] ?? 0
+      try await Task.sleep(for: .seconds(5))
+      let capped = c.heldPorts(heavy)
+      let drops = c.agentStatus(host)?.dataplane.vms[heavy]?.drops["outOfResources"] ?? 0
+      c.check("without the controller it stays capped", capped == grown && drops > dropsAtKill,
+        "\(heavy) still holds \(capped) ports and keeps running out: OUT_OF_RESOURCES \(dropsAtKill) → \(drops) while the controller is down")
+      let otherDrops = c.topology.hosts.reduce(UInt64(0)) { sum, h in
+        sum + (c.agentStatus(h)?.dataplane.vms.filter { $0.key != heavy }.reduce(UInt64(0)) { $0 + ($1.value.drops["outOfResources"] ?? 0) } ?? 0)
+      }
+      c.check("only that VM drops", otherDrops == 0, "OUT_OF_RESOURCES on every other VM: \(otherDrops)")
+      c.markFaultEnd()
+      let others = c.natVMs.subtracting([heavy])
+      let reports = c.reports()
+      let othersFailed = others.reduce(UInt64(0)) { $0 + (reports[$1]?.summary.churnFailed ?? 0) }
+      c.check("the other VMs are unaffected", othersFailed == 0, "\(others.sorted().joined(separator: ", ")): \(othersFailed) failed connections")
+      try await c.chaos(.restart, "controller")
+      try await c.respawnVM(heavy, set: ["--tcp-churn-per-sec": "4"])
+      try await c.healAndConverge()
+    },
   ]
 
   public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
@@ -312,8 +383,9 @@ public struct ScenarioRunner: Sendable {
     state = context.state
     context.checkNoBlockOwnedTwice()
     let end = context.reports()
-    let total = LabDemoRunner.delta(start, end, context.natVMs)
-    let fault = LabDemoRunner.delta(context.faultStart ?? start, context.faultEnd ?? end, context.natVMs)
+    let measured = context.natVMs.subtracting(context.excluded)
+    let total = LabDemoRunner.delta(start, end, measured)
+    let fault = LabDemoRunner.delta(context.faultStart ?? start, context.faultEnd ?? end, measured)
     let lossExpected = scenario.name == "agent-restart" || scenario.name == "edge-restart"
     if lossExpected {
       context.check("packets lost only while a data-plane process was down", true, "\(total.lost) of \(total.sent) lost (restarts drop what arrives while the process is gone)")
