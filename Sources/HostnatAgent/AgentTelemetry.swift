@@ -4,10 +4,13 @@ import HostnatEngine
 import HostnatPackets
 import HostnatProto
 import HostnatTelemetry
+import Synchronization
 
 /// An agent's NAT log and metrics: both fed from the data plane once a second, off the packet path.
 final class AgentTelemetry: Sendable {
   let registry = TelemetryRegistry()
+  /// Per VM: ports allocated and in use, as computed at the last tick (for the status file).
+  let ports = Mutex<[String: VMPorts]>([:])
   let log: NatLogWriter
   let server: MetricsHTTPServer
 
@@ -52,8 +55,10 @@ final class AgentTelemetry: Sendable {
     var ports: [String: Set<UInt32>] = [:]
     var open: [String: Int] = [:]
     var perDestination: [String: [UInt64: Int]] = [:]
+    var byIP: [String: [String: Int]] = [:]
     for flow in dataplane.flows() {
       guard let vm = flow.vmID else { continue }
+      byIP[vm, default: [:]]["\(flow.natIP)", default: 0] += 1
       ports[vm, default: []].insert(flow.natIP.value &+ UInt32(flow.natPort) << 16 ^ UInt32(flow.natPort))
       open[vm, default: 0] += 1
       let key = UInt64(flow.remoteIP.value) << 24 | UInt64(flow.remotePort) << 8 | UInt64(flow.protocolNumber)
@@ -66,8 +71,23 @@ final class AgentTelemetry: Sendable {
       registry.gauge("hostnat_agent_open_connections", labels: labels).set(open[vm] ?? 0)
       registry.gauge("hostnat_agent_port_usage", labels: labels).set(perDestination[vm]?.values.max() ?? 0)
     }
+    var view: [String: VMPorts] = [:]
+    for vm in gatewayOf.keys {
+      let ips = Set(config?.vms.flatMap { v in v.nics.flatMap { n in (v.nics.count > 1 ? "\(v.instance)/\(n.name)" : v.instance) == vm ? n.natBindings.flatMap { $0.portBlocks.filter { !$0.drained }.map(\.natIp) } : [] } } ?? [])
+      view[vm] = VMPorts(allocated: allocated[vm] ?? 0, inUse: ports[vm]?.count ?? 0, natIPs: ips.sorted(), flowsByNatIP: byIP[vm] ?? [:])
+    }
+    self.ports.withLock { $0 = view }
     registry.gauge("hostnat_agent_controller_connected").set(link.connected)
     let since = link.appliedAtMs > 0 ? Double(nowMs() - link.appliedAtMs) / 1000 : -1
     registry.gauge("hostnat_agent_seconds_since_last_config").set(since)
   }
+}
+
+/// A VM's NAT ports as its host sees them.
+public struct VMPorts: Codable, Sendable, Equatable {
+  public var allocated: Int
+  public var inUse: Int
+  public var natIPs: [String]
+  /// Open flows by the NAT IP they use (drained IPs included).
+  public var flowsByNatIP: [String: Int]
 }

@@ -50,6 +50,8 @@ public struct AgentStatus: Codable, Sendable {
   public var portRequests: Int
   public var portGrants: Int
   public var lastPortRefusal: String?
+  /// Per VM: NAT ports allocated and in use, and its active NAT IPs.
+  public var ports: [String: VMPorts]?
   public var writtenMs: Int64
 }
 
@@ -160,7 +162,7 @@ public final class HostAgent: Sendable {
       metrics: metricsPort.withLock { $0 }.map { "\(options.metrics?.ip.description ?? "127.0.0.1"):\($0)" } ?? "",
       logWritten: telemetry.log.counts.written, logSkipped: telemetry.log.counts.skipped,
       portRequests: demand.withLock { $0.requests }, portGrants: demand.withLock { $0.grants },
-      lastPortRefusal: demand.withLock { $0.lastRefusal }, writtenMs: nowMs())
+      lastPortRefusal: demand.withLock { $0.lastRefusal }, ports: telemetry.ports.withLock { $0 }, writtenMs: nowMs())
   }
 
   func writeStatus() { StatusFile.write(status, to: options.stateDir + "/status.json") }

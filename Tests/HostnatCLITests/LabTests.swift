@@ -86,6 +86,13 @@ struct LabEndToEndTests {
     let text = try await Hostnat.run(["lab", "status", "--dir", lab], timeout: .seconds(30))
     #expect(text.stdout.contains("NAT IP:PORT") && text.stdout.contains("host-2"))
 
+    // The live view, one frame: every section, and readable at 80 columns.
+    let top = try await Hostnat.run(["lab", "top", "--dir", lab, "--iterations", "1"], timeout: .seconds(30))
+    #expect(top.exitCode == 0, "\(top.stderr)")
+    for heading in ["HOST", "PORTS USED", "NAT IP", "203.0.113.1", "/64512"] { #expect(top.stdout.contains(heading), "\(heading)") }
+    let wide = top.stdout.split(separator: "\n").filter { $0.count > 80 }
+    #expect(wide.isEmpty, "lines over 80 columns: \(wide)")
+
     // NAT logs in Cloud NAT's shape, read across the agents like `gcloud logging read`.
     let logs = try await Hostnat.run(["logs", "read", "--dir", lab, "--limit", "5", "--format", "json"], timeout: .seconds(30))
     #expect(logs.exitCode == 0, "\(logs.stderr)")

@@ -193,6 +193,28 @@ struct ControlProtocolTests {
       #expect(service.registry.status("host-a")?.bootID == "new")
     }
   }
+
+  /// A host that stops talking but keeps its connection (SIGSTOP) is dropped after three
+  /// heartbeats of silence (at least 3 s), so it shows as disconnected and its lease can run.
+  @Test func silentHostIsDisconnected() async throws {
+    let dir = TempDir()
+    let store = try ControllerStore(directory: dir.path)
+    let service = HostControlService(store: store, registry: SessionRegistry(), heartbeatInterval: .milliseconds(200))
+    let transport = InProcessTransport()
+    try await withGRPCServer(transport: transport.server, services: [service]) { _ in
+      try await withGRPCClient(transport: transport.client) { client in
+        let started = ContinuousClock.now
+        await #expect(throws: RPCError.self) {
+          // Says hello, then never answers anything (heartbeats from the controller keep coming).
+          try await agentStream(client, hello: .with { $0.hostID = "host-z"; $0.bootID = "b" }) { _ in [] }
+        }
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed >= .seconds(3) && elapsed < .seconds(10), "ended after \(elapsed)")
+        #expect(service.registry.status("host-z")?.connected == false)
+      }
+      service.registry.shutdown()
+    }
+  }
 }
 
 extension ControlProtocolTests {

@@ -1,3 +1,4 @@
+import Synchronization
 import GRPCCore
 import HostnatProto
 
@@ -27,6 +28,19 @@ struct ControlStream<Inbound: Sendable, Outbound: Sendable> {
           try await response.write(message)
         }
       }
+      // A host that stops talking (SIGSTOP, a hung process) can keep its TCP connection open:
+      // only its silence tells. Three heartbeats of silence end the stream, so it shows as
+      // disconnected and its ownership lease starts running.
+      let lastHeard = LastHeard()
+      let silenceLimit = max(heartbeatInterval * 3, .seconds(3))
+      group.addTask {
+        while true {
+          try await Task.sleep(for: heartbeatInterval)
+          if ContinuousClock.now - lastHeard.value.withLock({ $0 }) > silenceLimit {
+            throw RPCError(code: .unavailable, message: "no message from the host for \(silenceLimit)")
+          }
+        }
+      }
       group.addTask { [self] in
         var session: (hostID: String, id: UInt64)?
         defer {
@@ -34,6 +48,7 @@ struct ControlStream<Inbound: Sendable, Outbound: Sendable> {
           outboxContinuation.finish()
         }
         for try await message in request {
+          lastHeard.value.withLock { $0 = .now }
           if let session {
             try await received(session.hostID, message)
             continue
@@ -71,4 +86,9 @@ struct ControlStream<Inbound: Sendable, Outbound: Sendable> {
       }
     }
   }
+}
+
+/// When a stream last received anything, shared by its reader and its silence check.
+final class LastHeard: Sendable {
+  let value = Mutex(ContinuousClock.now)
 }

@@ -10,7 +10,7 @@ struct LabCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "lab",
     abstract: "A local hostnat cluster: controller, host agents, edge and VMs as processes on loopback.",
-    subcommands: [LabUp.self, LabStatusCommand.self, LabDown.self, LabDemo.self, LabChaos.self, LabScenario.self])
+    subcommands: [LabUp.self, LabStatusCommand.self, LabDown.self, LabDemo.self, LabChaos.self, LabScenario.self, LabTopCommand.self])
 }
 
 /// Runs a lab operation, printing a lab error as one line and exiting 1.
@@ -123,7 +123,8 @@ struct LabScenario: AsyncParsableCommand {
   func run() async throws {
     try await labMain {
       if list || name == nil {
-        for s in Scenario.all { print("\(s.name.padding(toLength: 18, withPad: " ", startingAt: 0)) \(s.summary)") }
+        let width = (Scenario.all.map(\.name.count).max() ?? 0) + 2
+        for s in Scenario.all { print(s.name.padding(toLength: width, withPad: " ", startingAt: 0) + s.summary) }
         return
       }
       guard let scenario = Scenario.named(name ?? "") else {
@@ -160,6 +161,30 @@ struct LabChaosControl: AsyncParsableCommand {
       faults.duplicate = duplicate
       try l.setControlFaults(component, faults)
       print("\(component): control messages dropped \(drop), delayed \(delay) ms, duplicated \(duplicate)")
+    }
+  }
+}
+
+struct LabTopCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "top", abstract: "A live view of the lab: hosts, VMs and NAT IPs, refreshed every second (Ctrl-C to quit).")
+  @OptionGroup var lab: LabOptions
+  @Option(help: "Stop after this many refreshes (default: until interrupted).") var iterations: Int?
+
+  func run() async throws {
+    try await labMain {
+      let top = LabTop(lab: Lab(dir: lab.dir, say: { _ in }))
+      var sample: LabTop.Sample?
+      var count = 0
+      let interactive = isatty(1) == 1
+      while iterations.map({ count < $0 }) ?? true {
+        let (screen, next) = try await top.render(previous: sample)
+        sample = next
+        // Home and clear on a terminal; plain frames separated by a blank line otherwise.
+        print(interactive ? "\u{1B}[H\u{1B}[2J" + screen : screen + "\n")
+        count += 1
+        if iterations.map({ count < $0 }) ?? true { try await Task.sleep(for: .seconds(1)) }
+      }
     }
   }
 }
