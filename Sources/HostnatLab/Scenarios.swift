@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 public import HostnatAgent
 public import HostnatProto
 import SwiftProtobuf
@@ -373,6 +374,98 @@ public struct Scenario: Sendable {
       try await c.healAndConverge()
       c.expectBroken = true
     },
+    Scenario(name: "controller-crash-during-writes", summary: "kill -9 the controller during a burst of admin changes; every change that succeeded is there after restart, none half-applied") { c in
+      let host = c.topology.hosts[0]
+      let subnet = c.topology.instances.first { c.natVMs.contains($0.name) }?.subnet ?? "subnet-1"
+      let base = c.topology.networks.flatMap(\.subnets).first { $0.name == subnet }?.range.split(separator: ".").prefix(3).joined(separator: ".") ?? "10.240.0"
+      let succeeded = CrashLog()
+      let controllerPID = c.state.process("controller")?.pid ?? 0
+      // Creates burst-1, burst-2, ... as fast as the controller answers until it dies.
+      let burst = Task {
+        for i in 1...200 {
+          do {
+            _ = try await c.admin.with { client, options in
+              try await client.createInstance(.with {
+                $0.instance = .with {
+                  $0.name = "burst-\(i)"
+                  $0.host = host
+                  $0.networkInterfaces = [.with { $0.subnet = subnet; $0.networkIp = "\(base).\(100 + i)" }]
+                }
+              }, options: options)
+            }
+            succeeded.add("burst-\(i)")
+          } catch {
+            return
+          }
+        }
+      }
+      try await c.lab.waitUntil(timeout: .seconds(20), "a few changes") { succeeded.count >= 5 }
+      c.markFaultStart()
+      kill(controllerPID, SIGKILL)
+      _ = await burst.result
+      c.say("  chaos: controller: SIGKILL pid \(controllerPID) after \(succeeded.count) acknowledged creates")
+      try await Task.sleep(for: .seconds(3))
+      try await c.chaos(.restart, "controller")
+      try await c.admin.waitUntilServing(timeout: .seconds(20))
+      let instances = try await c.admin.with { client, options in try await client.listInstances(.init(), options: options).instances.map(\.name) }
+      let burstNames = Set(instances.filter { $0.hasPrefix("burst-") })
+      let missing = succeeded.names.subtracting(burstNames)
+      c.check("every acknowledged change survived", missing.isEmpty,
+        "\(succeeded.count) creates acknowledged before the kill, \(burstNames.count) burst instances after restart\(missing.isEmpty ? "" : "; missing \(missing.sorted())")")
+      let info = try await c.admin.with { client, options in
+        try await client.getNatMappingInfo(.with { $0.region = c.topology.region; $0.router = "router-1" }, options: options)
+      }
+      let mapped = Set(info.result.map(\.instanceName).filter { $0.hasPrefix("burst-") })
+      c.check("none half-applied", mapped == burstNames, "\(burstNames.count) burst instances, \(mapped.count) with NAT allocations")
+      c.markFaultEnd()
+      try await c.healAndConverge()
+      // Put the lab back as it was.
+      for name in burstNames.sorted() {
+        _ = try await c.admin.with { client, options in try await client.deleteInstance(.with { $0.name = name }, options: options) }
+      }
+      try await c.lab.waitForConvergence(c.admin, hosts: c.topology.hosts, timeout: .seconds(20))
+    },
+    Scenario(name: "dpa-crash", summary: "with dynamic port allocation, kill -9 the controller and then the agent while a VM's ports are being doubled; no block owned twice, controller and agent agree") { c in
+      let vm = c.topology.instances.first { c.natVMs.contains($0.name) && $0.host == c.topology.hosts[1] } ?? c.topology.instances[0]
+      c.excluded = [vm.name]
+      let region = c.topology.region
+      _ = try await c.admin.with { client, options in
+        try await client.updateNat(.with {
+          $0.region = region
+          $0.router = "router-1"
+          $0.nat = .with { $0.name = "nat-1"; $0.enableDynamicPortAllocation = true; $0.maxPortsPerVm = 4096 }
+          $0.updateMask = ["enable_dynamic_port_allocation", "max_ports_per_vm"]
+        }, options: options)
+      }
+      try await c.lab.waitForConvergence(c.admin, hosts: c.topology.hosts, timeout: .seconds(20))
+      c.markFaultStart()
+      for victim in ["controller", "agent/\(vm.host)"] {
+        let requests = c.agentStatus(vm.host)?.portRequests ?? 0
+        try await c.respawnVM(vm.name, set: ["--tcp-churn-per-sec": "400"])
+        try await c.lab.waitUntil(timeout: .seconds(30), "\(vm.name)'s host to ask for ports") { (c.agentStatus(vm.host)?.portRequests ?? 0) > requests }
+        try await c.chaos(.kill, victim)
+        try await Task.sleep(for: .seconds(1))
+        try await c.respawnVM(vm.name, set: ["--tcp-churn-per-sec": "4"])
+        try await c.chaos(.restart, victim)
+        try await c.lab.waitForConvergence(c.admin, hosts: c.topology.hosts, timeout: .seconds(30))
+        try? await c.lab.waitUntil(timeout: .seconds(5)) {
+          let held = c.agentStatus(vm.host)?.control.appliedVersion ?? 0
+          let latest = try await c.admin.hosts().first { $0.hostID == vm.host }?.latestVersion ?? 0
+          return held >= latest
+        }
+        let info = try await c.admin.with { client, options in
+          try await client.getNatMappingInfo(.with { $0.region = region; $0.router = "router-1" }, options: options)
+        }
+        let controllerView = info.result.first { $0.instanceName == vm.name }?.interfaceNatMappings.flatMap(\.natIpPortRanges).sorted() ?? []
+        let agentView = (c.heldConfig(vm.host)?.vms.first { $0.instance == vm.name }?.nics.flatMap { $0.natBindings.flatMap { $0.portBlocks.filter { !$0.drained } } } ?? [])
+          .map { "\($0.natIp):\($0.firstPort)-\($0.firstPort + $0.count - 1)" }.sorted()
+        c.check("controller and agent agree after killing the \(victim.hasPrefix("agent") ? "agent" : "controller")", controllerView == agentView && !agentView.isEmpty,
+          "controller: \(controllerView.joined(separator: " ")); agent: \(agentView.joined(separator: " "))")
+        c.checkNoBlockOwnedTwice()
+      }
+      c.markFaultEnd()
+      try await c.healAndConverge()
+    },
     Scenario(name: "port-exhaustion", summary: "one VM opens far more connections than it has ports; only it drops; with dynamic allocation it is granted more while the controller is up, capped while it is down") { c in
       let heavy = c.topology.instances.first { $0.subnet == "subnet-1" && $0.host == c.topology.hosts[0] }?.name ?? "vm-1"
       let host = c.topology.instances.first { $0.name == heavy }?.host ?? c.topology.hosts[0]
@@ -489,4 +582,12 @@ public struct ScenarioRunner: Sendable {
       flows_broken: total.tcpBroken, new_flows_during_fault: fault.churnSucceeded, new_flows_failed_during_fault: fault.churnFailed,
       converge_ms: context.convergeMs, dir: lab.dir)
   }
+}
+
+/// Names of admin changes the controller acknowledged, shared with the burst task.
+final class CrashLog: Sendable {
+  private let state = Mutex(Set<String>())
+  func add(_ name: String) { state.withLock { _ = $0.insert(name) } }
+  var names: Set<String> { state.withLock { $0 } }
+  var count: Int { state.withLock { $0.count } }
 }

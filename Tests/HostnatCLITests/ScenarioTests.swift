@@ -8,7 +8,7 @@ struct ScenarioTests {
   @Test func listNamesEveryScenario() async throws {
     let list = try await Hostnat.run(["lab", "scenario", "--list"])
     #expect(list.exitCode == 0)
-    for name in ["controller-kill", "controller-pause", "control-partition", "agent-restart", "edge-restart", "control-chaos", "bad-config", "drain-ip", "remove-ip-undrained", "port-exhaustion"] {
+    for name in ["controller-kill", "controller-pause", "control-partition", "agent-restart", "edge-restart", "control-chaos", "bad-config", "drain-ip", "remove-ip-undrained", "controller-crash-during-writes", "port-exhaustion", "dpa-crash"] {
       #expect(list.stdout.contains(name), "\(name) missing from --list")
     }
     let unknown = try await Hostnat.run(["lab", "scenario", "no-such-thing"])
@@ -21,7 +21,7 @@ struct ScenarioTests {
     let up = try await Hostnat.run(["lab", "up", "--dir", lab], timeout: .seconds(90))
     #expect(up.exitCode == 0, "\(up.stderr)")
     defer { Task { _ = try? await Hostnat.run(["lab", "down", "--dir", lab]) } }
-    for name in ["controller-kill", "controller-pause", "control-partition", "agent-restart", "edge-restart", "control-chaos", "bad-config", "drain-ip", "remove-ip-undrained", "port-exhaustion"] {
+    for name in ["controller-kill", "controller-pause", "control-partition", "agent-restart", "edge-restart", "control-chaos", "bad-config", "drain-ip", "remove-ip-undrained", "controller-crash-during-writes", "port-exhaustion", "dpa-crash"] {
       let run = try await Hostnat.run(["lab", "scenario", name, "--dir", lab, "--json"], timeout: .seconds(150))
       let line = run.stdout.split(separator: "\n").last.map(String.init) ?? ""
       let report = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
