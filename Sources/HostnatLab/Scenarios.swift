@@ -429,19 +429,22 @@ public struct Scenario: Sendable {
       let vm = c.topology.instances.first { c.natVMs.contains($0.name) && $0.host == c.topology.hosts[1] } ?? c.topology.instances[0]
       c.excluded = [vm.name]
       let region = c.topology.region
-      _ = try await c.admin.with { client, options in
-        try await client.updateNat(.with {
-          $0.region = region
-          $0.router = "router-1"
-          $0.nat = .with { $0.name = "nat-1"; $0.enableDynamicPortAllocation = true; $0.maxPortsPerVm = 4096 }
-          $0.updateMask = ["enable_dynamic_port_allocation", "max_ports_per_vm"]
-        }, options: options)
-      }
-      try await c.lab.waitForConvergence(c.admin, hosts: c.topology.hosts, timeout: .seconds(20))
       c.markFaultStart()
       for victim in ["controller", "agent/\(vm.host)"] {
+        // Room for one more doubling whatever the VM holds now (earlier rounds or scenarios may
+        // have taken it to the maximum), so the host does ask.
+        let room = UInt32(max(2048, c.heldPorts(vm.name) * 2))
+        _ = try await c.admin.with { client, options in
+          try await client.updateNat(.with {
+            $0.region = region
+            $0.router = "router-1"
+            $0.nat = .with { $0.name = "nat-1"; $0.enableDynamicPortAllocation = true; $0.maxPortsPerVm = room }
+            $0.updateMask = ["enable_dynamic_port_allocation", "max_ports_per_vm"]
+          }, options: options)
+        }
+        try await c.lab.waitForConvergence(c.admin, hosts: c.topology.hosts, timeout: .seconds(20))
         let requests = c.agentStatus(vm.host)?.portRequests ?? 0
-        try await c.respawnVM(vm.name, set: ["--tcp-churn-per-sec": "400"])
+        try await c.respawnVM(vm.name, set: ["--tcp-churn-per-sec": "250"])
         try await c.lab.waitUntil(timeout: .seconds(30), "\(vm.name)'s host to ask for ports") { (c.agentStatus(vm.host)?.portRequests ?? 0) > requests }
         try await c.chaos(.kill, victim)
         try await Task.sleep(for: .seconds(1))
@@ -484,7 +487,7 @@ public struct Scenario: Sendable {
       let before = c.heldPorts(heavy)
       let grantsBefore = c.agentStatus(host)?.portGrants ?? 0
       c.markFaultStart()
-      try await c.respawnVM(heavy, set: ["--tcp-churn-per-sec": "400"])
+      try await c.respawnVM(heavy, set: ["--tcp-churn-per-sec": "250"])
       try await c.lab.waitUntil(timeout: .seconds(30), "\(heavy) to be granted ports") { c.heldPorts(heavy) > before }
       try await Task.sleep(for: .seconds(3))
       let grown = c.heldPorts(heavy)

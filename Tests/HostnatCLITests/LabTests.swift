@@ -6,7 +6,7 @@ import Testing
 #endif
 
 /// The lab end to end with the real binary: a whole cluster of processes on loopback.
-@Suite(.serialized, .timeLimit(.minutes(4)))
+@Suite(.serialized, .timeLimit(.minutes(10)))
 struct LabEndToEndTests {
   func pids(_ dir: String) throws -> [(String, Int32)] {
     let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/lab.json"))

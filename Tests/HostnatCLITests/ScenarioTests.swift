@@ -3,7 +3,7 @@ import Testing
 
 /// Every failure scenario on one shared lab (to keep CI time down): each must pass, and each
 /// ends with the cluster-wide check that no NAT IP:port block is held by two hosts.
-@Suite(.serialized, .timeLimit(.minutes(8)))
+@Suite(.serialized, .timeLimit(.minutes(15)))
 struct ScenarioTests {
   @Test func listNamesEveryScenario() async throws {
     let list = try await Hostnat.run(["lab", "scenario", "--list"])
