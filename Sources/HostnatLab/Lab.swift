@@ -46,74 +46,83 @@ public struct Lab: Sendable {
       try state.save()
     }
 
-    say("lab \(topologyName) in \(dir)")
-    try launch(
-      "controller", ["controller", "--data-dir", dir + "/controller", "--listen", controller],
-      stateDir: dir + "/controller", address: controller, metrics: true)
-    let admin = try LabAdmin(controller: controller)
-    try await admin.waitUntilServing(timeout: .seconds(30))
-    say("  controller   up on \(controller)")
-    try await admin.apply(topology)
-    let natCount = (topology.routers ?? []).reduce(0) { $0 + ($1.nats?.count ?? 0) }
-    say("  intent       \(topology.networks.count) network(s), \(topology.networks.reduce(0) { $0 + $1.subnets.count }) subnet(s), \(natCount) NAT gateway(s), \(topology.instances.count) VM(s)")
-
-    // Each host's and the edge's control connection goes through its own fault proxy, so
-    // `lab chaos partition|control` can disturb one channel while the data path stays up.
-    var controlAddress: [String: String] = [:]
-    for component in topology.hosts.map({ "agent/\($0)" }) + ["edge"] {
-      let port = try Processes.freePort()
-      let key = component.replacingOccurrences(of: "agent/", with: "")
-      let proxyDir = dir + "/proxies/" + key
-      controlAddress[component] = "127.0.0.1:\(port)"
+    // A cluster that cannot come up whole is taken down again: nothing is left running.
+    do {
+      say("lab \(topologyName) in \(dir)")
       try launch(
-        "proxy/\(key)",
-        ["control-proxy", "--listen", "127.0.0.1:\(port)", "--upstream", controller,
-         "--faults", proxyDir + "/faults.json", "--status", proxyDir + "/status.json"],
-        stateDir: proxyDir, address: "127.0.0.1:\(port)")
-    }
-    try launch(
-      "edge", ["edge", "--controller", controlAddress["edge"] ?? controller, "--underlay", edge, "--state-dir", dir + "/edge"]
-        + topology.servers.flatMap { ["--server", "\($0.ip)=\($0.services.joined(separator: ","))"] },
-      stateDir: dir + "/edge", address: edge, metrics: true)
-    var agentAddress: [String: String] = [:]
-    for host in topology.hosts {
-      let port = try Processes.freePort()
-      agentAddress[host] = "127.0.0.1:\(port)"
-      try launch(
-        "agent/\(host)",
-        ["agent", "--host-id", host, "--controller", controlAddress["agent/\(host)"] ?? controller, "--underlay", "127.0.0.1:\(port)",
-         "--state-dir", dir + "/agents/" + host, "--edge", edge],
-        stateDir: dir + "/agents/" + host, address: "127.0.0.1:\(port)", metrics: true)
-    }
-    say("  data plane   edge on \(edge), \(topology.hosts.count) host agent(s)")
-    try await waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
-    say("  converged    every host and the edge acknowledged the latest config")
-
-    for instance in topology.instances {
-      let stateDir = dir + "/vms/" + instance.name
-      var arguments = [
-        "vm", "--host-id", instance.host, "--name", instance.name, "--ip", instance.ip ?? "",
-        "--agent", agentAddress[instance.host] ?? "", "--report", stateDir + "/report.json",
-      ]
-      arguments += topology.servers.flatMap { ["--server", "\($0.ip)=\($0.services.joined(separator: ","))"] }
-      if let t = topology.traffic {
-        if let v = t.udpEchoPps { arguments += ["--udp-pps", "\(v)"] }
-        if let v = t.tcpChurnPerSec { arguments += ["--tcp-churn-per-sec", "\(v)"] }
-        if let v = t.pingPps { arguments += ["--ping-pps", "\(v)"] }
+        "controller", ["controller", "--data-dir", dir + "/controller", "--listen", controller],
+        stateDir: dir + "/controller", address: controller, metrics: true)
+      let admin = try LabAdmin(controller: controller)
+      try await admin.waitUntilServing(timeout: .seconds(30))
+      say("  controller   up on \(controller)")
+      try await admin.apply(topology)
+      let natCount = (topology.routers ?? []).reduce(0) { $0 + ($1.nats?.count ?? 0) }
+      say("  intent       \(topology.networks.count) network(s), \(topology.networks.reduce(0) { $0 + $1.subnets.count }) subnet(s), \(natCount) NAT gateway(s), \(topology.instances.count) VM(s)")
+  
+      // Each host's and the edge's control connection goes through its own fault proxy, so
+      // `lab chaos partition|control` can disturb one channel while the data path stays up.
+      var controlAddress: [String: String] = [:]
+      for component in topology.hosts.map({ "agent/\($0)" }) + ["edge"] {
+        let port = try Processes.freePort()
+        let key = component.replacingOccurrences(of: "agent/", with: "")
+        let proxyDir = dir + "/proxies/" + key
+        controlAddress[component] = "127.0.0.1:\(port)"
+        try launch(
+          "proxy/\(key)",
+          ["control-proxy", "--listen", "127.0.0.1:\(port)", "--upstream", controller,
+           "--faults", proxyDir + "/faults.json", "--status", proxyDir + "/status.json"],
+          stateDir: proxyDir, address: "127.0.0.1:\(port)")
       }
-      try launch("vm/\(instance.name)", arguments, stateDir: stateDir, address: agentAddress[instance.host] ?? "")
+      try launch(
+        "edge", ["edge", "--controller", controlAddress["edge"] ?? controller, "--underlay", edge, "--state-dir", dir + "/edge"]
+          + topology.servers.flatMap { ["--server", "\($0.ip)=\($0.services.joined(separator: ","))"] },
+        stateDir: dir + "/edge", address: edge, metrics: true)
+      var agentAddress: [String: String] = [:]
+      for host in topology.hosts {
+        let port = try Processes.freePort()
+        agentAddress[host] = "127.0.0.1:\(port)"
+        try launch(
+          "agent/\(host)",
+          ["agent", "--host-id", host, "--controller", controlAddress["agent/\(host)"] ?? controller, "--underlay", "127.0.0.1:\(port)",
+           "--state-dir", dir + "/agents/" + host, "--edge", edge],
+          stateDir: dir + "/agents/" + host, address: "127.0.0.1:\(port)", metrics: true)
+      }
+      say("  data plane   edge on \(edge), \(topology.hosts.count) host agent(s)")
+      try await waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
+      say("  converged    every host and the edge acknowledged the latest config")
+  
+      for instance in topology.instances {
+        let stateDir = dir + "/vms/" + instance.name
+        var arguments = [
+          "vm", "--host-id", instance.host, "--name", instance.name, "--ip", instance.ip ?? "",
+          "--agent", agentAddress[instance.host] ?? "", "--report", stateDir + "/report.json",
+        ]
+        arguments += topology.servers.flatMap { ["--server", "\($0.ip)=\($0.services.joined(separator: ","))"] }
+        if let t = topology.traffic {
+          if let v = t.udpEchoPps { arguments += ["--udp-pps", "\(v)"] }
+          if let v = t.tcpChurnPerSec { arguments += ["--tcp-churn-per-sec", "\(v)"] }
+          if let v = t.pingPps { arguments += ["--ping-pps", "\(v)"] }
+        }
+        try launch("vm/\(instance.name)", arguments, stateDir: stateDir, address: agentAddress[instance.host] ?? "")
+      }
+      say("  workloads    \(topology.instances.count) VM(s) sending traffic")
+      try await Task.sleep(for: .milliseconds(300))
+      let dead = state.processes.filter { !Processes.isRunning($0.pid) }
+      if let first = dead.first {
+        throw LabError("\(first.name) exited at start; see \(first.log)")
+      }
+      say("")
+      say(Table.render(
+        header: ["PROCESS", "PID", "ADDRESS", "METRICS", "LOG"],
+        rows: state.processes.map { [$0.name, "\($0.pid)", $0.address, $0.metrics ?? "-", relative($0.log)] }))
+      return state
+    } catch {
+      say("  bringing the lab up failed: \(error); stopping what was started")
+      for prefix in ["vm/", "agent/", "edge", "proxy/", "controller"] {
+        await Processes.stop(state.processes.filter { $0.name.hasPrefix(prefix) }.map(\.pid))
+      }
+      throw error
     }
-    say("  workloads    \(topology.instances.count) VM(s) sending traffic")
-    try await Task.sleep(for: .milliseconds(300))
-    let dead = state.processes.filter { !Processes.isRunning($0.pid) }
-    if let first = dead.first {
-      throw LabError("\(first.name) exited at start; see \(first.log)")
-    }
-    say("")
-    say(Table.render(
-      header: ["PROCESS", "PID", "ADDRESS", "METRICS", "LOG"],
-      rows: state.processes.map { [$0.name, "\($0.pid)", $0.address, $0.metrics ?? "-", relative($0.log)] }))
-    return state
   }
 
   func relative(_ path: String) -> String {

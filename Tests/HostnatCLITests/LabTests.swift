@@ -46,6 +46,23 @@ struct LabEndToEndTests {
     }
   }
 
+  /// A topology the controller refuses: `lab up` fails with the controller's reason and leaves
+  /// nothing running.
+  @Test func failedUpLeavesNothingRunning() async throws {
+    let dir = try TemporaryDirectory()
+    let yaml = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("deploy/lab/default.yaml"), encoding: .utf8)
+      .replacingOccurrences(of: "natIps: [nat-ip-1, nat-ip-2]", with: "natIps: [nat-ip-1, no-such-address]")
+    let file = dir.path + "/bad.yaml"
+    try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+    let up = try await Hostnat.run(["lab", "up", "--dir", dir.path + "/lab", "--topology", file], timeout: .seconds(90))
+    #expect(up.exitCode != 0)
+    #expect(up.stderr.contains("nat nat-1") && up.stderr.contains("no-such-address"), "\(up.stderr)")
+    for (name, pid) in try pids(dir.path + "/lab") {
+      #expect(!running(pid), "\(name) (pid \(pid)) left running after a failed lab up")
+    }
+  }
+
   /// up → status → down by hand, as a user would, checking the cluster's traffic from its reports.
   @Test func upStatusDown() async throws {
     let dir = try TemporaryDirectory()
