@@ -108,7 +108,7 @@ let package = Package(
     .target(
       name: "HostnatAdminCLI",
       dependencies: [
-        "HostnatProto",
+        "HostnatProto", "HostnatPackets",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -2,6 +2,7 @@ public import ArgumentParser
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import HostnatPackets
 import HostnatProto
 
 /// The gcloud-style admin commands, as top-level subcommands of `hostnat`.
@@ -133,36 +134,28 @@ struct AdminSession {
 enum Parse {
   static func controller(_ value: String) throws(FlagError) -> (String, Int) {
     let parts = value.split(separator: ":", omittingEmptySubsequences: false)
-    let host = parts.first.map(String.init) == "localhost" ? "127.0.0.1" : parts.first.map(String.init) ?? ""
-    guard parts.count == 2, isIPv4(host), let port = Int(parts[1]), (1...65535).contains(port) else {
+    let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
+    guard parts.count == 2, IPv4Address(host) != nil, let port = Int(parts[1]), (1...65535).contains(port) else {
       throw FlagError(flag: "--controller", reason: "\"\(value)\" is not HOST:PORT with an IPv4 host")
     }
     return (host, port)
   }
 
-  static func isIPv4(_ text: String) -> Bool {
-    let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-    return parts.count == 4 && parts.allSatisfy { part in
-      !part.isEmpty && part.count <= 3 && part.allSatisfy(\.isASCII) && part.allSatisfy(\.isNumber)
-        && (Int(part).map { (0...255).contains($0) } ?? false) && !(part.count > 1 && part.first == "0")
-    }
-  }
-
   static func ipv4(_ text: String, flag: String) throws(FlagError) -> String {
-    guard isIPv4(text) else { throw FlagError(flag: flag, reason: "\"\(text)\" is not an IPv4 address") }
+    guard IPv4Address(text) != nil else { throw FlagError(flag: flag, reason: "\"\(text)\" is not an IPv4 address") }
     return text
   }
 
-  /// "a.b.c.d/n" with no host bits set, as the proto requires.
+  /// "a.b.c.d/n" with no host bits set, as the proto requires. Stricter than `IPv4CIDR(text)`:
+  /// the "/n" is required.
   static func cidr(_ text: String, flag: String) throws(FlagError) -> String {
     let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-    guard parts.count == 2, isIPv4(String(parts[0])), parts[1].allSatisfy(\.isNumber), let length = Int(parts[1]), (0...32).contains(length) else {
+    guard parts.count == 2, let address = IPv4Address(parts[0]), parts[1].allSatisfy(\.isNumber), let length = Int(parts[1]),
+      let range = IPv4CIDR(address, prefixLength: length)
+    else {
       throw FlagError(flag: flag, reason: "\"\(text)\" is not a CIDR range (a.b.c.d/n)")
     }
-    let octets = parts[0].split(separator: ".").compactMap { UInt32($0) }
-    let value = octets.reduce(UInt32(0)) { $0 << 8 | $1 }
-    let mask: UInt32 = length == 0 ? 0 : UInt32.max << UInt32(32 - length)
-    guard value & ~mask == 0 else {
+    guard range.network == address else {
       throw FlagError(flag: flag, reason: "\"\(text)\" has host bits set")
     }
     return text
@@ -198,7 +191,7 @@ enum Parse {
   /// "NAT_IP:PORT".
   static func natEndpoint(_ text: String) throws(FlagError) -> (String, UInt32) {
     let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-    guard parts.count == 2, isIPv4(String(parts[0])), let port = UInt32(parts[1]), (1...65535).contains(port) else {
+    guard parts.count == 2, IPv4Address(parts[0]) != nil, let port = UInt32(parts[1]), (1...65535).contains(port) else {
       throw FlagError(flag: "NAT_IP:PORT", reason: "\"\(text)\" is not NAT_IP:PORT (e.g. 203.0.113.1:1024)")
     }
     return (String(parts[0]), port)

@@ -15,8 +15,7 @@ struct NetworksCommand: AsyncParsableCommand {
     @Option(help: "Free text.") var description: String?
 
     func run() async throws {
-      let session = AdminSession(command: "networks.create", global: global)
-      try await session.run { admin in
+      try await AdminSession(command: "networks.create", global: global).run { admin in
         let network = try await admin.createNetwork(
           .with {
             $0.network.name = name

@@ -9,7 +9,7 @@ public enum OutputFormat: String, CaseIterable, Sendable {
 
 /// A JSON value, decoded from protobuf JSON so that json and yaml output are the same data.
 /// Objects keep keys sorted (gcloud sorts keys too), so output is deterministic.
-indirect enum JSONValue: Codable, Equatable, Sendable {
+indirect enum JSONValue: Decodable, Sendable {
   case null
   case bool(Bool)
   case int(Int64)
@@ -37,19 +37,6 @@ indirect enum JSONValue: Codable, Equatable, Sendable {
     }
   }
 
-  func encode(to encoder: any Swift.Encoder) throws {
-    var container = encoder.singleValueContainer()
-    switch self {
-    case .null: try container.encodeNil()
-    case .bool(let value): try container.encode(value)
-    case .int(let value): try container.encode(value)
-    case .double(let value): try container.encode(value)
-    case .string(let value): try container.encode(value)
-    case .array(let value): try container.encode(value)
-    case .object(let value): try container.encode(value)
-    }
-  }
-
   /// Protobuf JSON of a message (gcloud field names: the proto's lowerCamelCase JSON names),
   /// with `defaults` filled in for fields that protobuf JSON omits when zero but gcloud shows.
   static func message(_ message: some SwiftProtobuf.Message, defaults: [String: JSONValue] = [:]) -> JSONValue {
@@ -60,11 +47,6 @@ indirect enum JSONValue: Codable, Equatable, Sendable {
       value = .object(fields)
     }
     return value
-  }
-
-  subscript(key: String) -> JSONValue? {
-    if case .object(let fields) = self { return fields[key] }
-    return nil
   }
 
   /// Pretty JSON with two-space indents and sorted keys, as gcloud prints it.

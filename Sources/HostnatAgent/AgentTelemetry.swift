@@ -26,7 +26,7 @@ final class AgentTelemetry: Sendable {
     var contexts: [String: VMLogContext] = [:]
     for vm in config.vms {
       for nic in vm.nics {
-        let id = vm.nics.count > 1 ? "\(vm.instance)/\(nic.name)" : vm.instance
+        let id = ConfigTranslation.vmID(vm, nic)
         let gateway = nic.natBindings.first.flatMap { gateways[$0.gateway] }
         contexts[id] = VMLogContext(
           gateway: gateway?.name ?? "", router: gateway?.router ?? "", region: gateway?.region ?? "",
@@ -36,47 +36,23 @@ final class AgentTelemetry: Sendable {
     log.setContext(contexts)
   }
 
-  /// Drains the engine's log records into the NAT log and refreshes every metric.
-  func tick(dataplane: AgentDataplane, link: ControlLinkStatus, config: Hostnat_V1_HostConfig?) {
-    log.write(dataplane.drainLog(), now: DataplaneClock.now())
+  /// Drains the engine's log records into the NAT log and refreshes every metric from one
+  /// snapshot of the data plane and its port usage (taken once per tick by the caller).
+  func tick(stats: AgentDataplaneStats, usage: [PortDemand.Usage], log entries: [AgentLogEntry], link: ControlLinkStatus) {
+    log.write(entries, now: DataplaneClock.now())
     registry.update(log: log)
-    let stats = dataplane.stats()
-    var gatewayOf: [String: String] = [:]
-    var allocated: [String: Int] = [:]
-    for vm in config?.vms ?? [] {
-      for nic in vm.nics {
-        let id = vm.nics.count > 1 ? "\(vm.instance)/\(nic.name)" : vm.instance
-        gatewayOf[id] = nic.natBindings.first?.gateway ?? ""
-        allocated[id] = nic.natBindings.reduce(0) { $0 + $1.portBlocks.filter { !$0.drained }.reduce(0) { $0 + Int($1.count) } }
-      }
-    }
-    registry.update(agent: stats, gateways: gatewayOf)
+    registry.update(agent: stats, gateways: Dictionary(usage.map { ($0.vmID, $0.gateway) }, uniquingKeysWith: { a, _ in a }))
     // Ports in use and port usage (most connections to one destination), as Cloud NAT defines them.
-    var ports: [String: Set<UInt32>] = [:]
-    var open: [String: Int] = [:]
-    var perDestination: [String: [UInt64: Int]] = [:]
-    var byIP: [String: [String: Int]] = [:]
-    for flow in dataplane.flows() {
-      guard let vm = flow.vmID else { continue }
-      byIP[vm, default: [:]]["\(flow.natIP)", default: 0] += 1
-      ports[vm, default: []].insert(flow.natIP.value &+ UInt32(flow.natPort) << 16 ^ UInt32(flow.natPort))
-      open[vm, default: 0] += 1
-      let key = UInt64(flow.remoteIP.value) << 24 | UInt64(flow.remotePort) << 8 | UInt64(flow.protocolNumber)
-      perDestination[vm, default: [:]][key, default: 0] += 1
-    }
-    for (vm, gateway) in gatewayOf {
-      let labels = [("vm", vm), ("gateway", gateway)]
-      registry.gauge("hostnat_agent_allocated_ports", labels: labels).set(allocated[vm] ?? 0)
-      registry.gauge("hostnat_agent_ports_in_use", labels: labels).set(ports[vm]?.count ?? 0)
-      registry.gauge("hostnat_agent_open_connections", labels: labels).set(open[vm] ?? 0)
-      registry.gauge("hostnat_agent_port_usage", labels: labels).set(perDestination[vm]?.values.max() ?? 0)
-    }
     var view: [String: VMPorts] = [:]
-    for vm in gatewayOf.keys {
-      let ips = Set(config?.vms.flatMap { v in v.nics.flatMap { n in (v.nics.count > 1 ? "\(v.instance)/\(n.name)" : v.instance) == vm ? n.natBindings.flatMap { $0.portBlocks.filter { !$0.drained }.map(\.natIp) } : [] } } ?? [])
-      view[vm] = VMPorts(allocated: allocated[vm] ?? 0, inUse: ports[vm]?.count ?? 0, natIPs: ips.sorted(), flowsByNatIP: byIP[vm] ?? [:])
+    for u in usage {
+      let labels = [("vm", u.vmID), ("gateway", u.gateway)]
+      registry.gauge("hostnat_agent_allocated_ports", labels: labels).set(u.allocated)
+      registry.gauge("hostnat_agent_ports_in_use", labels: labels).set(u.inUse)
+      registry.gauge("hostnat_agent_open_connections", labels: labels).set(u.openFlows)
+      registry.gauge("hostnat_agent_port_usage", labels: labels).set(u.maxConnectionsToOneDestination)
+      view[u.vmID] = VMPorts(allocated: u.allocated, inUse: u.inUse, natIPs: u.natIPs, flowsByNatIP: u.flowsByNatIP)
     }
-    self.ports.withLock { $0 = view }
+    ports.withLock { $0 = view }
     registry.gauge("hostnat_agent_controller_connected").set(link.connected)
     let since = link.appliedAtMs > 0 ? Double(nowMs() - link.appliedAtMs) / 1000 : -1
     registry.gauge("hostnat_agent_seconds_since_last_config").set(since)

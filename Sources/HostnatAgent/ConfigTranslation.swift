@@ -25,7 +25,7 @@ public enum ConfigTranslation {
     var vms: [VMConfig] = []
     for vm in host.vms {
       for nic in vm.nics {
-        let id = vm.nics.count > 1 ? "\(vm.instance)/\(nic.name)" : vm.instance
+        let id = vmID(vm, nic)
         guard let primary = IPv4Address(nic.primaryIp) else {
           throw ConfigRejection("vms[\(id)].primaryIp: \(nic.primaryIp.debugDescription) is not an IPv4 address")
         }
@@ -74,6 +74,11 @@ public enum ConfigTranslation {
       }
     }
     return EngineConfig(vms: vms)
+  }
+
+  /// The engine's id for a VM's NIC: the instance name, or "instance/nic" when it has several.
+  public static func vmID(_ vm: Hostnat_V1_VmConfig, _ nic: Hostnat_V1_NicConfig) -> String {
+    vm.nics.count > 1 ? "\(vm.instance)/\(nic.name)" : vm.instance
   }
 
   static func gatewaySettings(_ gateway: Hostnat_V1_GatewayConfig) -> GatewaySettings {

@@ -65,9 +65,7 @@ public final class ControlLink: Sendable {
 
   /// Runs `session` on fresh connections forever: each attempt gets a new client (no state
   /// survives from a dead connection), failures back off with jitter. Returns when cancelled.
-  func maintain(
-    _ session: @escaping @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void
-  ) async {
+  func maintain(_ session: @escaping @Sendable (ControlClient) async throws -> Void) async {
     var backoff = timing.initialBackoff
     while !Task.isCancelled {
       let started = ContinuousClock.now
@@ -147,6 +145,9 @@ public final class ControlLink: Sendable {
     return options
   }
 }
+
+/// The gRPC client a control stream runs on.
+typealias ControlClient = GRPCClient<HTTP2ClientTransport.Posix>
 
 /// Unix milliseconds.
 public func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }

@@ -44,8 +44,8 @@ public final class EdgeNode: Sendable {
   public let bootID = UUID().uuidString.lowercased()
   public let link: ControlLink
   public let dataplane: EdgeDataplane<InternetServers>
-  let routesFile: StateFile<Hostnat_V1_EdgeConfig>
-  let applied: Mutex<Hostnat_V1_EdgeConfig?>
+  /// The routing snapshot in force and its file.
+  let applied: AppliedSnapshot<Hostnat_V1_EdgeConfig>
   let registry = TelemetryRegistry()
   let metricsServer: MetricsHTTPServer
 
@@ -54,16 +54,15 @@ public final class EdgeNode: Sendable {
     self.options = options
     link = try ControlLink(controller: options.controller, timing: options.timing)
     try FileManager.default.createDirectory(atPath: options.stateDir, withIntermediateDirectories: true)
-    routesFile = StateFile(path: options.stateDir + "/routes.pb")
+    let routesFile = StateFile<Hostnat_V1_EdgeConfig>(path: options.stateDir + "/routes.pb")
     let saved = try routesFile.load()
     let socket = try UDPSocket(binding: options.underlay)
     dataplane = EdgeDataplane(socket: socket, servers: InternetServers(servers: options.servers))
     if let saved {
       let (routes, external) = try Self.routes(saved)
       try dataplane.setRoutes(routes, externalIPs: external)
-      link.update { $0.appliedVersion = saved.version; $0.appliedAtMs = nowMs() }
     }
-    applied = Mutex(saved)
+    applied = AppliedSnapshot(file: routesFile, loaded: saved, link: link) { $0.version }
   }
 
   public var underlayAddress: HostnatDataplane.SocketAddress { dataplane.socket.localAddress }
@@ -93,26 +92,14 @@ public final class EdgeNode: Sendable {
 
   public func run() async {
     dataplane.start()
-    if let metrics = options.metrics {
-      do {
-        let port = try await metricsServer.start(host: "\(metrics.ip)", port: Int(metrics.port))
-        print("edge metrics on http://\(metrics.ip):\(port)/metrics")
-      } catch {
-        print("edge: metrics not served: \(error)")
-      }
-    }
-    await withTaskGroup(of: Void.self) { group in
-      group.addTask { await self.link.maintain { client in try await self.session(client) } }
-      group.addTask {
-        while !Task.isCancelled {
-          self.registry.update(edge: self.dataplane.stats())
-          self.writeStatus()
-          try? await Task.sleep(for: .seconds(1))
-        }
-      }
-      await group.waitForAll()
-    }
-    await metricsServer.shutdown()
+    await runNode(
+      name: "edge", metrics: (metricsServer, options.metrics), link: link,
+      session: { client in try await self.session(client) },
+      tick: {
+        let stats = self.dataplane.stats()
+        self.registry.update(edge: stats)
+        self.writeStatus(stats)
+      })
     writeStatus()
   }
 
@@ -121,49 +108,40 @@ public final class EdgeNode: Sendable {
     writeStatus()
   }
 
-  public var status: EdgeStatus {
+  public var status: EdgeStatus { status(dataplane.stats()) }
+
+  func status(_ stats: EdgeDataplaneStats) -> EdgeStatus {
     EdgeStatus(
       pid: getpid(), underlay: underlayAddress.description, control: link.status,
-      routes: applied.withLock { $0?.natRoutes.count ?? 0 }, dataplane: dataplane.stats(),
+      routes: applied.value?.natRoutes.count ?? 0, dataplane: stats,
       servers: dataplane.withServers { $0.counters }, writtenMs: nowMs())
   }
 
-  func writeStatus() { StatusFile.write(status, to: options.stateDir + "/status.json") }
+  func writeStatus(_ stats: EdgeDataplaneStats? = nil) {
+    StatusFile.write(status(stats ?? dataplane.stats()), to: options.stateDir + "/status.json")
+  }
 
   public func handlePush(_ push: Hostnat_V1_EdgePush) -> Hostnat_V1_EdgeMessage {
     let config = push.config
-    let current = applied.withLock { $0 }
-    let held = current?.version ?? 0
-    func nack(_ reason: String) -> Hostnat_V1_EdgeMessage {
-      link.update { $0.nacks += 1; $0.lastNack = reason }
+    let held = applied.version
+    let answer = applied.offer(config) { config in
+      let (routes, external) = try Self.routes(config)
+      try dataplane.setRoutes(routes, externalIPs: external)
+    } restore: { previous in
+      if let previous, let (routes, external) = try? Self.routes(previous) { try? dataplane.setRoutes(routes, externalIPs: external) }
+    }
+    switch answer {
+    case .ack:
+      return .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = config.version } }
+    case .nack(let reason):
       return .with { $0.nack = .with { $0.nonce = push.nonce; $0.version = config.version; $0.appliedVersion = held; $0.error = reason } }
     }
-    if config.version < held { return nack("stale version \(config.version) < \(held)") }
-    if config.version > held || current == nil {
-      do {
-        let (routes, external) = try Self.routes(config)
-        try dataplane.setRoutes(routes, externalIPs: external)
-        do {
-          try routesFile.store(config)
-        } catch {
-          // Not durable: keep running what the disk says.
-          if let current, let (old, oldExternal) = try? Self.routes(current) { try? dataplane.setRoutes(old, externalIPs: oldExternal) }
-          throw error
-        }
-      } catch {
-        return nack("\(error)")
-      }
-      applied.withLock { $0 = config }
-      link.update { $0.appliedVersion = config.version; $0.appliedAtMs = nowMs() }
-    }
-    link.update { $0.acks += 1 }
-    return .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = config.version } }
   }
 
-  func session(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async throws {
+  func session(_ client: ControlClient) async throws {
     let control = Hostnat_V1_EdgeControlService.Client(wrapping: client)
     let (outbound, continuation) = AsyncStream<Hostnat_V1_EdgeMessage>.makeStream()
-    let held = applied.withLock { $0?.version ?? 0 }
+    let held = applied.version
     continuation.yield(.with {
       $0.hello = .with {
         $0.hostID = "edge"

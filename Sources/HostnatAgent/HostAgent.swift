@@ -75,9 +75,8 @@ public final class HostAgent: Sendable {
   public let link: ControlLink
   public let dataplane: AgentDataplane
   public let flowTableAttached: Bool
-  let configFile: StateFile<Hostnat_V1_HostConfig>
-  /// The applied snapshot; pushes are handled one at a time by the stream task.
-  let applied: Mutex<Hostnat_V1_HostConfig?>
+  /// The applied snapshot and its file.
+  let applied: AppliedSnapshot<Hostnat_V1_HostConfig>
   let telemetry: AgentTelemetry
   let metricsPort = Mutex<Int?>(nil)
   /// The open control stream's outbox, for messages the agent starts itself (port requests, usage).
@@ -89,7 +88,7 @@ public final class HostAgent: Sendable {
     self.bootID = UUID().uuidString.lowercased()
     self.link = try ControlLink(controller: options.controller, timing: options.timing)
     try FileManager.default.createDirectory(atPath: options.stateDir, withIntermediateDirectories: true)
-    configFile = StateFile(path: options.stateDir + "/config.pb")
+    let configFile = StateFile<Hostnat_V1_HostConfig>(path: options.stateDir + "/config.pb")
     let saved = try configFile.load()
     var initial = EngineConfig()
     if let saved {
@@ -107,12 +106,7 @@ public final class HostAgent: Sendable {
     dataplane.enableLog(capacity: 65_536)
     telemetry = try AgentTelemetry(stateDir: options.stateDir, hostID: options.hostID)
     if let saved { telemetry.setContext(saved) }
-    applied = Mutex(saved)
-    let savedAt = saved.map { _ in nowMs() } ?? 0
-    link.update {
-      $0.appliedVersion = saved?.version ?? 0
-      $0.appliedAtMs = savedAt
-    }
+    applied = AppliedSnapshot(file: configFile, loaded: saved, link: link) { $0.version }
   }
 
   /// The address the data plane listens on (port 0 in options resolves here).
@@ -122,29 +116,23 @@ public final class HostAgent: Sendable {
   /// cancelled. The data plane runs on its own thread and never waits for anything here.
   public func run() async {
     dataplane.start()
-    if let metrics = options.metrics {
-      do {
-        let port = try await telemetry.server.start(host: "\(metrics.ip)", port: Int(metrics.port))
-        metricsPort.withLock { $0 = port }
-        print("agent \(options.hostID) metrics on http://\(metrics.ip):\(port)/metrics")
-      } catch {
-        print("agent \(options.hostID): metrics not served: \(error)")
-      }
-    }
-    await withTaskGroup(of: Void.self) { group in
-      group.addTask { await self.link.maintain { client in try await self.session(client) } }
-      group.addTask {
-        while !Task.isCancelled {
-          self.telemetry.tick(dataplane: self.dataplane, link: self.link.status, config: self.applied.withLock { $0 })
-          self.askForPorts()
-          self.writeStatus()
-          try? await Task.sleep(for: .seconds(1))
-        }
-      }
-      await group.waitForAll()
-    }
-    await telemetry.server.shutdown()
+    await runNode(
+      name: "agent \(options.hostID)", metrics: (telemetry.server, options.metrics), link: link,
+      session: { client in try await self.session(client) },
+      bound: { port in self.metricsPort.withLock { $0 = port } },
+      tick: { self.tick() })
     writeStatus()
+  }
+
+  /// Once a second, off the packet path: one snapshot of the data plane and its port usage feeds
+  /// the NAT log, the metrics, dynamic port allocation and the status file.
+  func tick() {
+    let stats = dataplane.stats()
+    let config = applied.value
+    let usage = config.map { PortDemand.all($0, flows: dataplane.flows()) } ?? []
+    telemetry.tick(stats: stats, usage: usage, log: dataplane.drainLog(), link: link.status)
+    askForPorts(usage.filter(\.dynamic), stats: stats, config: config)
+    writeStatus(stats)
   }
 
   /// Stops the data plane (the flow table file stays for the next start).
@@ -155,68 +143,57 @@ public final class HostAgent: Sendable {
     writeStatus()
   }
 
-  public var status: AgentStatus {
+  public var status: AgentStatus { status(dataplane.stats()) }
+
+  func status(_ stats: AgentDataplaneStats) -> AgentStatus {
     AgentStatus(
       hostID: options.hostID, pid: getpid(), bootID: bootID, underlay: underlayAddress.description,
-      flowTableAttached: flowTableAttached, control: link.status, dataplane: dataplane.stats(),
+      flowTableAttached: flowTableAttached, control: link.status, dataplane: stats,
       metrics: metricsPort.withLock { $0 }.map { "\(options.metrics?.ip.description ?? "127.0.0.1"):\($0)" } ?? "",
       logWritten: telemetry.log.counts.written, logSkipped: telemetry.log.counts.skipped,
       portRequests: demand.withLock { $0.requests }, portGrants: demand.withLock { $0.grants },
       lastPortRefusal: demand.withLock { $0.lastRefusal }, ports: telemetry.ports.withLock { $0 }, writtenMs: nowMs())
   }
 
-  func writeStatus() { StatusFile.write(status, to: options.stateDir + "/status.json") }
+  func writeStatus(_ stats: AgentDataplaneStats? = nil) {
+    StatusFile.write(status(stats ?? dataplane.stats()), to: options.stateDir + "/status.json")
+  }
 
   /// Applies one pushed snapshot (rules 1–3 of control.proto) and returns the answer to send.
   public func handlePush(_ push: Hostnat_V1_ConfigPush) -> Hostnat_V1_AgentMessage {
     let config = push.config
-    let current = applied.withLock { $0 }
-    let held = current?.version ?? 0
-    func nack(_ reason: String) -> Hostnat_V1_AgentMessage {
+    let held = applied.version
+    let answer: AppliedSnapshot<Hostnat_V1_HostConfig>.Answer
+    if config.hostID != options.hostID {
+      let reason = "hostId: snapshot is for \(config.hostID.debugDescription), this host is \(options.hostID.debugDescription)"
       link.update { $0.nacks += 1; $0.lastNack = reason }
+      answer = .nack(reason)
+    } else {
+      answer = applied.offer(config) { config in
+        try dataplane.apply(try ConfigTranslation.engineConfig(config), version: config.version)
+        telemetry.setContext(config)
+      } restore: { previous in
+        if let previous, let engineConfig = try? ConfigTranslation.engineConfig(previous) {
+          try? dataplane.apply(engineConfig, version: held)
+          telemetry.setContext(previous)
+        }
+      }
+    }
+    switch answer {
+    case .ack:
+      return .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = config.version } }
+    case .nack(let reason):
       return .with {
         $0.nack = .with { $0.nonce = push.nonce; $0.version = config.version; $0.appliedVersion = held; $0.error = reason }
       }
     }
-    func ack() -> Hostnat_V1_AgentMessage {
-      link.update { $0.acks += 1 }
-      return .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = config.version } }
-    }
-    if config.hostID != options.hostID {
-      return nack("hostId: snapshot is for \(config.hostID.debugDescription), this host is \(options.hostID.debugDescription)")
-    }
-    if config.version < held { return nack("stale version \(config.version) < \(held)") }
-    if config.version == held, current != nil { return ack() }
-    let engineConfig: EngineConfig
-    do {
-      engineConfig = try ConfigTranslation.engineConfig(config)
-      try dataplane.apply(engineConfig, version: config.version)
-    } catch {
-      return nack("\(error)")
-    }
-    do {
-      try configFile.store(config)
-    } catch {
-      // Not durable: put the previous config back so what runs is what the disk says.
-      if let current, let previous = try? ConfigTranslation.engineConfig(current) {
-        try? dataplane.apply(previous, version: held)
-      }
-      return nack("cannot save config: \(error)")
-    }
-    applied.withLock { $0 = config }
-    telemetry.setContext(config)
-    link.update { $0.appliedVersion = config.version; $0.appliedAtMs = nowMs() }
-    return ack()
   }
 
   /// Dynamic port allocation, once a second: asks for a block for each NIC near full (or that
   /// failed to allocate), and every 5 s reports usage so the controller can reclaim idle blocks.
   /// Without a controller nothing is sent: the VM stays capped at what it has.
-  func askForPorts() {
-    guard let config = applied.withLock({ $0 }), let send = outbox.withLock({ $0 }) else { return }
-    let usages = PortDemand.usage(config, flows: dataplane.flows())
-    guard !usages.isEmpty else { return }
-    let stats = dataplane.stats()
+  func askForPorts(_ usages: [PortDemand.Usage], stats: AgentDataplaneStats, config: Hostnat_V1_HostConfig?) {
+    guard let config, !usages.isEmpty, let send = outbox.withLock({ $0 }) else { return }
     let now = nowMs()
     var messages: [Hostnat_V1_AgentMessage] = []
     demand.withLock { d in
@@ -255,10 +232,10 @@ public final class HostAgent: Sendable {
     }
   }
 
-  func session(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async throws {
+  func session(_ client: ControlClient) async throws {
     let control = Hostnat_V1_HostControlService.Client(wrapping: client)
     let (outbound, continuation) = AsyncStream<Hostnat_V1_AgentMessage>.makeStream()
-    let held = applied.withLock { $0?.version ?? 0 }
+    let held = applied.version
     continuation.yield(.with {
       $0.hello = .with {
         $0.hostID = options.hostID

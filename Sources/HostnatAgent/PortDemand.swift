@@ -7,15 +7,24 @@ import SwiftProtobuf
 /// ask the controller for another block, and what to report so it can reclaim idle ones.
 /// Pure: config and flows in, decisions out.
 public struct PortDemand: Sendable {
-  /// One NIC of a VM under a gateway with dynamic port allocation.
+  /// One NIC of a VM and its NAT ports, as its host sees them.
   public struct Usage: Sendable, Equatable {
     public var vmID: String
     public var instance: String
     public var nic: String
+    /// Key of its gateway ("" when the NIC has no NAT).
+    public var gateway: String
+    /// Whether its gateway allocates ports dynamically.
+    public var dynamic: Bool
     public var allocated: Int
     public var inUse: Int
+    public var openFlows: Int
     public var maxConnectionsToOneDestination: Int
     public var maxPortsPerVm: Int
+    /// NAT IPs of its active blocks.
+    public var natIPs: [String]
+    /// Open flows by the NAT IP they use (drained IPs included).
+    public var flowsByNatIP: [String: Int]
     /// Active blocks no flow uses.
     public var idleBlocks: [Hostnat_V1_PortBlock]
   }
@@ -24,34 +33,48 @@ public struct PortDemand: Sendable {
   /// ports when it runs short; asking early leaves room for the round trip).
   public static let requestThreshold = 0.8
 
-  public static func usage(_ config: Hostnat_V1_HostConfig, flows: [FlowSnapshot]) -> [Usage] {
+  /// Every NIC of the snapshot, with or without NAT: what the metrics and the status file show.
+  public static func all(_ config: Hostnat_V1_HostConfig, flows: [FlowSnapshot]) -> [Usage] {
     var gateways: [String: Hostnat_V1_GatewayConfig] = [:]
     for gateway in config.gateways { gateways[gateway.key] = gateway }
     var portsByVM: [String: Set<UInt64>] = [:]
+    var openByVM: [String: Int] = [:]
+    var byIP: [String: [String: Int]] = [:]
     var destinations: [String: [UInt64: Int]] = [:]
     for flow in flows {
       guard let vm = flow.vmID else { continue }
       portsByVM[vm, default: []].insert(UInt64(flow.natIP.value) << 16 | UInt64(flow.natPort))
+      openByVM[vm, default: 0] += 1
+      byIP[vm, default: [:]]["\(flow.natIP)", default: 0] += 1
       let key = UInt64(flow.remoteIP.value) << 24 | UInt64(flow.remotePort) << 8 | UInt64(flow.protocolNumber)
       destinations[vm, default: [:]][key, default: 0] += 1
     }
     var result: [Usage] = []
     for vm in config.vms {
       for nic in vm.nics {
-        guard let binding = nic.natBindings.first, let gateway = gateways[binding.gateway], gateway.dynamicPortAllocation else { continue }
-        let id = vm.nics.count > 1 ? "\(vm.instance)/\(nic.name)" : vm.instance
+        let binding = nic.natBindings.first
+        let gateway = binding.flatMap { gateways[$0.gateway] }
+        let id = ConfigTranslation.vmID(vm, nic)
         let used = portsByVM[id] ?? []
-        let active = binding.portBlocks.filter { !$0.drained }
+        let active = binding?.portBlocks.filter { !$0.drained } ?? []
         let idle = active.filter { block in
           guard let ip = IPv4Address(block.natIp) else { return false }
           return !(0..<block.count).contains { used.contains(UInt64(ip.value) << 16 | UInt64(block.firstPort + $0)) }
         }
         result.append(Usage(
-          vmID: id, instance: vm.instance, nic: nic.name, allocated: active.reduce(0) { $0 + Int($1.count) }, inUse: used.count,
-          maxConnectionsToOneDestination: destinations[id]?.values.max() ?? 0, maxPortsPerVm: Int(gateway.maxPortsPerVm), idleBlocks: idle))
+          vmID: id, instance: vm.instance, nic: nic.name, gateway: binding?.gateway ?? "",
+          dynamic: gateway?.dynamicPortAllocation ?? false, allocated: active.reduce(0) { $0 + Int($1.count) },
+          inUse: used.count, openFlows: openByVM[id] ?? 0, maxConnectionsToOneDestination: destinations[id]?.values.max() ?? 0,
+          maxPortsPerVm: Int(gateway?.maxPortsPerVm ?? 0), natIPs: Set(active.map(\.natIp)).sorted(),
+          flowsByNatIP: byIP[id] ?? [:], idleBlocks: idle))
       }
     }
     return result
+  }
+
+  /// The NICs under a gateway with dynamic port allocation: the ones that ask and report.
+  public static func usage(_ config: Hostnat_V1_HostConfig, flows: [FlowSnapshot]) -> [Usage] {
+    all(config, flows: flows).filter(\.dynamic)
   }
 
   /// Whether a NIC should ask for another block now: it is near full, or it just failed to

@@ -68,13 +68,28 @@ public final class AgentDataplane: Sendable {
     var engine: NATEngine
     let region: FlowRegion?
     var appliedVersion: UInt64?
-    var index = VMAddressIndex()
+    private(set) var index = VMAddressIndex()
     /// VM underlay addresses by the VM's primary IP (survives config changes that keep the IP).
-    var underlays: [IPv4Address: SocketAddress] = [:]
+    private(set) var underlays: [IPv4Address: SocketAddress] = [:]
+    /// The same addresses by VM index of `index`, so the packet path reads an array, not a hash.
+    private(set) var vmUnderlays: [SocketAddress?] = []
     var edge: SocketAddress?
     var loop = AgentLoopCounters()
     var clock = MonotonicClamp()
     var nextSweep: UInt64 = 0
+
+    mutating func setIndex(_ config: EngineConfig) {
+      index = VMAddressIndex(config)
+      vmUnderlays = index.primaries.map { underlays[$0] }
+    }
+
+    /// Records that VM `vm` sends from `address` (writes only when it moved).
+    @inline(__always)
+    mutating func learn(_ address: SocketAddress, vm: Int) {
+      guard vmUnderlays[vm] != address else { return }
+      vmUnderlays[vm] = address
+      underlays[index.primaries[vm]] = address
+    }
   }
 
   public let socket: UDPSocket
@@ -84,7 +99,7 @@ public final class AgentDataplane: Sendable {
   public let sweepInterval: UInt64 = 10_000_000
   public let sweepBudget: Int
   private let state: Mutex<State>
-  private let thread = Mutex<LoopThread?>(nil)
+  private let thread = LoopHandle()
 
   /// - Parameters:
   ///   - flowRegion: where the flow table lives; nil keeps it on the heap. An attached region's flows
@@ -107,7 +122,7 @@ public final class AgentDataplane: Sendable {
     var st = State(engine: engine, region: flowRegion)
     if let initialConfig {
       st.appliedVersion = initialVersion
-      st.index = VMAddressIndex(initialConfig)
+      st.setIndex(initialConfig)
     }
     // Wake at least every sweep interval when idle, so sweeps run and `stop` is noticed.
     try socket.setReceiveTimeout(.milliseconds(10))
@@ -126,7 +141,7 @@ public final class AgentDataplane: Sendable {
   public func apply(_ config: EngineConfig, version: UInt64) throws(EngineError) {
     try state.withLock { (st) throws(EngineError) -> Void in
       try st.engine.apply(config, now: st.clock.now())
-      st.index = VMAddressIndex(config)
+      st.setIndex(config)
       st.appliedVersion = version
     }
   }
@@ -157,7 +172,7 @@ public final class AgentDataplane: Sendable {
       var addresses: [String: SocketAddress] = [:]
       for (i, id) in st.index.ids.enumerated() {
         if let c = st.engine.counters(forVM: id) { vms[id] = VMStats(c) }
-        if let a = st.underlays[st.index.primaries[i]] { addresses[id] = a }
+        if let a = st.vmUnderlays[i] { addresses[id] = a }
       }
       return AgentDataplaneStats(
         appliedVersion: st.appliedVersion, flows: st.engine.flowCount, mappings: st.engine.mappingCount,
@@ -173,20 +188,12 @@ public final class AgentDataplane: Sendable {
 
   /// Starts the loop thread (no-op when running). A running loop keeps this object alive: call `stop`.
   public func start() {
-    thread.withLock { t in
-      guard t == nil else { return }
-      t = LoopThread.spawn(name: "hostnat-agent") { [self] thread in run(thread) }
-    }
+    thread.start(name: "hostnat-agent") { [self] thread in run(thread) }
   }
 
   /// Stops and joins the loop thread (bounded by `timeout`; idempotent). Also flushes the region.
   public func stop(timeout: Duration = .seconds(5)) {
-    let t = thread.withLock { t -> LoopThread? in
-      let old = t
-      t = nil
-      return old
-    }
-    t?.stop(timeout: timeout)
+    thread.stop(timeout: timeout)
     state.withLock { $0.region?.flush() }
   }
 
@@ -257,11 +264,7 @@ public final class AgentDataplane: Sendable {
       if vni == Underlay.overlayVNI {
         if let src = InnerPacket.source(inner) {
           let vm = st.index.vm(for: src)
-          if vm >= 0 {
-            let from = batch.address(at: i)
-            let key = st.index.primaries[vm]
-            if st.underlays[key] != from { st.underlays[key] = from }
-          }
+          if vm >= 0 { st.learn(batch.address(at: i), vm: vm) }
         }
         guard case .forward = engine.translateOutbound(inner, now: now) else {
           st.loop.engineDropsOut &+= 1
@@ -280,7 +283,7 @@ public final class AgentDataplane: Sendable {
         }
         let dst = InnerPacket.destination(inner) ?? 0
         let vm = st.index.vm(for: dst)
-        guard vm >= 0, let to = st.underlays[st.index.primaries[vm]] else {
+        guard vm >= 0, let to = st.vmUnderlays[vm] else {
           st.loop.unknownVM &+= 1
           continue
         }

@@ -93,29 +93,6 @@ struct RouteTable {
   }
 }
 
-/// Sends a batch when it fills up; used while a loop holds its lock (emit callbacks can produce
-/// more packets than one batch holds).
-struct BatchSender {
-  let socket: UDPSocket
-  let batch: PacketBatch
-  var sent: UInt64 = 0
-  var failed: UInt64 = 0
-
-  mutating func flush() {
-    guard batch.count > 0 else { return }
-    let r = socket.send(batch)
-    sent &+= UInt64(r.sent)
-    failed &+= UInt64(r.failed)
-    batch.count = 0
-  }
-
-  @inline(__always)
-  mutating func append(vni: UInt32, inner: UnsafeRawBufferPointer, to address: SocketAddress) -> Bool {
-    if batch.isFull { flush() }
-    return batch.appendGeneve(vni: vni, inner: inner, to: address)
-  }
-}
-
 /// The edge: plays the Internet for every agent. Datagrams from agents (VNI 2) go to `servers`;
 /// what the servers emit is routed back to the agent owning the destination NAT IP:port (port
 /// ranges from `setRoutes`). A packet from an agent to a routed NAT IP:port (one VM talking to
@@ -123,25 +100,71 @@ struct BatchSender {
 ///
 /// The servers and counters sit behind one lock, taken once per received batch and per tick.
 public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Sendable {
-  struct State {
+  struct State: EndpointLoopState {
+    static var vni: UInt32 { Underlay.internetVNI }
     let servers: Servers
     var routes = RouteTable()
     var routedByHost: [UInt64] = []
     var stats = EdgeDataplaneStats()
     var clock = MonotonicClamp()
     var nextTick: UInt64 = 0
+
+    mutating func deliver(_ inner: UnsafeMutableRawBufferPointer, destination: UInt32, now: UInt64, _ out: inout BatchSender) {
+      if let port = InnerPacket.routingPort(inner) {
+        let h = routes.lookup(ip: destination, port: port)
+        if h >= 0 {
+          if out.append(vni: Self.vni, inner: UnsafeRawBufferPointer(inner), to: routes.hosts[h]) {
+            stats.routed &+= 1
+            stats.hairpinned &+= 1
+            routedByHost[h] &+= 1
+          }
+          return
+        }
+      }
+      servers.receive(UnsafeRawBufferPointer(inner), now: now) { reply in route(reply, &out) }
+    }
+
+    mutating func tick(now: UInt64, _ out: inout BatchSender) {
+      servers.tick(now: now) { packet in route(packet, &out) }
+    }
+
+    private mutating func route(_ packet: UnsafeRawBufferPointer, _ out: inout BatchSender) {
+      let p = UnsafeMutableRawBufferPointer(mutating: packet)  // only read
+      guard let dst = InnerPacket.destination(p), let port = InnerPacket.routingPort(p) else {
+        stats.malformed &+= 1
+        return
+      }
+      let h = routes.lookup(ip: dst, port: port)
+      guard h >= 0 else {
+        stats.droppedUnowned &+= 1
+        return
+      }
+      guard out.append(vni: Self.vni, inner: packet, to: routes.hosts[h]) else {
+        stats.malformed &+= 1
+        return
+      }
+      stats.routed &+= 1
+      routedByHost[h] &+= 1
+    }
+
+    /// Moves the per-host route counts into `stats.perHost` (keyed by text, so not per packet).
+    mutating func foldHostCounts() {
+      for (i, n) in routedByHost.enumerated() where n > 0 {
+        stats.perHost[routes.hosts[i].description, default: 0] &+= n
+        routedByHost[i] = 0
+      }
+    }
   }
 
   public let socket: UDPSocket
   public let tickInterval: UInt64
   public let batchSize: Int
   private let state: Mutex<State>
-  private let thread = Mutex<LoopThread?>(nil)
+  private let thread = LoopHandle()
 
   public init(socket: UDPSocket, servers: sending Servers, tickInterval: Duration = .milliseconds(10), batchSize: Int = 64) {
     self.socket = socket
-    self.tickInterval = UInt64(tickInterval.components.seconds) * 1_000_000_000
-      + UInt64(tickInterval.components.attoseconds / 1_000_000_000)
+    self.tickInterval = tickInterval.nanoseconds
     self.batchSize = batchSize
     // Idle loops wake once per tick interval to run the timers (best effort: keep the socket's own
     // timeout when this fails).
@@ -155,7 +178,7 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
   public func setRoutes(_ routes: [EdgeRoute], externalIPs: [IPv4Address: SocketAddress] = [:]) throws(EdgeRouteError) {
     let table = try RouteTable(routes, externalIPs: externalIPs)
     state.withLock { st in
-      Self.foldHostCounts(&st)
+      st.foldHostCounts()
       st.routes = table
       st.routedByHost = Array(repeating: 0, count: table.hosts.count)
     }
@@ -168,102 +191,18 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
 
   public func stats() -> EdgeDataplaneStats {
     state.withLock { st -> EdgeDataplaneStats in
-      Self.foldHostCounts(&st)
+      st.foldHostCounts()
       return st.stats
     }
   }
 
+  /// Starts the loop thread (no-op when running). A running loop keeps this object alive: call `stop`.
   public func start() {
-    thread.withLock { t in
-      guard t == nil else { return }
-      t = LoopThread.spawn(name: "hostnat-edge") { [self] thread in run(thread) }
+    thread.start(name: "hostnat-edge") { [self] thread in
+      runEndpointLoop(thread, socket: socket, batchSize: batchSize, tickInterval: tickInterval, state: state)
     }
   }
 
-  public func stop(timeout: Duration = .seconds(5)) {
-    let t = thread.withLock { t -> LoopThread? in
-      let old = t
-      t = nil
-      return old
-    }
-    t?.stop(timeout: timeout)
-  }
-
-  private static func foldHostCounts(_ st: inout State) {
-    for (i, n) in st.routedByHost.enumerated() where n > 0 {
-      st.stats.perHost[st.routes.hosts[i].description, default: 0] &+= n
-      st.routedByHost[i] = 0
-    }
-  }
-
-  private func run(_ thread: LoopThread) {
-    let batch = PacketBatch(capacity: batchSize)
-    let sender = BatchSender(socket: socket, batch: PacketBatch(capacity: batchSize))
-    let interval = tickInterval
-    while !thread.shouldStop {
-      let received: Int
-      do {
-        received = try socket.receive(into: batch)
-      } catch {
-        break
-      }
-      state.withLock { st in
-        var out = sender
-        let now = st.clock.now()
-        let servers = st.servers
-        for i in 0..<received {
-          let datagram = batch.packet(at: i)
-          st.stats.received &+= 1
-          guard let (vni, headerLength) = Underlay.parse(datagram), vni == Underlay.internetVNI else {
-            st.stats.malformed &+= 1
-            continue
-          }
-          let inner = UnsafeMutableRawBufferPointer(rebasing: datagram[headerLength...])
-          guard let dst = InnerPacket.destination(inner) else {
-            st.stats.malformed &+= 1
-            continue
-          }
-          if let port = InnerPacket.routingPort(inner) {
-            let h = st.routes.lookup(ip: dst, port: port)
-            if h >= 0 {
-              if out.append(vni: Underlay.internetVNI, inner: UnsafeRawBufferPointer(inner), to: st.routes.hosts[h]) {
-                st.stats.routed &+= 1
-                st.stats.hairpinned &+= 1
-                st.routedByHost[h] &+= 1
-              }
-              continue
-            }
-          }
-          servers.receive(UnsafeRawBufferPointer(inner), now: now) { reply in Self.route(reply, &st, &out) }
-        }
-        if now >= st.nextTick {
-          st.stats.ticks &+= 1
-          st.nextTick = now &+ interval
-          servers.tick(now: now) { packet in Self.route(packet, &st, &out) }
-        }
-        out.flush()
-        st.stats.sent &+= out.sent
-        st.stats.sendErrors &+= out.failed
-      }
-    }
-  }
-
-  private static func route(_ packet: UnsafeRawBufferPointer, _ st: inout State, _ out: inout BatchSender) {
-    let p = UnsafeMutableRawBufferPointer(mutating: packet)  // only read
-    guard let dst = InnerPacket.destination(p), let port = InnerPacket.routingPort(p) else {
-      st.stats.malformed &+= 1
-      return
-    }
-    let h = st.routes.lookup(ip: dst, port: port)
-    guard h >= 0 else {
-      st.stats.droppedUnowned &+= 1
-      return
-    }
-    guard out.append(vni: Underlay.internetVNI, inner: packet, to: st.routes.hosts[h]) else {
-      st.stats.malformed &+= 1
-      return
-    }
-    st.stats.routed &+= 1
-    st.routedByHost[h] &+= 1
-  }
+  /// Stops and joins the loop thread (bounded by `timeout`; idempotent).
+  public func stop(timeout: Duration = .seconds(5)) { thread.stop(timeout: timeout) }
 }

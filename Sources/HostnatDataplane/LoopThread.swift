@@ -66,3 +66,24 @@ final class LoopThread: Sendable {
 
   var shouldStop: Bool { stopRequested.load(ordering: .relaxed) }
 }
+
+/// A loop's thread slot, shared by the agent, edge and VM loops: `start` spawns the thread once,
+/// `stop` joins it (bounded, idempotent).
+final class LoopHandle: Sendable {
+  private let thread = Mutex<LoopThread?>(nil)
+
+  func start(name: String, _ body: @escaping @Sendable (LoopThread) -> Void) {
+    thread.withLock { t in
+      guard t == nil else { return }
+      t = LoopThread.spawn(name: name, body)
+    }
+  }
+
+  func stop(timeout: Duration) {
+    let t = thread.withLock { t -> LoopThread? in
+      defer { t = nil }
+      return t
+    }
+    t?.stop(timeout: timeout)
+  }
+}

@@ -140,19 +140,10 @@ public final class PacketBatch: @unchecked Sendable {
     UnsafeMutableRawBufferPointer(start: iov[index].iov_base, count: lengths[index])
   }
 
-  /// The whole slot at `index` (`slotSize` bytes), for writing a datagram before `setLength`.
+  /// The whole slot at `index` (`slotSize` bytes).
   @inline(__always)
-  public func slot(at index: Int) -> UnsafeMutableRawBufferPointer {
+  func slot(at index: Int) -> UnsafeMutableRawBufferPointer {
     UnsafeMutableRawBufferPointer(start: iov[index].iov_base, count: Self.slotSize)
-  }
-
-  @inline(__always)
-  public func length(at index: Int) -> Int { lengths[index] }
-
-  @inline(__always)
-  public func setLength(_ length: Int, at index: Int) {
-    precondition(length >= 0 && length <= Self.slotSize, "datagram length out of range")
-    lengths[index] = length
   }
 
   @inline(__always)
@@ -169,8 +160,6 @@ public final class PacketBatch: @unchecked Sendable {
     swap(&names[i], &names[j])
     swap(&lengths[i], &lengths[j])
   }
-
-  public func removeAll() { count = 0 }
 
   /// Appends a datagram to `address`, copying `bytes`. False when full or the datagram is too big.
   @discardableResult

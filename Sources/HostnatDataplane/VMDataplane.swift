@@ -22,28 +22,51 @@ public struct VMDataplaneStats: Codable, Sendable, Hashable {
 /// agent as Geneve VNI 1; datagrams from the agent are handed to the workload whose IP is the
 /// inner destination. Workloads are ticked every `tickInterval`.
 public final class VMDataplane<W: PacketEndpoint & SendableMetatype>: Sendable {
-  struct State {
+  struct State: EndpointLoopState {
+    static var vni: UInt32 { Underlay.overlayVNI }
     let workloads: [(ip: IPv4Address, workload: W)]
     let byIP: [UInt32: Int]
     var agent: SocketAddress
     var stats = VMDataplaneStats()
     var clock = MonotonicClamp()
     var nextTick: UInt64 = 0
+
+    mutating func deliver(_ inner: UnsafeMutableRawBufferPointer, destination: UInt32, now: UInt64, _ out: inout BatchSender) {
+      guard let w = byIP[destination] else {
+        stats.unknownDestination &+= 1
+        return
+      }
+      stats.delivered &+= 1
+      workloads[w].workload.receive(UnsafeRawBufferPointer(inner), now: now) { packet in emit(packet, &out) }
+    }
+
+    mutating func tick(now: UInt64, _ out: inout BatchSender) {
+      for (_, workload) in workloads {
+        workload.tick(now: now) { packet in emit(packet, &out) }
+      }
+    }
+
+    private mutating func emit(_ packet: UnsafeRawBufferPointer, _ out: inout BatchSender) {
+      if out.append(vni: Self.vni, inner: packet, to: agent) {
+        stats.emitted &+= 1
+      } else {
+        stats.malformed &+= 1
+      }
+    }
   }
 
   public let socket: UDPSocket
   public let tickInterval: UInt64
   public let batchSize: Int
   private let state: Mutex<State>
-  private let thread = Mutex<LoopThread?>(nil)
+  private let thread = LoopHandle()
 
   public init(
     socket: UDPSocket, agent: SocketAddress, workloads: sending [(ip: IPv4Address, workload: W)],
     tickInterval: Duration = .milliseconds(5), batchSize: Int = 64
   ) {
     self.socket = socket
-    self.tickInterval = UInt64(tickInterval.components.seconds) * 1_000_000_000
-      + UInt64(tickInterval.components.attoseconds / 1_000_000_000)
+    self.tickInterval = tickInterval.nanoseconds
     self.batchSize = batchSize
     // Idle loops wake once per tick interval to run the timers (best effort: keep the socket's own
     // timeout when this fails).
@@ -67,79 +90,13 @@ public final class VMDataplane<W: PacketEndpoint & SendableMetatype>: Sendable {
 
   public func stats() -> VMDataplaneStats { state.withLock { $0.stats } }
 
+  /// Starts the loop thread (no-op when running). A running loop keeps this object alive: call `stop`.
   public func start() {
-    thread.withLock { t in
-      guard t == nil else { return }
-      t = LoopThread.spawn(name: "hostnat-vms") { [self] thread in run(thread) }
+    thread.start(name: "hostnat-vms") { [self] thread in
+      runEndpointLoop(thread, socket: socket, batchSize: batchSize, tickInterval: tickInterval, state: state)
     }
   }
 
-  public func stop(timeout: Duration = .seconds(5)) {
-    let t = thread.withLock { t -> LoopThread? in
-      let old = t
-      t = nil
-      return old
-    }
-    t?.stop(timeout: timeout)
-  }
-
-  private func run(_ thread: LoopThread) {
-    let batch = PacketBatch(capacity: batchSize)
-    let sender = BatchSender(socket: socket, batch: PacketBatch(capacity: batchSize))
-    let interval = tickInterval
-    while !thread.shouldStop {
-      let received: Int
-      do {
-        received = try socket.receive(into: batch)
-      } catch {
-        break
-      }
-      state.withLock { st in
-        var out = sender
-        let now = st.clock.now()
-        let agent = st.agent
-        for i in 0..<received {
-          let datagram = batch.packet(at: i)
-          st.stats.received &+= 1
-          guard let (vni, headerLength) = Underlay.parse(datagram), vni == Underlay.overlayVNI else {
-            st.stats.malformed &+= 1
-            continue
-          }
-          let inner = UnsafeMutableRawBufferPointer(rebasing: datagram[headerLength...])
-          guard let dst = InnerPacket.destination(inner) else {
-            st.stats.malformed &+= 1
-            continue
-          }
-          guard let w = st.byIP[dst] else {
-            st.stats.unknownDestination &+= 1
-            continue
-          }
-          st.stats.delivered &+= 1
-          st.workloads[w].workload.receive(UnsafeRawBufferPointer(inner), now: now) { packet in
-            Self.emit(packet, to: agent, &st.stats, &out)
-          }
-        }
-        if now >= st.nextTick {
-          st.stats.ticks &+= 1
-          st.nextTick = now &+ interval
-          for (_, workload) in st.workloads {
-            workload.tick(now: now) { packet in Self.emit(packet, to: agent, &st.stats, &out) }
-          }
-        }
-        out.flush()
-        st.stats.sent &+= out.sent
-        st.stats.sendErrors &+= out.failed
-      }
-    }
-  }
-
-  private static func emit(
-    _ packet: UnsafeRawBufferPointer, to agent: SocketAddress, _ stats: inout VMDataplaneStats, _ out: inout BatchSender
-  ) {
-    if out.append(vni: Underlay.overlayVNI, inner: packet, to: agent) {
-      stats.emitted &+= 1
-    } else {
-      stats.malformed &+= 1
-    }
-  }
+  /// Stops and joins the loop thread (bounded by `timeout`; idempotent).
+  public func stop(timeout: Duration = .seconds(5)) { thread.stop(timeout: timeout) }
 }

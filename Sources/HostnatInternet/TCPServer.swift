@@ -47,7 +47,6 @@ final class ServerConnection {
   }
 
   var dataEnd: UInt32 { sndUna &+ UInt32(sendBuffer.count) }
-  var sentFin = false
   /// Our FIN has been sent and acknowledged.
   var finAcknowledged = false
 }
@@ -177,7 +176,6 @@ extension InternetServers {
     if conn.finQueued, conn.sndNxt == dataEnd, !conn.finAcknowledged {
       sendSegment(conn, sequence: conn.sndNxt, flags: [.fin, .ack], emit: emit)
       conn.sndNxt &+= 1
-      conn.sentFin = true
       sent = true
       if conn.state == .established { conn.state = .finWait1 }
       if conn.state == .closeWait { conn.state = .lastAck }
@@ -327,7 +325,7 @@ extension InternetServers {
     let tooLong = r.count > 8_192
     guard complete || tooLong else { return }
     let response: String
-    if !tooLong, r.starts(with: Array("GET ".utf8)) {
+    if !tooLong, r.starts(with: "GET ".utf8) {
       let body = "\(IPv4Address(conn.key.client)):\(conn.key.clientPort)\n"
       response =
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"

@@ -47,6 +47,24 @@ public struct LabAdmin: Sendable {
     throw LabError("controller \(host):\(port) did not answer within \(timeout): \(lastError)")
   }
 
+  /// Changes the fields of a NAT gateway named in `mask` (proto field names) to what `edit` sets.
+  /// With `waitForReady`, waits for a controller that is down to come back.
+  @discardableResult
+  public func updateNat(
+    region: String, router: String = "router-1", nat: String = "nat-1", mask: [String], waitForReady: Bool = false,
+    _ edit: @escaping @Sendable (inout Hostnat_V1_NatGateway) -> Void
+  ) async throws -> Hostnat_V1_NatGateway {
+    try await with(waitForReady: waitForReady) { client, options in
+      try await client.updateNat(.with {
+        $0.region = region
+        $0.router = router
+        $0.nat.name = nat
+        edit(&$0.nat)
+        $0.updateMask = mask
+      }, options: options)
+    }
+  }
+
   public func hosts() async throws -> [Hostnat_V1_HostStatus] {
     try await with { admin, options in try await admin.listHosts(.init(), options: options).hosts }
   }

@@ -97,13 +97,8 @@ public struct LabDemoRunner: Sendable {
       let changeDone = DoneFlag()
       let change = Task { () throws -> UInt32 in
         defer { changeDone.set() }
-        let updated = try await admin.with(waitForReady: true) { client, options in
-          try await client.updateNat(.with {
-            $0.region = region
-            $0.router = "router-1"
-            $0.nat = .with { $0.name = "nat-1"; $0.timeouts.udpIdleTimeoutSec = 45 }
-            $0.updateMask = ["timeouts"]
-          }, options: options)
+        let updated = try await admin.updateNat(region: region, mask: ["timeouts"], waitForReady: true) {
+          $0.timeouts.udpIdleTimeoutSec = 45
         }
         return updated.timeouts.udpIdleTimeoutSec
       }

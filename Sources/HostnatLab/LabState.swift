@@ -1,4 +1,6 @@
 import Foundation
+public import HostnatAgent
+public import HostnatProto
 
 /// One process of a lab, as recorded in `lab.json`.
 public struct LabProcess: Codable, Sendable {
@@ -49,4 +51,19 @@ public struct LabState: Codable, Sendable {
   public mutating func replace(_ process: LabProcess) {
     if let i = processes.firstIndex(where: { $0.name == process.name }) { processes[i] = process } else { processes.append(process) }
   }
+}
+
+extension LabState {
+  /// What an agent last wrote to its status file (nil: no such host, or nothing written yet).
+  public func agentStatus(_ host: String) -> AgentStatus? {
+    process("agent/\(host)").flatMap { Lab.readJSON($0.stateDir + "/status.json") }
+  }
+
+  /// The config a host holds: its last applied snapshot, from its state dir.
+  public func heldConfig(_ host: String) -> Hostnat_V1_HostConfig? {
+    process("agent/\(host)").flatMap { try? StateFile<Hostnat_V1_HostConfig>(path: $0.stateDir + "/config.pb").load() }
+  }
+
+  /// Hosts with an agent in this lab, in lab order.
+  public var agentHosts: [String] { processes.filter { $0.name.hasPrefix("agent/") }.map { String($0.name.dropFirst("agent/".count)) } }
 }

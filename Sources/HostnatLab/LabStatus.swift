@@ -87,9 +87,8 @@ extension Lab {
       for host in hosts { controllerHosts[host.hostID] = host }
     }
     var hosts: [LabStatusReport.HostRow] = []
-    for p in state.processes where p.name.hasPrefix("agent/") {
-      let id = String(p.name.dropFirst("agent/".count))
-      let agent: AgentStatus? = Self.readJSON(p.stateDir + "/status.json")
+    for id in state.agentHosts {
+      let agent = state.agentStatus(id)
       let c = controllerHosts[id]
       let drops = agent.map { a in a.dataplane.loop.engineDropsOut + a.dataplane.loop.engineDropsIn + a.dataplane.loop.malformedUnderlay + a.dataplane.loop.unknownVM }
       hosts.append(.init(

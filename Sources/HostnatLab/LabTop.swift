@@ -29,10 +29,7 @@ public struct LabTop: Sendable {
     out.append("")
     var hostRows: [[String]] = []
     var agents: [String: AgentStatus] = [:]
-    for p in state.processes where p.name.hasPrefix("agent/") {
-      let id = String(p.name.dropFirst("agent/".count))
-      if let a: AgentStatus = Lab.readJSON(p.stateDir + "/status.json") { agents[id] = a }
-    }
+    for host in state.agentHosts { agents[host] = state.agentStatus(host) }
     for host in status.hosts {
       let packets = (host.packetsIn ?? 0) + (host.packetsOut ?? 0)
       sample.packets[host.host] = packets
@@ -56,15 +53,9 @@ public struct LabTop: Sendable {
         ports.map { "\($0.inUse)/\($0.allocated)" } ?? "-", drops.map(String.init) ?? "-", "\(vm.lost)",
       ])
     }
-    for p in state.processes where p.name.hasPrefix("agent/") {
-      if let config = try? StateFile<Hostnat_V1_HostConfig>(path: p.stateDir + "/config.pb").load() {
-        for vm in config.vms {
-          for nic in vm.nics {
-            for binding in nic.natBindings {
-              for block in binding.portBlocks { allocatedByIP[block.natIp, default: 0] += Int(block.count) }
-            }
-          }
-        }
+    for host in state.agentHosts {
+      for block in state.heldConfig(host)?.vms.flatMap({ $0.nics.flatMap { $0.natBindings.flatMap(\.portBlocks) } }) ?? [] {
+        allocatedByIP[block.natIp, default: 0] += Int(block.count)
       }
     }
     out.append(Table.render(header: ["VM", "HOST", "NAT IP", "PORTS USED", "DROPS", "LOST"], rows: vmRows))

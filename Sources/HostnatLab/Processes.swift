@@ -103,8 +103,7 @@ public enum Processes {
     return stubborn
   }
 
-  /// A free port on 127.0.0.1 for `type` (SOCK_STREAM or SOCK_DGRAM), found by binding port 0.
-  /// Both protocols are checked so one number can serve either.
+  /// A port on 127.0.0.1 free for both TCP and UDP a moment ago, found by binding port 0.
   public static func freePort() throws -> UInt16 {
     for _ in 0..<50 {
       let tcp = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

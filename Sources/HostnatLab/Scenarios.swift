@@ -53,7 +53,12 @@ public final class ScenarioContext: @unchecked Sendable {
   public func healAndConverge(timeout: Duration = .seconds(30)) async throws {
     let healed = nowMs()
     healedAt = healed
-    try await lab.waitForConvergence(admin, hosts: topology.hosts, timeout: timeout)
+    do {
+      try await lab.waitForConvergence(admin, hosts: topology.hosts, timeout: timeout)
+    } catch {
+      check("every host converged", false, "\(error)")
+      throw error
+    }
     convergeMs = nowMs() - healed
     check("every host converged", true, "all hosts and the edge acked the latest version \(convergeMs ?? 0) ms after the heal")
   }
@@ -62,15 +67,7 @@ public final class ScenarioContext: @unchecked Sendable {
   /// Returns the hosts' new versions.
   @discardableResult
   public func changeUDPTimeout(_ seconds: UInt32) async throws -> [String: UInt64] {
-    let region = topology.region
-    _ = try await admin.with { client, options in
-      try await client.updateNat(.with {
-        $0.region = region
-        $0.router = "router-1"
-        $0.nat = .with { $0.name = "nat-1"; $0.timeouts.udpIdleTimeoutSec = seconds }
-        $0.updateMask = ["timeouts"]
-      }, options: options)
-    }
+    try await admin.updateNat(region: topology.region, mask: ["timeouts"]) { $0.timeouts.udpIdleTimeoutSec = seconds }
     let hosts = try await admin.hosts()
     return Dictionary(hosts.map { ($0.hostID, $0.latestVersion) }, uniquingKeysWith: { a, _ in a })
   }
@@ -100,16 +97,20 @@ public final class ScenarioContext: @unchecked Sendable {
     return 0
   }
 
+  /// Turns on dynamic port allocation on nat-1 with `max` ports per VM.
+  public func enableDynamicPorts(max: UInt32) async throws {
+    try await admin.updateNat(region: topology.region, mask: ["enable_dynamic_port_allocation", "max_ports_per_vm"]) {
+      $0.enableDynamicPortAllocation = true
+      $0.maxPortsPerVm = max
+    }
+    say("  nat-1: dynamic port allocation on, max \(max) ports per VM")
+  }
+
   /// Sets nat-1's active and drained reserved addresses (by name).
   public func setNatIPs(active: [String], drained: [String]) async throws {
-    let region = topology.region
-    _ = try await admin.with { client, options in
-      try await client.updateNat(.with {
-        $0.region = region
-        $0.router = "router-1"
-        $0.nat = .with { $0.name = "nat-1"; $0.natIps = active; $0.drainNatIps = drained }
-        $0.updateMask = ["nat_ips", "drain_nat_ips"]
-      }, options: options)
+    try await admin.updateNat(region: topology.region, mask: ["nat_ips", "drain_nat_ips"]) {
+      $0.natIps = active
+      $0.drainNatIps = drained
     }
     say("  nat-1: active \(active.joined(separator: ",")), drained \(drained.isEmpty ? "none" : drained.joined(separator: ","))")
   }
@@ -126,15 +127,9 @@ public final class ScenarioContext: @unchecked Sendable {
   }
 
   /// The applied config of one agent, from its state dir (what the host actually holds).
-  public func heldConfig(_ host: String) -> Hostnat_V1_HostConfig? {
-    guard let process = state.process("agent/\(host)") else { return nil }
-    return try? StateFile<Hostnat_V1_HostConfig>(path: process.stateDir + "/config.pb").load()
-  }
+  public func heldConfig(_ host: String) -> Hostnat_V1_HostConfig? { state.heldConfig(host) }
 
-  public func agentStatus(_ host: String) -> AgentStatus? {
-    guard let process = state.process("agent/\(host)") else { return nil }
-    return Lab.readJSON(process.stateDir + "/status.json")
-  }
+  public func agentStatus(_ host: String) -> AgentStatus? { state.agentStatus(host) }
 
   /// Each NATed VM's port blocks as its host holds them ("IP:first+count", sorted).
   public func heldBlocks() -> [String: [String]] {
@@ -259,10 +254,13 @@ public struct Scenario: Sendable {
       let held = c.agentStatus(cut)?.control.appliedVersion ?? 0
       let versions = try await c.changeUDPTimeout(40)
       let started = nowMs()
-      try await c.lab.waitUntil(timeout: .seconds(10), "the other hosts to apply the change") {
-        others.allSatisfy { host in (c.agentStatus(host)?.control.appliedVersion ?? 0) >= (versions[host] ?? .max) }
-      }
-      c.check("the change reaches the other hosts at once", true, "\(others.joined(separator: ", ")) applied their new versions within \(nowMs() - started) ms")
+      // The controller's view: an ACK means applied and saved (the status files lag up to 1 s).
+      let reached = (try? await c.lab.waitUntil(timeout: .seconds(10), "the other hosts to ACK the change") {
+        let acked = Dictionary(try await c.admin.hosts().map { ($0.hostID, $0.lastVersionAcked) }, uniquingKeysWith: { a, _ in a })
+        return others.allSatisfy { (acked[$0] ?? 0) >= (versions[$0] ?? .max) }
+      }) != nil
+      c.check("the change reaches the other hosts at once", reached,
+        "\(others.joined(separator: ", ")) \(reached ? "acked their new versions within \(nowMs() - started) ms" : "did not ack within 10 s")")
       try await Task.sleep(for: .seconds(2))
       let stillHeld = c.agentStatus(cut)?.control.appliedVersion ?? 0
       c.check("the partitioned host keeps its version", stillHeld == held && held < (versions[cut] ?? 0),
@@ -434,14 +432,7 @@ public struct Scenario: Sendable {
         // Room for one more doubling whatever the VM holds now (earlier rounds or scenarios may
         // have taken it to the maximum), so the host does ask.
         let room = UInt32(max(2048, c.heldPorts(vm.name) * 2))
-        _ = try await c.admin.with { client, options in
-          try await client.updateNat(.with {
-            $0.region = region
-            $0.router = "router-1"
-            $0.nat = .with { $0.name = "nat-1"; $0.enableDynamicPortAllocation = true; $0.maxPortsPerVm = room }
-            $0.updateMask = ["enable_dynamic_port_allocation", "max_ports_per_vm"]
-          }, options: options)
-        }
+        try await c.enableDynamicPorts(max: room)
         try await c.lab.waitForConvergence(c.admin, hosts: c.topology.hosts, timeout: .seconds(20))
         let requests = c.agentStatus(vm.host)?.portRequests ?? 0
         try await c.respawnVM(vm.name, set: ["--tcp-churn-per-sec": "250"])
@@ -473,16 +464,7 @@ public struct Scenario: Sendable {
       let heavy = c.topology.instances.first { $0.subnet == "subnet-1" && $0.host == c.topology.hosts[0] }?.name ?? "vm-1"
       let host = c.topology.instances.first { $0.name == heavy }?.host ?? c.topology.hosts[0]
       c.excluded = [heavy]
-      let region = c.topology.region
-      _ = try await c.admin.with { client, options in
-        try await client.updateNat(.with {
-          $0.region = region
-          $0.router = "router-1"
-          $0.nat = .with { $0.name = "nat-1"; $0.enableDynamicPortAllocation = true; $0.maxPortsPerVm = 2048 }
-          $0.updateMask = ["enable_dynamic_port_allocation", "max_ports_per_vm"]
-        }, options: options)
-      }
-      c.say("  nat-1: dynamic port allocation on, max 2048 ports per VM")
+      try await c.enableDynamicPorts(max: 2048)
       try await c.lab.waitForConvergence(c.admin, hosts: c.topology.hosts, timeout: .seconds(20))
       let before = c.heldPorts(heavy)
       let grantsBefore = c.agentStatus(host)?.portGrants ?? 0

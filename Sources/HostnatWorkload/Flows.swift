@@ -14,6 +14,14 @@ struct Inbound {
   var icmpSequence: UInt16 = 0
 }
 
+/// An address and port as a flow saw it (a NAT mapping, a probe's sender): recorded per reply
+/// without allocating; text ("a.b.c.d:port") only in reports.
+struct Endpoint: Hashable, CustomStringConvertible {
+  var ip: IPv4Address
+  var port: UInt16
+  var description: String { "\(ip):\(port)" }
+}
+
 /// One running flow. Subclasses implement the protocol; the base class paces sends.
 class Flow {
   let spec: FlowSpec
@@ -72,10 +80,10 @@ class Flow {
 final class DatagramFlow: Flow {
   var tracker = RequestTracker()
   var corrupt = 0
-  var mappings: Set<String> = []
-  var latestMapping: String? = nil
+  var mappings: Set<Endpoint> = []
+  var latestMapping: Endpoint? = nil
   var unsolicited = 0
-  var unsolicitedFrom: Set<String> = []
+  var unsolicitedFrom: Set<Endpoint> = []
   var payloadCount: Int { max(8, min(spec.payloadBytes, 1_400)) }
   static let tag: UInt32 = 0x686E_776C  // "hnwl"
 
@@ -140,7 +148,7 @@ final class DatagramFlow: Flow {
     let p = packet.payload
     if spec.kind == .filteringProbe, packet.remote != spec.server || packet.remotePort != spec.serverPort {
       unsolicited += 1
-      if unsolicitedFrom.count < 64 { unsolicitedFrom.insert("\(packet.remote):\(packet.remotePort)") }
+      if unsolicitedFrom.count < 64 { unsolicitedFrom.insert(Endpoint(ip: packet.remote, port: packet.remotePort)) }
       return
     }
     var outcome = RequestTracker.Outcome.unknown
@@ -197,27 +205,31 @@ final class DatagramFlow: Flow {
     }
   }
 
-  private func record(_ mapping: String) {
+  private func record(_ mapping: Endpoint) {
     if mappings.count < 64 { mappings.insert(mapping) }
     latestMapping = mapping
   }
 
-  /// "a.b.c.d:port" (strict) → the same text, or nil.
-  static func parseEndpoint(_ bytes: UnsafeRawBufferPointer) -> String? {
-    guard bytes.count <= 21, let colon = bytes.lastIndex(of: UInt8(ascii: ":")) else { return nil }
-    let text = String(decoding: bytes, as: UTF8.self)
-    let host = String(decoding: bytes[0..<colon], as: UTF8.self)
-    let portText = bytes[(colon + 1)...]
-    guard IPv4Address(host) != nil, !portText.isEmpty, portText.count <= 5,
-      portText.allSatisfy({ $0 >= 48 && $0 <= 57 }), let port = Int(String(decoding: portText, as: UTF8.self)),
-      port <= 65_535
+  /// "a.b.c.d:port" (strict dotted quad, 1-5 digit port) or nil. Allocates nothing: a dotted quad
+  /// is at most 15 bytes, which a String holds inline.
+  static func parseEndpoint(_ bytes: UnsafeRawBufferPointer) -> Endpoint? {
+    guard bytes.count <= 21, let colon = bytes.lastIndex(of: UInt8(ascii: ":")), colon <= 15,
+      let ip = IPv4Address(String(decoding: bytes[0..<colon], as: UTF8.self))
     else { return nil }
-    return text
+    let portText = bytes[(colon + 1)...]
+    guard !portText.isEmpty, portText.count <= 5 else { return nil }
+    var port = 0
+    for digit in portText {
+      guard digit >= 48 && digit <= 57 else { return nil }
+      port = port * 10 + Int(digit - 48)
+    }
+    guard port <= 65_535 else { return nil }
+    return Endpoint(ip: ip, port: UInt16(port))
   }
 
   /// A binding success response to one of our requests: its sequence number and the mapped
   /// address (XOR-MAPPED-ADDRESS preferred; when both are present they must agree).
-  static func parseSTUN(_ p: UnsafeRawBufferPointer, flowIndex: Int) -> (UInt32, String)? {
+  static func parseSTUN(_ p: UnsafeRawBufferPointer, flowIndex: Int) -> (UInt32, Endpoint)? {
     guard p.count >= 20, p.loadBE16(at: 0) == 0x0101, p.loadBE32(at: 4) == 0x2112_A442,
       Int(p.loadBE16(at: 2)) == p.count - 20, p.loadBE32(at: 8) == tag, p.loadBE32(at: 12) == UInt32(flowIndex)
     else { return nil }
@@ -242,7 +254,7 @@ final class DatagramFlow: Flow {
     }
     guard let found = xor ?? plain else { return nil }
     if let plain, plain != found { return nil }
-    return (seq, "\(IPv4Address(found.0)):\(found.1)")
+    return (seq, Endpoint(ip: IPv4Address(found.0), port: found.1))
   }
 
   override func report(now: UInt64) -> FlowReport {
@@ -258,10 +270,10 @@ final class DatagramFlow: Flow {
     r.icmpErrors = icmpErrors
     r.rttMaxMicros = Int(tracker.rttMax / 1_000)
     r.rttAvgMicros = tracker.received > 0 ? Int(tracker.rttSum / UInt64(tracker.received) / 1_000) : 0
-    r.mappings = mappings.sorted()
-    r.latestMapping = latestMapping
+    r.mappings = mappings.map(\.description).sorted()
+    r.latestMapping = latestMapping?.description
     r.unsolicited = unsolicited
-    r.unsolicitedFrom = unsolicitedFrom.sorted()
+    r.unsolicitedFrom = unsolicitedFrom.map(\.description).sorted()
     return r
   }
 

@@ -39,7 +39,6 @@ final class TCPClient {
   var rto: UInt64
   var retransmitAt: UInt64 = .max
   var retransmits = 0
-  var segmentsSent = 0
   /// Last time the connection moved forward (handshake, new ACK, new data).
   var lastProgress: UInt64
   let openedAt: UInt64
@@ -114,7 +113,6 @@ final class TCPClient {
           UnsafeRawBufferPointer(rebasing: $0[dataOffset..<dataOffset + dataCount]), to: PacketScratch.tcpPayloadOffset)
       }
     }
-    segmentsSent += 1
     emit(
       scratch.tcp(
         source: local, destination: remote, sourcePort: localPort, destinationPort: remotePort, sequence: sequence,

@@ -41,10 +41,7 @@ struct DataplaneTests {
   @Test func batchSendReceiveRoundTrip() throws {
     let a = try bindLoopback()
     let b = try bindLoopback()
-    defer {
-      a.close()
-      b.close()
-    }
+    defer { closeAll(a, b) }
     #expect(a.localAddress.port != 0 && a.localAddress.port != b.localAddress.port)
     let batch = PacketBatch(capacity: 16)
     for i in 0..<10 {
@@ -84,11 +81,7 @@ struct DataplaneTests {
     let vm = try bindLoopback()
     let edge = try bindLoopback()
     let agentSocket = try bindLoopback()
-    defer {
-      vm.close()
-      edge.close()
-      agentSocket.close()
-    }
+    defer { closeAll(vm, edge, agentSocket) }
     let agent = try AgentDataplane(socket: agentSocket, capacity: 1024)
     try agent.apply(EngineConfig(vms: [vmConfig()]), version: 1)
     agent.setEdge(edge.localAddress)
@@ -160,10 +153,7 @@ struct DataplaneTests {
   @Test func agentDropsWithoutEdgeAndBeforeConfig() throws {
     let vm = try bindLoopback()
     let agentSocket = try bindLoopback()
-    defer {
-      vm.close()
-      agentSocket.close()
-    }
+    defer { closeAll(vm, agentSocket) }
     let agent = try AgentDataplane(socket: agentSocket, capacity: 64)
     agent.start()
     defer { agent.stop() }
@@ -183,11 +173,7 @@ struct DataplaneTests {
     let vm = try bindLoopback()
     let edge = try bindLoopback()
     let agentSocket = try bindLoopback()
-    defer {
-      vm.close()
-      edge.close()
-      agentSocket.close()
-    }
+    defer { closeAll(vm, edge, agentSocket) }
     var config = vmConfig()
     config.gateway.logging = LoggingConfig(enabled: true, filter: .all)
     let agent = try AgentDataplane(socket: agentSocket, capacity: 64, initialConfig: EngineConfig(vms: [config]), initialVersion: 3)
@@ -211,10 +197,7 @@ struct DataplaneTests {
     let config = EngineConfig(vms: [vmConfig()])
     let vm = try bindLoopback()
     let edge = try bindLoopback()
-    defer {
-      vm.close()
-      edge.close()
-    }
+    defer { closeAll(vm, edge) }
     let out = PacketBuilder.udp(source: vmIP, destination: server, sourcePort: 5000, destinationPort: 53)
 
     var natPort: UInt16 = 0
@@ -272,11 +255,7 @@ struct DataplaneTests {
     let hostA = try bindLoopback()
     let hostB = try bindLoopback()
     let edgeSocket = try bindLoopback()
-    defer {
-      hostA.close()
-      hostB.close()
-      edgeSocket.close()
-    }
+    defer { closeAll(hostA, hostB, edgeSocket) }
     let edge = EdgeDataplane(socket: edgeSocket, servers: EchoServers())
     try edge.setRoutes(
       [
@@ -335,10 +314,7 @@ struct DataplaneTests {
   @Test func vmDataplaneDemuxesAndTicks() throws {
     let agent = try bindLoopback()
     let vmSocket = try bindLoopback()
-    defer {
-      agent.close()
-      vmSocket.close()
-    }
+    defer { closeAll(agent, vmSocket) }
     let planes = VMDataplane(
       socket: vmSocket, agent: agent.localAddress,
       workloads: [(ip: vmIP, workload: OneShotWorkload(ip: vmIP)), (ip: vm2IP, workload: OneShotWorkload(ip: vm2IP))])
@@ -371,11 +347,7 @@ struct DataplaneTests {
     let vm = try bindLoopback()
     let edge = try bindLoopback()
     let agentSocket = try bindLoopback()
-    defer {
-      vm.close()
-      edge.close()
-      agentSocket.close()
-    }
+    defer { closeAll(vm, edge, agentSocket) }
     let agent = try AgentDataplane(socket: agentSocket, capacity: 4096, initialConfig: EngineConfig(vms: [vmConfig()]))
     agent.setEdge(edge.localAddress)
     agent.start()

@@ -22,6 +22,10 @@ func vmConfig(id: String = "vm-a", ip: IPv4Address = vmIP, natIP: IPv4Address = 
     portBlocks: [PortBlock(natIP: natIP, ports: ports)])
 }
 
+func closeAll(_ sockets: UDPSocket...) {
+  for s in sockets { s.close() }
+}
+
 /// Receives until `count` datagrams arrived or `within` passed (bounded in time and iterations).
 func receive(_ socket: UDPSocket, count: Int = 1, within: Duration = .seconds(2)) throws -> [(
   bytes: [UInt8], address: SocketAddress

@@ -2,18 +2,8 @@ import HostnatInternet
 import HostnatPackets
 import Testing
 
-/// SplitMix64 for reproducible fuzz inputs.
-struct SeededRNG: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
+/// Reproducible fuzz inputs (the modules' own SplitMix64).
+typealias SeededRNG = SplitMix64
 
 func ip(_ text: String) -> IPv4Address {
   guard let address = IPv4Address(text) else { preconditionFailure("bad address literal \(text)") }
