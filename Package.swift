@@ -65,7 +65,7 @@ let package = Package(
     .target(
       name: "HostnatController",
       dependencies: [
-        "HostnatProto", "HostnatPlanner", "HostnatPackets", "HostnatTelemetry",
+        "HostnatProto", "HostnatPlanner", "HostnatPackets", "HostnatTelemetry", "HostnatTrace",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRDB", package: "GRDB.swift"),
@@ -73,6 +73,21 @@ let package = Package(
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict
+    ),
+
+    // Namespaces mode (Linux, root): network namespaces, TUN devices, the TUN <-> Geneve bridge.
+    .target(name: "HostnatNetns", dependencies: ["HostnatPackets", "HostnatDataplane"], swiftSettings: hot),
+
+    // Protocol study: control traces (`--trace-control`), their reading and their replay.
+    .target(
+      name: "HostnatTrace",
+      dependencies: [
+        "HostnatProto",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
       ],
       swiftSettings: strict
     ),
@@ -96,7 +111,7 @@ let package = Package(
     .target(
       name: "HostnatAgent",
       dependencies: [
-        "HostnatDataplane", "HostnatEngine", "HostnatPackets", "HostnatProto", "HostnatInternet", "HostnatWorkload", "HostnatTelemetry",
+        "HostnatDataplane", "HostnatEngine", "HostnatPackets", "HostnatProto", "HostnatInternet", "HostnatWorkload", "HostnatTelemetry", "HostnatTrace",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -141,7 +156,7 @@ let package = Package(
       name: "hostnat",
       dependencies: [
         "HostnatBench", "HostnatProto", "HostnatController", "HostnatAgent", "HostnatAdminCLI", "HostnatLab",
-        "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets", "HostnatTelemetry",
+        "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets", "HostnatTelemetry", "HostnatTrace",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -174,6 +189,14 @@ let package = Package(
     .testTarget(name: "HostnatLabTests", dependencies: ["HostnatLab", "HostnatAgent"], swiftSettings: strict),
     // Runs the built `hostnat` binary: controller, CLI and lab end to end on loopback.
     .testTarget(name: "HostnatCLITests", swiftSettings: strict),
+    .testTarget(
+      name: "HostnatNetnsTests",
+      dependencies: ["HostnatNetns", "HostnatDataplane", "HostnatEngine", "HostnatPackets"],
+      swiftSettings: strict),
+    .testTarget(name: "HostnatTraceTests", dependencies: [
+      "HostnatTrace", "HostnatProto",
+      .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ], swiftSettings: strict),
     .testTarget(name: "HostnatProtoTests", dependencies: [
       "HostnatProto",
       .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -8,6 +8,7 @@ public import HostnatProto
 import SwiftProtobuf
 import Synchronization
 import HostnatTelemetry
+public import HostnatTrace
 
 /// How to start the edge (`hostnat edge`).
 public struct EdgeOptions: Sendable {
@@ -18,6 +19,8 @@ public struct EdgeOptions: Sendable {
   /// Where to serve Prometheus metrics; nil: not served.
   public var metrics: HostnatDataplane.SocketAddress?
   public var timing = ControlTiming()
+  /// Where every control message is recorded (`--trace-control`), if anywhere.
+  public var trace: ControlTrace?
 
   public init(controller: String, underlay: HostnatDataplane.SocketAddress, stateDir: String) {
     self.controller = controller
@@ -152,13 +155,20 @@ public final class EdgeNode: Sendable {
       }
     })
     link.heard()
+    let trace = options.trace
+    let stream = trace?.nextStream() ?? 0
+    let controller = options.controller
     try await control.connect(options: ControlLink.streamOptions) { writer in
-      for await message in outbound { try await writer.write(message) }
+      for await message in outbound {
+        trace?.record(.sent, peer: controller, stream: stream, message)
+        try await writer.write(message)
+      }
     } onResponse: { response in
       try await self.link.serve(
         response.messages, outbound: continuation,
         heartbeat: { .with { $0.heartbeat = .with { $0.sentMs = nowMs() } } }
       ) { message in
+        trace?.record(.received, peer: controller, stream: stream, message)
         if case .push(let push)? = message.message { return self.handlePush(push) }
         return nil
       }

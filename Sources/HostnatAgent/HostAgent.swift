@@ -8,6 +8,7 @@ public import HostnatProto
 import SwiftProtobuf
 import Synchronization
 import HostnatTelemetry
+public import HostnatTrace
 
 /// How to start a host agent (`hostnat agent`).
 public struct AgentOptions: Sendable {
@@ -22,6 +23,8 @@ public struct AgentOptions: Sendable {
   /// Where to serve Prometheus metrics (`/metrics`, `/healthz`); nil: not served.
   public var metrics: HostnatDataplane.SocketAddress?
   public var timing = ControlTiming()
+  /// Where every control message is recorded (`--trace-control`), if anywhere.
+  public var trace: ControlTrace?
 
   public init(hostID: String, controller: String, underlay: HostnatDataplane.SocketAddress, stateDir: String, edge: HostnatDataplane.SocketAddress?) {
     self.hostID = hostID
@@ -248,13 +251,20 @@ public final class HostAgent: Sendable {
     link.heard()
     outbox.withLock { $0 = continuation }
     defer { outbox.withLock { $0 = nil } }
+    let trace = options.trace
+    let stream = trace?.nextStream() ?? 0
+    let controller = options.controller
     try await control.connect(options: ControlLink.streamOptions) { writer in
-      for await message in outbound { try await writer.write(message) }
+      for await message in outbound {
+        trace?.record(.sent, peer: controller, stream: stream, message)
+        try await writer.write(message)
+      }
     } onResponse: { response in
       try await self.link.serve(
         response.messages, outbound: continuation,
         heartbeat: { .with { $0.heartbeat = .with { $0.sentMs = nowMs() } } }
       ) { message in
+        trace?.record(.received, peer: controller, stream: stream, message)
         switch message.message {
         case .push(let push)?: return self.handlePush(push)
         case .portGrant(let grant)?:

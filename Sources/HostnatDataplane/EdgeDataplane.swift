@@ -39,7 +39,30 @@ public struct EdgeDataplaneStats: Codable, Sendable, Hashable {
   public var ticks: UInt64 = 0
   /// Routed packets by agent address ("127.0.0.1:4001").
   public var perHost: [String: UInt64] = [:]
+  /// Packets from an agent to an address that is neither an emulated server nor a routed NAT
+  /// IP:port, forwarded to the uplink (only while an uplink is set).
+  public var uplinkForwarded: UInt64 = 0
+  /// Datagrams received from the uplink (each is routed like a server reply: to the agent owning
+  /// its destination NAT IP:port, or counted in `droppedUnowned`).
+  public var uplinkReceived: UInt64 = 0
   public init() {}
+
+  /// Missing keys read as zero, so status files written before a counter existed still decode.
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    func count(_ key: CodingKeys) throws -> UInt64 { try c.decodeIfPresent(UInt64.self, forKey: key) ?? 0 }
+    received = try count(.received)
+    routed = try count(.routed)
+    hairpinned = try count(.hairpinned)
+    droppedUnowned = try count(.droppedUnowned)
+    malformed = try count(.malformed)
+    sent = try count(.sent)
+    sendErrors = try count(.sendErrors)
+    ticks = try count(.ticks)
+    perHost = try c.decodeIfPresent([String: UInt64].self, forKey: .perHost) ?? [:]
+    uplinkForwarded = try count(.uplinkForwarded)
+    uplinkReceived = try count(.uplinkReceived)
+  }
 }
 
 /// Sorted port ranges keyed by (NAT IP, first port), searched by bisection; 1:1 external IPs by hash.
@@ -98,18 +121,37 @@ struct RouteTable {
 /// ranges from `setRoutes`). A packet from an agent to a routed NAT IP:port (one VM talking to
 /// another's NAT address) goes straight to the owner, as the Internet would carry it.
 ///
+/// With an uplink (`setUplink`, off by default) the edge is also a router to a real Internet: packets
+/// from agents to addresses that are none of the emulated servers go to the uplink (Geneve VNI 2,
+/// e.g. a TUN bridge into a network namespace whose kernel owns those addresses), and datagrams
+/// from the uplink are routed to agents by NAT IP:port, as server replies are.
+///
 /// The servers and counters sit behind one lock, taken once per received batch and per tick.
 public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Sendable {
   struct State: EndpointLoopState {
     static var vni: UInt32 { Underlay.internetVNI }
     let servers: Servers
     var routes = RouteTable()
+    /// Where packets for non-server addresses go (nil: to the servers, which count them as unknown).
+    var uplink: SocketAddress?
+    /// Addresses the emulated servers answer (only read while an uplink is set).
+    var serverIPs: Set<UInt32> = []
     var routedByHost: [UInt64] = []
     var stats = EdgeDataplaneStats()
     var clock = MonotonicClamp()
     var nextTick: UInt64 = 0
 
-    mutating func deliver(_ inner: UnsafeMutableRawBufferPointer, destination: UInt32, now: UInt64, _ out: inout BatchSender) {
+    mutating func deliver(
+      _ inner: UnsafeMutableRawBufferPointer, destination: UInt32, from sender: SocketAddress, now: UInt64,
+      _ out: inout BatchSender
+    ) {
+      if let uplink, sender == uplink {
+        // The real Internet answering (or calling): route by NAT IP:port like a server reply; never
+        // back to the uplink, so nothing can loop.
+        stats.uplinkReceived &+= 1
+        route(UnsafeRawBufferPointer(inner), &out)
+        return
+      }
       if let port = InnerPacket.routingPort(inner) {
         let h = routes.lookup(ip: destination, port: port)
         if h >= 0 {
@@ -120,6 +162,14 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
           }
           return
         }
+      }
+      if let uplink, !serverIPs.contains(destination) {
+        if out.append(vni: Self.vni, inner: UnsafeRawBufferPointer(inner), to: uplink) {
+          stats.uplinkForwarded &+= 1
+        } else {
+          stats.malformed &+= 1
+        }
+        return
       }
       servers.receive(UnsafeRawBufferPointer(inner), now: now) { reply in route(reply, &out) }
     }
@@ -183,6 +233,22 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
       st.routedByHost = Array(repeating: 0, count: table.hosts.count)
     }
   }
+
+  /// Sets or clears (nil) the uplink to a real Internet (atomically, between batches). While set,
+  /// packets from agents whose destination is none of `serverIPs` and no routed NAT IP:port are sent
+  /// to `uplink` as Geneve VNI 2 (`uplinkForwarded`), and datagrams from `uplink` are routed to the
+  /// agent owning their destination NAT IP:port (`uplinkReceived`; unowned ones `droppedUnowned`).
+  /// With empty `serverIPs` every such packet goes to the uplink.
+  public func setUplink(_ uplink: SocketAddress?, serverIPs: Set<IPv4Address> = []) {
+    let ips = Set(serverIPs.map(\.value))
+    state.withLock { st in
+      st.uplink = uplink
+      st.serverIPs = uplink == nil ? [] : ips
+    }
+  }
+
+  /// The uplink in force (nil when off).
+  public var uplink: SocketAddress? { state.withLock { $0.uplink } }
 
   /// Runs `body` with the servers under the lock (for reading their counters).
   public func withServers<R: Sendable>(_ body: @Sendable (Servers) throws -> R) rethrows -> R {

@@ -53,8 +53,9 @@ protocol EndpointLoopState {
   var stats: Stats { get set }
   var clock: MonotonicClamp { get set }
   var nextTick: UInt64 { get set }
-  /// One well-formed inner IPv4 packet to `destination`.
-  mutating func deliver(_ inner: UnsafeMutableRawBufferPointer, destination: UInt32, now: UInt64, _ out: inout BatchSender)
+  /// One well-formed inner IPv4 packet to `destination`, from the underlay address `sender`.
+  mutating func deliver(
+    _ inner: UnsafeMutableRawBufferPointer, destination: UInt32, from sender: SocketAddress, now: UInt64, _ out: inout BatchSender)
   /// The endpoints' timers (every tick interval).
   mutating func tick(now: UInt64, _ out: inout BatchSender)
 }
@@ -92,7 +93,7 @@ func runEndpointLoop<State: EndpointLoopState>(
           st.stats.malformed &+= 1
           continue
         }
-        st.deliver(inner, destination: dst, now: now, &out)
+        st.deliver(inner, destination: dst, from: batch.address(at: i), now: now, &out)
       }
       if now >= st.nextTick {
         st.stats.ticks &+= 1

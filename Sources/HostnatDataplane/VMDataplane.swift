@@ -31,7 +31,9 @@ public final class VMDataplane<W: PacketEndpoint & SendableMetatype>: Sendable {
     var clock = MonotonicClamp()
     var nextTick: UInt64 = 0
 
-    mutating func deliver(_ inner: UnsafeMutableRawBufferPointer, destination: UInt32, now: UInt64, _ out: inout BatchSender) {
+    mutating func deliver(
+      _ inner: UnsafeMutableRawBufferPointer, destination: UInt32, from sender: SocketAddress, now: UInt64, _ out: inout BatchSender
+    ) {
       guard let w = byIP[destination] else {
         stats.unknownDestination &+= 1
         return

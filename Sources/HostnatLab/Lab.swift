@@ -7,6 +7,9 @@ public struct Lab: Sendable {
   public var dir: String
   /// Progress lines go here (stdout for the CLI, a collector in tests).
   public var say: @Sendable (String) -> Void
+  /// `lab up --trace-control`: the controller, the edge and every agent write each control
+  /// message to `control-trace.jsonl` in their state dir (read with `hostnat trace show`).
+  public var traceControl = false
 
   public init(dir: String, say: @escaping @Sendable (String) -> Void = { print($0) }) {
     self.dir = (dir as NSString).standardizingPath.hasPrefix("/") ? dir : FileManager.default.currentDirectoryPath + "/" + dir
@@ -36,6 +39,9 @@ public struct Lab: Sendable {
       let log = dir + "/logs/" + name.replacingOccurrences(of: "/", with: "-") + ".log"
       try fm.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
       var arguments = arguments
+      if traceControl && !name.hasPrefix("proxy/") && !name.hasPrefix("vm/") {
+        arguments += ["--trace-control", stateDir + "/control-trace.jsonl"]
+      }
       var metricsAddress: String?
       if metrics {
         metricsAddress = "127.0.0.1:\(try Processes.freePort())"

@@ -1,11 +1,13 @@
 import Synchronization
 import GRPCCore
 import HostnatProto
+import HostnatTrace
+import SwiftProtobuf
 
 /// The life of one control stream, shared by the agent and edge services: the first message
 /// must be a hello; then the outbox (pushes, grants, heartbeats) is written while inbound
 /// messages are handled, until either side ends or the registry shuts down.
-struct ControlStream<Inbound: Sendable, Outbound: Sendable> {
+struct ControlStream<Inbound: SwiftProtobuf.Message & Sendable, Outbound: SwiftProtobuf.Message & Sendable> {
   let registry: SessionRegistry<Outbound>
   let heartbeatInterval: Duration
   let nowMs: @Sendable () -> Int64
@@ -17,14 +19,22 @@ struct ControlStream<Inbound: Sendable, Outbound: Sendable> {
   let opened: @Sendable (Hostnat_V1_Hello) async throws -> Void
   /// Handles every message after the hello.
   let received: @Sendable (String, Inbound) async throws -> Void
+  /// Where every message of the stream is recorded (`--trace-control`), if anywhere.
+  var trace: ControlTrace? = nil
+  /// The host's transport address: the stream's name in a trace until its hello names the host.
+  var remote = ""
 
   func run(request: RPCAsyncSequence<Inbound, any Error>, response: RPCWriter<Outbound>) async throws {
     let (outbox, outboxContinuation) = AsyncStream<Outbound>.makeStream(bufferingPolicy: .unbounded)
     let registry = self.registry
+    let trace = self.trace
+    let traceStream = trace?.nextStream() ?? 0
+    let peer = TracePeer(remote)
 
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask {
         for await message in outbox {
+          trace?.record(.sent, peer: peer.name.withLock { $0 }, stream: traceStream, message)
           try await response.write(message)
         }
       }
@@ -49,6 +59,10 @@ struct ControlStream<Inbound: Sendable, Outbound: Sendable> {
         }
         for try await message in request {
           lastHeard.value.withLock { $0 = .now }
+          if trace != nil, session == nil, let hello = hello(message), !hello.hostID.isEmpty {
+            peer.name.withLock { $0 = hello.hostID }
+          }
+          trace?.record(.received, peer: peer.name.withLock { $0 }, stream: traceStream, message)
           if let session {
             try await received(session.hostID, message)
             continue
@@ -91,4 +105,10 @@ struct ControlStream<Inbound: Sendable, Outbound: Sendable> {
 /// When a stream last received anything, shared by its reader and its silence check.
 final class LastHeard: Sendable {
   let value = Mutex(ContinuousClock.now)
+}
+
+/// The name a stream's messages carry in a trace, shared by its reader and writer.
+final class TracePeer: Sendable {
+  let name: Mutex<String>
+  init(_ name: String) { self.name = Mutex(name) }
 }

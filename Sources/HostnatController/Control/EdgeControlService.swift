@@ -1,6 +1,7 @@
 public import GRPCCore
 import SwiftProtobuf
 public import HostnatProto
+public import HostnatTrace
 
 /// Serves the edge's control stream (proto: EdgeControlService): the routing snapshot from NAT
 /// IP:port blocks to hosts, with the same version and ACK rules as host configs.
@@ -8,6 +9,8 @@ public struct EdgeControlService: Hostnat_V1_EdgeControlService.SimpleServicePro
   public let store: ControllerStore
   public let registry: SessionRegistry<Hostnat_V1_EdgeControllerMessage>
   let heartbeatInterval: Duration
+  /// Where every control message is recorded (`--trace-control`), if anywhere.
+  public var trace: ControlTrace?
   let nowMs: MillisecondClock
 
   public init(
@@ -27,7 +30,7 @@ public struct EdgeControlService: Hostnat_V1_EdgeControlService.SimpleServicePro
     response: RPCWriter<Hostnat_V1_EdgeControllerMessage>,
     context: ServerContext
   ) async throws {
-    let stream = ControlStream<Hostnat_V1_EdgeMessage, Hostnat_V1_EdgeControllerMessage>(
+    var stream = ControlStream<Hostnat_V1_EdgeMessage, Hostnat_V1_EdgeControllerMessage>(
       registry: registry,
       heartbeatInterval: heartbeatInterval,
       nowMs: nowMs,
@@ -42,6 +45,8 @@ public struct EdgeControlService: Hostnat_V1_EdgeControlService.SimpleServicePro
       },
       received: { [self] edgeID, message in try handle(edgeID: edgeID, message) }
     )
+    stream.trace = trace
+    stream.remote = context.remotePeer
     try await stream.run(request: request, response: response)
   }
 

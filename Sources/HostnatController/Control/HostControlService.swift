@@ -2,6 +2,7 @@ import Foundation
 public import GRPCCore
 import SwiftProtobuf
 public import HostnatProto
+public import HostnatTrace
 
 /// Millisecond wall clock, injectable so tests can control time.
 public typealias MillisecondClock = @Sendable () -> Int64
@@ -19,6 +20,8 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
   public let store: ControllerStore
   public let registry: SessionRegistry<Hostnat_V1_ControllerMessage>
   let heartbeatInterval: Duration
+  /// Where every control message is recorded (`--trace-control`), if anywhere.
+  public var trace: ControlTrace?
   let nowMs: MillisecondClock
   let portRequests: PortRequestHandler?
   let usageReports: (@Sendable (String, Hostnat_V1_PortUsageReport) async -> Void)?
@@ -50,7 +53,7 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
     response: RPCWriter<Hostnat_V1_ControllerMessage>,
     context: ServerContext
   ) async throws {
-    let stream = ControlStream<Hostnat_V1_AgentMessage, Hostnat_V1_ControllerMessage>(
+    var stream = ControlStream<Hostnat_V1_AgentMessage, Hostnat_V1_ControllerMessage>(
       registry: registry,
       heartbeatInterval: heartbeatInterval,
       nowMs: nowMs,
@@ -67,6 +70,8 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
       },
       received: { [self] hostID, message in try await handle(hostID: hostID, message) }
     )
+    stream.trace = trace
+    stream.remote = context.remotePeer
     try await stream.run(request: request, response: response)
   }
 

@@ -4,6 +4,7 @@ import HostnatTelemetry
 import GRPCNIOTransportHTTP2
 import HostnatPackets
 import HostnatProto
+import HostnatTrace
 public import Logging
 import ServiceLifecycle
 import Synchronization
@@ -47,11 +48,13 @@ public struct ControllerOptions: Sendable, Equatable {
   public var leaseCheckInterval: Duration
   /// Where to serve Prometheus metrics (`/metrics`, `/healthz`): host and port (0: any); nil: not served.
   public var metrics: (host: String, port: Int)?
+  /// File to append every control message to as a JSON line (`--trace-control`); nil: none.
+  public var traceControl: String?
 
   public static func == (a: ControllerOptions, b: ControllerOptions) -> Bool {
     a.dataDirectory == b.dataDirectory && a.host == b.host && a.port == b.port && a.autoPools == b.autoPools
       && a.heartbeat == b.heartbeat && a.leaseCheckInterval == b.leaseCheckInterval
-      && a.metrics?.host == b.metrics?.host && a.metrics?.port == b.metrics?.port
+      && a.metrics?.host == b.metrics?.host && a.metrics?.port == b.metrics?.port && a.traceControl == b.traceControl
   }
 
   public init(
@@ -147,7 +150,15 @@ public struct ControllerServer: Sendable {
     // core: the handler reads the core through this reference, set before serving starts.
     let coreReference = Mutex<ControllerCore?>(nil)
     let logger = self.logger
-    let hostService = HostControlService(
+    var trace: ControlTrace?
+    if let path = options.traceControl {
+      do {
+        trace = try ControlTrace(path: path, side: "controller", selfName: "\(options.host):\(options.port)")
+      } catch {
+        throw ControllerStartError.badOption(option: "--trace-control", reason: error.description)
+      }
+    }
+    var hostServiceDraft = HostControlService(
       store: store, registry: SessionRegistry(), heartbeatInterval: options.heartbeat,
       portRequests: { hostID, request in
         guard let core = coreReference.withLock({ $0 }) else {
@@ -181,7 +192,10 @@ public struct ControllerServer: Sendable {
           logger.error("refreshing edge routes failed", metadata: ["host": "\(hello.hostID)", "error": "\(error)"])
         }
       })
-    let edgeService = EdgeControlService(store: store, registry: SessionRegistry(), heartbeatInterval: options.heartbeat)
+    var edgeServiceDraft = EdgeControlService(store: store, registry: SessionRegistry(), heartbeatInterval: options.heartbeat)
+    hostServiceDraft.trace = trace
+    edgeServiceDraft.trace = trace
+    let (hostService, edgeService) = (hostServiceDraft, edgeServiceDraft)
     let core: ControllerCore
     do {
       core = try ControllerCore(store: store, hosts: hostService, edge: edgeService, autoPools: options.autoPools)

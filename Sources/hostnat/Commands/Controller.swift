@@ -21,6 +21,9 @@ struct ControllerCommand: AsyncParsableCommand {
   @Option(help: "Serve Prometheus metrics (/metrics, /healthz) on HOST:PORT (port 0: any).")
   var metrics: String?
 
+  @Option(help: "Append every control message sent and received to FILE as a JSON line (read it with `hostnat trace show`).")
+  var traceControl: String?
+
   @Option(help: "Control-stream heartbeat interval in milliseconds.")
   var heartbeatMs = 1000
 
@@ -46,6 +49,7 @@ struct ControllerCommand: AsyncParsableCommand {
       let pools = autoNatPool.isEmpty ? ControllerOptions.defaultAutoPools : try ControllerOptions.parseAutoPools(autoNatPool)
       var options = ControllerOptions(
         dataDirectory: dataDir, host: host, port: port, autoPools: pools, heartbeat: .milliseconds(heartbeatMs))
+      options.traceControl = traceControl
       if let metrics {
         let (metricsHost, metricsPort) = try ControllerOptions.parseListen(metrics)
         options.metrics = (metricsHost, metricsPort)

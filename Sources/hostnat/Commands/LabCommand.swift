@@ -27,11 +27,15 @@ struct LabUp: AsyncParsableCommand {
   static let configuration = CommandConfiguration(commandName: "up", abstract: "Start a lab in the background.")
   @OptionGroup var lab: LabOptions
   @Option(help: "Topology YAML file (default: the embedded deploy/lab/default.yaml).") var topology: String?
+  @Flag(help: "The controller, the edge and each agent write every control message to control-trace.jsonl in their state dir.")
+  var traceControl = false
 
   func run() async throws {
     try await labMain {
       let (parsed, name) = try loadTopology(topology)
-      _ = try await Lab(dir: lab.dir).up(parsed, topologyName: name)
+      var runner = Lab(dir: lab.dir)
+      runner.traceControl = traceControl
+      _ = try await runner.up(parsed, topologyName: name)
     }
   }
 }

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import UnixSignals
 import HostnatInternet
 import HostnatLab
+import HostnatTrace
 
 /// Runs one long-lived role until SIGTERM or SIGINT, then lets it stop cleanly.
 struct RoleService: Service {
@@ -41,11 +42,13 @@ struct AgentCommand: AsyncParsableCommand {
   @Option(help: "The edge's underlay address: where Internet-bound packets go.") var edge: SocketAddress?
   @Option(help: "Flow table capacity.") var flows: Int = 262_144
   @Option(help: "Serve Prometheus metrics (/metrics, /healthz) on HOST:PORT (port 0: any).") var metrics: SocketAddress?
+  @Option(help: "Append every control message sent and received to FILE as a JSON line (read it with `hostnat trace show`).") var traceControl: String?
 
   func run() async throws {
     var options = AgentOptions(hostID: hostId, controller: controller, underlay: underlay, stateDir: stateDir, edge: edge)
     options.flowCapacity = flows
     options.metrics = metrics
+    options.trace = try traceControl.map { path in try openTrace(path, side: "agent", name: hostId) }
     let agent = try HostAgent(options: options)
     print("agent \(hostId) underlay \(agent.underlayAddress) controller \(controller) config v\(agent.link.status.appliedVersion) flow table \(agent.flowTableAttached ? "attached" : "new")")
     try await runRole("agent") { await agent.run() }
@@ -65,10 +68,12 @@ struct EdgeCommand: AsyncParsableCommand {
   @Option(help: "An Internet server: IP=SERVICE,... (udp-echo, tcp-echo, icmp-echo, whoami, stun, filtering-probe). Repeatable; default: the lab's three.")
   var server: [String] = []
   @Option(help: "Serve Prometheus metrics (/metrics, /healthz) on HOST:PORT (port 0: any).") var metrics: SocketAddress?
+  @Option(help: "Append every control message sent and received to FILE as a JSON line (read it with `hostnat trace show`).") var traceControl: String?
 
   func run() async throws {
     var options = EdgeOptions(controller: controller, underlay: underlay, stateDir: stateDir)
     options.metrics = metrics
+    options.trace = try traceControl.map { path in try openTrace(path, side: "edge", name: "edge") }
     if !server.isEmpty { options.servers = try server.map { try ServiceNames.parseServer($0) } }
     let edge = try EdgeNode(options: options)
     print("edge underlay \(edge.underlayAddress) controller \(controller) servers \(options.servers.map { "\($0.ip)" }.joined(separator: ","))")
@@ -107,5 +112,14 @@ struct ControlProxyCommand: AsyncParsableCommand {
         print("control-proxy: \(error)")
       }
     }
+  }
+}
+
+/// Opens a `--trace-control` file, or fails the command with the reason.
+func openTrace(_ path: String, side: String, name: String) throws -> ControlTrace {
+  do {
+    return try ControlTrace(path: path, side: side, selfName: name)
+  } catch {
+    throw ValidationError("--trace-control: \(error.description)")
   }
 }

@@ -1,0 +1,111 @@
+import Foundation
+import HostnatDataplane
+import HostnatPackets
+import Testing
+
+/// Answers UDP at 198.51.100.1 (an emulated server) with the payload reversed; counts everything.
+final class OneServer: PacketEndpoint {
+  static let address = IPv4Address(198, 51, 100, 1)
+  var received = 0
+  var unknown = 0
+
+  func receive(_ packet: UnsafeRawBufferPointer, now: UInt64, emit: (UnsafeRawBufferPointer) -> Void) {
+    received += 1
+    guard let p = try? PacketParser.parse(Array(packet)), p.destination == Self.address else {
+      unknown += 1
+      return
+    }
+    guard case .udp(let s, let d, _) = p.transport else { return }
+    PacketBuilder.udp(source: p.destination, destination: p.source, sourcePort: d, destinationPort: s, payload: [42])
+      .withUnsafeBytes { emit($0) }
+  }
+
+  func tick(now: UInt64, emit: (UnsafeRawBufferPointer) -> Void) {}
+}
+
+@Suite("Edge uplink (loopback, no root)", .serialized)
+struct EdgeUplinkTests {
+  @Test("non-server destinations go to the uplink; uplink traffic is routed by NAT IP:port and never looped")
+  func uplinkRouting() throws {
+    let edgeSocket = try bindLoopback()
+    let agent = try bindLoopback()
+    let uplink = try bindLoopback()
+    defer { [edgeSocket, agent, uplink].forEach { $0.close() } }
+    let edge = EdgeDataplane(socket: edgeSocket, servers: OneServer())
+    defer { edge.stop() }
+    try edge.setRoutes([EdgeRoute(natIP: natIP, firstPort: 1024, count: 64, host: agent.localAddress)])
+    #expect(edge.uplink == nil)
+    edge.setUplink(uplink.localAddress, serverIPs: [OneServer.address])
+    #expect(edge.uplink == uplink.localAddress)
+    edge.start()
+    let to = edgeSocket.localAddress
+
+    // To an emulated server: answered by it, nothing on the uplink.
+    let toServer = PacketBuilder.udp(source: natIP, destination: OneServer.address, sourcePort: 1030, destinationPort: 7, payload: [1])
+    try agent.send(Underlay.encapsulate(toServer, vni: Underlay.internetVNI), to: to)
+    let reply = try #require(try receiveGeneve(agent))
+    #expect(reply.vni == Underlay.internetVNI)
+    #expect(try PacketParser.parse(reply.inner).source == OneServer.address)
+
+    // To anything else: forwarded unchanged to the uplink as VNI 2.
+    let toInternet = PacketBuilder.udp(source: natIP, destination: inetServer, sourcePort: 1030, destinationPort: 7000, payload: [2, 3])
+    try agent.send(Underlay.encapsulate(toInternet, vni: Underlay.internetVNI), to: to)
+    let forwarded = try #require(try receiveGeneve(uplink))
+    #expect(forwarded.vni == Underlay.internetVNI)
+    #expect(forwarded.inner == toInternet)
+
+    // From the uplink to an owned NAT IP:port: routed to the owning agent, unchanged.
+    let back = PacketBuilder.udp(source: inetServer, destination: natIP, sourcePort: 7000, destinationPort: 1030, payload: [4])
+    try uplink.send(Underlay.encapsulate(back, vni: Underlay.internetVNI), to: to)
+    let routed = try #require(try receiveGeneve(agent))
+    #expect(routed.inner == back)
+
+    // From the uplink to a port nobody owns, or to a non-NAT address: dropped, not sent back up.
+    let unowned = PacketBuilder.udp(source: inetServer, destination: natIP, sourcePort: 7000, destinationPort: 5000, payload: [5])
+    let stray = PacketBuilder.udp(source: inetServer, destination: IPv4Address(192, 0, 2, 99), sourcePort: 7000, destinationPort: 1030)
+    try uplink.send(Underlay.encapsulate(unowned, vni: Underlay.internetVNI), to: to)
+    try uplink.send(Underlay.encapsulate(stray, vni: Underlay.internetVNI), to: to)
+    #expect(eventually { edge.stats().droppedUnowned == 2 })
+    #expect(try receiveGeneve(uplink, within: .milliseconds(200)) == nil)
+
+    let stats = edge.stats()
+    #expect(stats.uplinkForwarded == 1)
+    #expect(stats.uplinkReceived == 3)
+    #expect(edge.withServers { $0.unknown } == 0)
+
+    // Uplink off: the same packet goes to the servers, which do not know the address.
+    edge.setUplink(nil)
+    try agent.send(Underlay.encapsulate(toInternet, vni: Underlay.internetVNI), to: to)
+    #expect(eventually { edge.withServers { $0.unknown } == 1 })
+    #expect(try receiveGeneve(uplink, within: .milliseconds(200)) == nil)
+    #expect(edge.stats().uplinkForwarded == 1)
+  }
+
+  @Test("with no server IPs every non-routed packet goes up; an off uplink is the default")
+  func emptyServerSet() throws {
+    let edgeSocket = try bindLoopback()
+    let agent = try bindLoopback()
+    let uplink = try bindLoopback()
+    defer { [edgeSocket, agent, uplink].forEach { $0.close() } }
+    let edge = EdgeDataplane(socket: edgeSocket, servers: OneServer())
+    defer { edge.stop() }
+    edge.setUplink(uplink.localAddress)
+    edge.start()
+    let toServer = PacketBuilder.udp(source: natIP, destination: OneServer.address, sourcePort: 1030, destinationPort: 7)
+    try agent.send(Underlay.encapsulate(toServer, vni: Underlay.internetVNI), to: edgeSocket.localAddress)
+    #expect(try receiveGeneve(uplink)?.inner == toServer)
+    #expect(edge.withServers { $0.received } == 0)
+  }
+
+  @Test("edge stats decode without the uplink counters (older status files) and round-trip with them")
+  func statsDecoding() throws {
+    let old = try JSONDecoder().decode(EdgeDataplaneStats.self, from: Data(#"{"received":5,"routed":2,"perHost":{"a":1}}"#.utf8))
+    #expect(old.received == 5 && old.routed == 2 && old.uplinkForwarded == 0 && old.perHost == ["a": 1])
+    var stats = EdgeDataplaneStats()
+    stats.uplinkForwarded = 7
+    stats.uplinkReceived = 8
+    stats.malformed = 1
+    let again = try JSONDecoder().decode(EdgeDataplaneStats.self, from: JSONEncoder().encode(stats))
+    #expect(again == stats)
+  }
+}
