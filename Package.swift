@@ -78,7 +78,7 @@ let package = Package(
     ),
 
     // Namespaces mode (Linux, root): network namespaces, TUN devices, the TUN <-> Geneve bridge.
-    .target(name: "HostnatNetns", dependencies: ["HostnatPackets", "HostnatDataplane"], swiftSettings: hot),
+    .target(name: "HostnatNetns", dependencies: ["HostnatPackets", "HostnatEngine", "HostnatDataplane"], swiftSettings: hot),
 
     // Protocol study: control traces (`--trace-control`), their reading and their replay.
     .target(
@@ -137,7 +137,7 @@ let package = Package(
     .target(
       name: "HostnatLab",
       dependencies: [
-        "HostnatProto", "HostnatAgent", "HostnatDataplane", "HostnatWorkload", "HostnatInternet", "HostnatPackets",
+        "HostnatProto", "HostnatAgent", "HostnatDataplane", "HostnatWorkload", "HostnatInternet", "HostnatPackets", "HostnatNetns",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -156,7 +156,7 @@ let package = Package(
       name: "hostnat",
       dependencies: [
         "HostnatBench", "HostnatProto", "HostnatController", "HostnatAgent", "HostnatAdminCLI", "HostnatLab",
-        "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets", "HostnatTelemetry", "HostnatTrace",
+        "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets", "HostnatTelemetry", "HostnatTrace", "HostnatNetns",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),

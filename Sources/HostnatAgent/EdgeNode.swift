@@ -21,6 +21,9 @@ public struct EdgeOptions: Sendable {
   public var timing = ControlTiming()
   /// Where every control message is recorded (`--trace-control`), if anywhere.
   public var trace: ControlTrace?
+  /// A real Internet behind the edge (namespaces mode): packets for addresses none of `servers`
+  /// answers go there as Geneve VNI 2, and what comes back is routed like a server's reply.
+  public var uplink: HostnatDataplane.SocketAddress?
 
   public init(controller: String, underlay: HostnatDataplane.SocketAddress, stateDir: String) {
     self.controller = controller
@@ -61,6 +64,7 @@ public final class EdgeNode: Sendable {
     let saved = try routesFile.load()
     let socket = try UDPSocket(binding: options.underlay)
     dataplane = EdgeDataplane(socket: socket, servers: InternetServers(servers: options.servers))
+    if let uplink = options.uplink { dataplane.setUplink(uplink, serverIPs: Set(options.servers.map(\.ip))) }
     if let saved {
       let (routes, external) = try Self.routes(saved)
       try dataplane.setRoutes(routes, externalIPs: external)

@@ -1,6 +1,7 @@
 import Foundation
 import HostnatAgent
 import HostnatProto
+import HostnatNetns
 
 /// The lab's operations on a directory: bring a cluster up, report on it, take it down.
 public struct Lab: Sendable {
@@ -10,6 +11,9 @@ public struct Lab: Sendable {
   /// `lab up --trace-control`: the controller, the edge and every agent write each control
   /// message to `control-trace.jsonl` in their state dir (read with `hostnat trace show`).
   public var traceControl = false
+  /// `lab up --netns`: every VM is a network namespace with a TUN device, and the Internet side
+  /// is one too (`NetnsLab`), so real programs run behind the NAT (`hostnat lab exec`).
+  public var netns = false
 
   public init(dir: String, say: @escaping @Sendable (String) -> Void = { print($0) }) {
     self.dir = (dir as NSString).standardizingPath.hasPrefix("/") ? dir : FileManager.default.currentDirectoryPath + "/" + dir
@@ -22,7 +26,12 @@ public struct Lab: Sendable {
     if let existing = try? LabState.load(dir), existing.processes.contains(where: { Processes.isRunning($0.pid) }) {
       throw LabError("a lab is already running in \(dir) (hostnat lab down --dir \(dir) first)")
     }
+    if netns, let reason = NetworkNamespace.unavailableReason() {
+      throw LabError("--netns: \(reason)")
+    }
     let fm = FileManager.default
+    // A namespace left by a lab in this dir that was killed rather than taken down.
+    NetnsLab.removeNamespaces(labDir: dir)
     for sub in ["logs", "controller", "edge", "agents", "vms", "proxies"] {
       try? fm.removeItem(atPath: dir + "/" + sub)
     }
@@ -79,9 +88,20 @@ public struct Lab: Sendable {
            "--faults", proxyDir + "/faults.json", "--status", proxyDir + "/status.json"],
           stateDir: proxyDir, address: "127.0.0.1:\(port)")
       }
+      var uplink: [String] = []
+      if netns {
+        let bridge = "127.0.0.1:\(try Processes.freePort())"
+        try launch(
+          "netns/internet",
+          ["netns", "internet", "--namespace", NetnsLab.namespace(labDir: dir, role: "internet"),
+           "--address", NetnsLab.internetAddress + "/32"] + NetnsLab.internetServerIPs.flatMap { ["--server-ip", $0] }
+            + ["--edge", edge, "--underlay", bridge],
+          stateDir: dir + "/netns/internet", address: bridge)
+        uplink = ["--uplink", bridge]
+      }
       try launch(
         "edge", ["edge", "--controller", controlAddress["edge"] ?? controller, "--underlay", edge, "--state-dir", dir + "/edge"]
-          + topology.servers.flatMap { ["--server", "\($0.ip)=\($0.services.joined(separator: ","))"] },
+          + topology.servers.flatMap { ["--server", "\($0.ip)=\($0.services.joined(separator: ","))"] } + uplink,
         stateDir: dir + "/edge", address: edge, metrics: true)
       var agentAddress: [String: String] = [:]
       for host in topology.hosts {
@@ -97,7 +117,16 @@ public struct Lab: Sendable {
       try await waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
       say("  converged    every host and the edge acknowledged the latest config")
   
-      for instance in topology.instances {
+      for instance in topology.instances where netns {
+        let prefix = topology.networks.flatMap(\.subnets).first { $0.name == instance.subnet }
+          .flatMap { $0.range.split(separator: "/").last.map(String.init) } ?? "32"
+        try launch(
+          "vm/\(instance.name)",
+          ["netns", "vm", "--namespace", NetnsLab.namespace(labDir: dir, role: "vm-" + instance.name),
+           "--address", "\(instance.ip ?? "")/\(prefix)", "--agent", agentAddress[instance.host] ?? ""],
+          stateDir: dir + "/vms/" + instance.name, address: agentAddress[instance.host] ?? "")
+      }
+      for instance in topology.instances where !netns {
         let stateDir = dir + "/vms/" + instance.name
         var arguments = [
           "vm", "--host-id", instance.host, "--name", instance.name, "--ip", instance.ip ?? "",
@@ -111,7 +140,9 @@ public struct Lab: Sendable {
         }
         try launch("vm/\(instance.name)", arguments, stateDir: stateDir, address: agentAddress[instance.host] ?? "")
       }
-      say("  workloads    \(topology.instances.count) VM(s) sending traffic")
+      say(netns
+        ? "  namespaces   \(topology.instances.count) VM(s) and the Internet (\(([NetnsLab.internetAddress] + NetnsLab.internetServerIPs).joined(separator: ", "))); run programs with hostnat lab exec"
+        : "  workloads    \(topology.instances.count) VM(s) sending traffic")
       try await Task.sleep(for: .milliseconds(300))
       let dead = state.processes.filter { !Processes.isRunning($0.pid) }
       if let first = dead.first {
@@ -124,9 +155,10 @@ public struct Lab: Sendable {
       return state
     } catch {
       say("  bringing the lab up failed: \(error); stopping what was started")
-      for prefix in ["vm/", "agent/", "edge", "proxy/", "controller"] {
+      for prefix in ["vm/", "agent/", "edge", "netns/", "proxy/", "controller"] {
         await Processes.stop(state.processes.filter { $0.name.hasPrefix(prefix) }.map(\.pid))
       }
+      if netns { NetnsLab.removeNamespaces(labDir: dir) }
       throw error
     }
   }
@@ -163,13 +195,18 @@ public struct Lab: Sendable {
   /// reports are written, the controller last. Logs and state stay.
   public func down() async throws {
     let state = try LabState.load(dir)
-    let order = ["vm/", "agent/", "edge", "proxy/", "controller"]
+    // Programs started in the lab's namespaces (`lab exec`) end first: a namespace process that
+    // deletes its namespace on SIGTERM would leave them running in an unnamed one.
+    NetnsLab.removeNamespaces(labDir: dir)
+    let order = ["vm/", "agent/", "edge", "netns/", "proxy/", "controller"]
     var forced: [String] = []
     for prefix in order {
       let group = state.processes.filter { $0.name.hasPrefix(prefix) }
       let stubborn = await Processes.stop(group.map(\.pid))
       forced += group.filter { stubborn.contains($0.pid) }.map(\.name)
     }
+    // A namespace process that was killed could not remove its namespace.
+    NetnsLab.removeNamespaces(labDir: dir)
     let left = state.processes.filter { Processes.isRunning($0.pid) }
     guard left.isEmpty else { throw LabError("still running: \(left.map { "\($0.name) (\($0.pid))" }.joined(separator: ", "))") }
     say("lab in \(dir) is down (\(state.processes.count) processes stopped\(forced.isEmpty ? "" : "; needed SIGKILL: " + forced.joined(separator: ", "))); logs in \(relative(dir + "/logs"))")

@@ -14,13 +14,33 @@ public enum Processes {
 
   /// Starts `executable arguments` detached, stdout and stderr appended to `log`. Returns the pid.
   public static func spawn(_ executable: String, _ arguments: [String], log: String) throws -> Int32 {
+    try spawn(executable, arguments, log: Optional(log))
+  }
+
+  /// Runs `executable arguments` in the foreground with this process's stdin, stdout and stderr,
+  /// and returns its exit status (128 + signal when a signal ended it).
+  public static func runInForeground(_ executable: String, _ arguments: [String]) throws -> Int32 {
+    let pid = try spawn(executable, arguments, log: nil)
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let signal = status & 0x7f
+    return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+  }
+
+  /// With a log: detached (new session), output to the log. Without: stdio inherited, same session.
+  /// Either way the child gets default signal dispositions and an empty mask: a thread of the
+  /// cooperative pool blocks nearly every signal, and a child that inherited that mask could not
+  /// be stopped with SIGTERM or Ctrl-C.
+  static func spawn(_ executable: String, _ arguments: [String], log: String?) throws -> Int32 {
     closeOnExec()
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    if let log {
+      posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+      posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+      posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    }
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
@@ -31,7 +51,7 @@ public enum Processes {
     var all = sigset_t()
     sigfillset(&all)
     posix_spawnattr_setsigdefault(&attributes, &all)
-    posix_spawnattr_setflags(&attributes, Int16(posixSpawnSetSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    posix_spawnattr_setflags(&attributes, Int16((log == nil ? 0 : posixSpawnSetSID) | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { for p in argv { free(p) } }
     var pid: pid_t = 0

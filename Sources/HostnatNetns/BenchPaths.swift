@@ -1,3 +1,4 @@
+internal import Foundation
 internal import Glibc
 internal import HostnatDataplane
 internal import HostnatEngine
@@ -227,7 +228,20 @@ final class HostnatNATPath: BenchPath {
   func counters() -> HostnatPathCounters {
     HostnatPathCounters(
       vmBridge: vm.bridge.stats(), internetBridge: inet.bridge.stats(), edgeReceived: edge.stats().received,
-      edgeUplinkForwarded: edge.stats().uplinkForwarded, agentTranslatedOut: agent.stats().global.translatedOut)
+      edgeUplinkForwarded: edge.stats().uplinkForwarded, agentTranslatedOut: agent.stats().global.translatedOut,
+      vmDeviceTxDropped: Self.txDropped(vm))
+  }
+
+  /// Packets the client's kernel routed out of its TUN device that the device dropped because the
+  /// bridge had not read its queue yet (a TUN device gives the sender no backpressure), from
+  /// `ip -s -j link`; nil when unreadable.
+  static func txDropped(_ side: BridgedNamespace) -> UInt64? {
+    guard let result = try? side.namespace.ip(["-s", "-j", "link", "show", "dev", side.device.name]),
+      let list = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [[String: Any]],
+      let stats = list.first?["stats64"] as? [String: Any], let tx = stats["tx"] as? [String: Any],
+      let dropped = tx["dropped"] as? NSNumber
+    else { return nil }
+    return dropped.uint64Value
   }
 }
 
@@ -240,4 +254,6 @@ public struct HostnatPathCounters: Codable, Sendable, Hashable {
   public var edgeReceived: UInt64
   public var edgeUplinkForwarded: UInt64
   public var agentTranslatedOut: UInt64
+  /// Dropped by the client's TUN device (its queue was full: the generator outran the path).
+  public var vmDeviceTxDropped: UInt64?
 }

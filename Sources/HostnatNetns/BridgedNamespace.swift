@@ -42,10 +42,10 @@ public final class BridgedNamespace: Sendable {
   /// Geneve VNI 1 to the host agent at `agent`. The bridge is not started.
   public static func vm(
     namespace: String, address: IPv4Address, prefixLength: Int, agent: SocketAddress, mtu: Int = PathMTU.vmMTU,
-    deviceName: String = TunDevice.defaultName, underlayIP: IPv4Address = IPv4Address(127, 0, 0, 1)
+    deviceName: String = TunDevice.defaultName, underlayIP: IPv4Address = IPv4Address(127, 0, 0, 1), underlayPort: UInt16 = 0
   ) throws(NetnsError) -> BridgedNamespace {
     try make(
-      namespace: namespace, deviceName: deviceName, underlayIP: underlayIP,
+      namespace: namespace, deviceName: deviceName, underlay: SocketAddress(ip: underlayIP, port: underlayPort),
       bridge: TunBridgeConfiguration(vni: Underlay.overlayVNI, peer: agent, mtu: mtu)
     ) { device throws(NetnsError) in
       try device.configure(address: address, prefixLength: prefixLength, mtu: mtu, routes: [IPv4CIDR(IPv4Address(0), prefixLength: 0)!])
@@ -60,10 +60,10 @@ public final class BridgedNamespace: Sendable {
   public static func internet(
     namespace: String, address: IPv4Address, prefixLength: Int, serverAddresses: [IPv4Address] = [], edge: SocketAddress,
     mtu: Int = PathMTU.internetMTU, deviceName: String = TunDevice.defaultName,
-    underlayIP: IPv4Address = IPv4Address(127, 0, 0, 1)
+    underlayIP: IPv4Address = IPv4Address(127, 0, 0, 1), underlayPort: UInt16 = 0
   ) throws(NetnsError) -> BridgedNamespace {
     try make(
-      namespace: namespace, deviceName: deviceName, underlayIP: underlayIP,
+      namespace: namespace, deviceName: deviceName, underlay: SocketAddress(ip: underlayIP, port: underlayPort),
       bridge: TunBridgeConfiguration(vni: Underlay.internetVNI, peer: edge, mtu: mtu)
     ) { device throws(NetnsError) in
       try device.configure(address: address, prefixLength: prefixLength, mtu: mtu)
@@ -73,7 +73,7 @@ public final class BridgedNamespace: Sendable {
   }
 
   private static func make(
-    namespace name: String, deviceName: String, underlayIP: IPv4Address, bridge configuration: TunBridgeConfiguration,
+    namespace name: String, deviceName: String, underlay: SocketAddress, bridge configuration: TunBridgeConfiguration,
     configure: (TunDevice) throws(NetnsError) -> Void
   ) throws(NetnsError) -> BridgedNamespace {
     let ns = try NetworkNamespace.create(named: name)
@@ -82,7 +82,7 @@ public final class BridgedNamespace: Sendable {
       try configure(device)
       let socket: UDPSocket
       do {
-        socket = try UDPSocket(binding: SocketAddress(ip: underlayIP, port: 0))
+        socket = try UDPSocket(binding: underlay)
       } catch {
         throw NetnsError(.systemCall, error.description, errno: error.code)
       }

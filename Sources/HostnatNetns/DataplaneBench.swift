@@ -282,7 +282,9 @@ public enum DataplaneBench {
       // new for 100 ms (at most 3 s), so the next phase runs on an idle path.
       var seen = server.count().packets
       var quiet = 0
-      for _ in 0..<300 where quiet < 10 {
+      var checks = 0
+      while quiet < 10 && checks < 300 {
+        checks += 1
         usleep(10_000)
         let now = server.count().packets
         quiet = now == seen ? quiet + 1 : 0

@@ -8,7 +8,7 @@ struct Hostnat: AsyncParsableCommand {
     abstract: "Cloud NAT's architecture as runnable software: a controller, host agents that translate, and an emulated Internet.",
     version: HostnatVersion.string,
     subcommands: [
-      LabCommand.self, ControllerCommand.self, AgentCommand.self, EdgeCommand.self, VMCommand.self, ControlProxyCommand.self, LogsCommand.self, TraceCommand.self,
+      LabCommand.self, ControllerCommand.self, AgentCommand.self, EdgeCommand.self, VMCommand.self, ControlProxyCommand.self, LogsCommand.self, TraceCommand.self, NetnsCommand.self,
     ] + AdminCommands.all + [BenchCommand.self, VersionCommand.self]
   )
 }

@@ -68,7 +68,7 @@ struct LabEndToEndTests {
     let dir = try TemporaryDirectory()
     let lab = dir.path + "/lab"
     let up = try await Hostnat.run(["lab", "up", "--dir", lab], timeout: .seconds(90))
-    defer { Task { _ = try? await Hostnat.run(["lab", "down", "--dir", lab]) } }
+    defer { labDownNow(lab) }
     #expect(up.exitCode == 0, "\(up.stderr)")
     #expect(up.stdout.contains("agent/host-3") && up.stdout.contains("vm/vm-6") && up.stdout.contains("logs/"))
 

@@ -20,7 +20,7 @@ struct ScenarioTests {
     let lab = dir.path + "/lab"
     let up = try await Hostnat.run(["lab", "up", "--dir", lab], timeout: .seconds(90))
     #expect(up.exitCode == 0, "\(up.stderr)")
-    defer { Task { _ = try? await Hostnat.run(["lab", "down", "--dir", lab]) } }
+    defer { labDownNow(lab) }
     for name in ["controller-kill", "controller-pause", "control-partition", "agent-restart", "edge-restart", "control-chaos", "bad-config", "drain-ip", "remove-ip-undrained", "controller-crash-during-writes", "port-exhaustion", "dpa-crash"] {
       let run = try await Hostnat.run(["lab", "scenario", name, "--dir", lab, "--json"], timeout: .seconds(150))
       let line = run.stdout.split(separator: "\n").last.map(String.init) ?? ""

@@ -10,7 +10,7 @@ struct LabCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "lab",
     abstract: "A local hostnat cluster: controller, host agents, edge and VMs as processes on loopback.",
-    subcommands: [LabUp.self, LabStatusCommand.self, LabDown.self, LabDemo.self, LabChaos.self, LabScenario.self, LabTopCommand.self])
+    subcommands: [LabUp.self, LabStatusCommand.self, LabDown.self, LabDemo.self, LabChaos.self, LabScenario.self, LabTopCommand.self, LabExec.self])
 }
 
 /// Runs a lab operation, printing a lab error as one line and exiting 1.
@@ -29,12 +29,15 @@ struct LabUp: AsyncParsableCommand {
   @Option(help: "Topology YAML file (default: the embedded deploy/lab/default.yaml).") var topology: String?
   @Flag(help: "The controller, the edge and each agent write every control message to control-trace.jsonl in their state dir.")
   var traceControl = false
+  @Flag(help: "Namespaces mode (Linux, root): each VM and the Internet is a network namespace where real programs run (hostnat lab exec).")
+  var netns = false
 
   func run() async throws {
     try await labMain {
       let (parsed, name) = try loadTopology(topology)
       var runner = Lab(dir: lab.dir)
       runner.traceControl = traceControl
+      runner.netns = netns
       _ = try await runner.up(parsed, topologyName: name)
     }
   }
@@ -190,5 +193,29 @@ struct LabTopCommand: AsyncParsableCommand {
         if iterations.map({ count < $0 }) ?? true { try await Task.sleep(for: .seconds(1)) }
       }
     }
+  }
+}
+
+/// `hostnat lab exec TARGET -- CMD`: a command inside a namespace of a `--netns` lab.
+struct LabExec: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "exec",
+    abstract: "Run a command inside a VM's or the Internet's namespace of a lab started with --netns.",
+    discussion: "Example: hostnat lab exec vm/vm-1 -- ping -c 3 192.0.2.100. The command's exit status is returned.")
+  @OptionGroup var lab: LabOptions
+  @Argument(help: "vm/NAME or internet.") var target: String
+  @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
+
+  func run() async throws {
+    var status: Int32 = 0
+    try await labMain {
+      guard !command.isEmpty else { throw LabError("no command: hostnat lab exec \(target) -- CMD [ARGS...]") }
+      let namespace = try NetnsLab.namespace(labDir: Lab(dir: lab.dir).dir, target: target)
+      guard let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        throw LabError("ip (iproute2) is not installed")
+      }
+      status = try Processes.runInForeground(ip, ["netns", "exec", namespace] + command)
+    }
+    if status != 0 { throw ExitCode(status) }
   }
 }

@@ -67,6 +67,8 @@ struct EdgeCommand: AsyncParsableCommand {
   @Option(help: "Where the last routes and status.json live.") var stateDir: String
   @Option(help: "An Internet server: IP=SERVICE,... (udp-echo, tcp-echo, icmp-echo, whoami, stun, filtering-probe). Repeatable; default: the lab's three.")
   var server: [String] = []
+  @Option(help: "A real Internet behind the edge (hostnat netns internet): where packets for non-server addresses go.")
+  var uplink: SocketAddress?
   @Option(help: "Serve Prometheus metrics (/metrics, /healthz) on HOST:PORT (port 0: any).") var metrics: SocketAddress?
   @Option(help: "Append every control message sent and received to FILE as a JSON line (read it with `hostnat trace show`).") var traceControl: String?
 
@@ -74,6 +76,7 @@ struct EdgeCommand: AsyncParsableCommand {
     var options = EdgeOptions(controller: controller, underlay: underlay, stateDir: stateDir)
     options.metrics = metrics
     options.trace = try traceControl.map { path in try openTrace(path, side: "edge", name: "edge") }
+    options.uplink = uplink
     if !server.isEmpty { options.servers = try server.map { try ServiceNames.parseServer($0) } }
     let edge = try EdgeNode(options: options)
     print("edge underlay \(edge.underlayAddress) controller \(controller) servers \(options.servers.map { "\($0.ip)" }.joined(separator: ","))")
