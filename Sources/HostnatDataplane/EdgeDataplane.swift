@@ -72,6 +72,8 @@ struct RouteTable {
   var hostOfRange: [Int] = []
   var external: [UInt32: Int] = [:]
   var hosts: [SocketAddress] = []
+  /// Which table this is (host indexes mean nothing across tables); set by `setRoutes`.
+  var generation: UInt64 = 0
 
   init() {}
 
@@ -137,6 +139,7 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
     /// Addresses the emulated servers answer (only read while an uplink is set).
     var serverIPs: Set<UInt32> = []
     var routedByHost: [UInt64] = []
+    var fragments = FragmentRoutes()
     var stats = EdgeDataplaneStats()
     var clock = MonotonicClamp()
     var nextTick: UInt64 = 0
@@ -180,7 +183,22 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
 
     private mutating func route(_ packet: UnsafeRawBufferPointer, _ out: inout BatchSender) {
       let p = UnsafeMutableRawBufferPointer(mutating: packet)  // only read
-      guard let dst = InnerPacket.destination(p), let port = InnerPacket.routingPort(p) else {
+      guard let dst = InnerPacket.destination(p) else {
+        stats.malformed &+= 1
+        return
+      }
+      // A non-first fragment has no port: it goes where its datagram's first fragment went.
+      if FragmentRoutes.isLaterFragment(p) {
+        let h = fragments.lookup(p, generation: routes.generation)
+        guard h >= 0, out.append(vni: Self.vni, inner: packet, to: routes.hosts[h]) else {
+          stats.droppedUnowned &+= 1
+          return
+        }
+        stats.routed &+= 1
+        routedByHost[h] &+= 1
+        return
+      }
+      guard let port = InnerPacket.routingPort(p) else {
         stats.malformed &+= 1
         return
       }
@@ -189,6 +207,7 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
         stats.droppedUnowned &+= 1
         return
       }
+      if FragmentRoutes.isFirstFragment(p) { fragments.remember(p, host: h, generation: routes.generation) }
       guard out.append(vni: Self.vni, inner: packet, to: routes.hosts[h]) else {
         stats.malformed &+= 1
         return
@@ -226,9 +245,10 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
 
   /// Replaces the routing table (atomically, between batches).
   public func setRoutes(_ routes: [EdgeRoute], externalIPs: [IPv4Address: SocketAddress] = [:]) throws(EdgeRouteError) {
-    let table = try RouteTable(routes, externalIPs: externalIPs)
+    var table = try RouteTable(routes, externalIPs: externalIPs)
     state.withLock { st in
       st.foldHostCounts()
+      table.generation = st.routes.generation &+ 1
       st.routes = table
       st.routedByHost = Array(repeating: 0, count: table.hosts.count)
     }
@@ -271,4 +291,52 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
 
   /// Stops and joins the loop thread (bounded by `timeout`; idempotent).
   public func stop(timeout: Duration = .seconds(5)) { thread.stop(timeout: timeout) }
+}
+
+/// Which host each fragmented datagram's first fragment was routed to, so its later fragments
+/// (which carry no port) follow it. Direct-mapped by (source, destination, protocol, IP
+/// identification) in one array made once: nothing is allocated per packet, a collision only
+/// loses the older datagram's remaining fragments, and entries die with the routes they name.
+struct FragmentRoutes {
+  struct Entry {
+    var src: UInt32 = 0
+    var dst: UInt32 = 0
+    var id: UInt16 = 0
+    var proto: UInt8 = 0
+    var host: Int32 = -1
+    var generation: UInt64 = 0
+  }
+
+  static let size = 1024
+  private var entries = [Entry](repeating: Entry(), count: FragmentRoutes.size)
+
+  @inline(__always)
+  static func isFirstFragment(_ p: UnsafeMutableRawBufferPointer) -> Bool { p.loadBE16(at: 6) & 0x3FFF == 0x2000 }
+
+  @inline(__always)
+  static func isLaterFragment(_ p: UnsafeMutableRawBufferPointer) -> Bool { p.count >= 20 && p.loadBE16(at: 6) & 0x1FFF != 0 }
+
+  @inline(__always)
+  static func slot(_ p: UnsafeMutableRawBufferPointer) -> (index: Int, entry: Entry) {
+    let e = Entry(src: p.loadBE32(at: 12), dst: p.loadBE32(at: 16), id: p.loadBE16(at: 4), proto: p[9])
+    var h = UInt64(e.src) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(e.dst) &* 0xC2B2_AE3D_27D4_EB4F
+    h ^= (UInt64(e.id) << 8 | UInt64(e.proto)) &* 0x1656_67B1_9E37_79F9
+    return (Int(truncatingIfNeeded: h ^ (h >> 31)) & (size - 1), e)
+  }
+
+  mutating func remember(_ p: UnsafeMutableRawBufferPointer, host: Int, generation: UInt64) {
+    var (i, e) = Self.slot(p)
+    e.host = Int32(host)
+    e.generation = generation
+    entries[i] = e
+  }
+
+  /// The host index, or -1.
+  func lookup(_ p: UnsafeMutableRawBufferPointer, generation: UInt64) -> Int {
+    let (i, key) = Self.slot(p)
+    let e = entries[i]
+    guard e.host >= 0, e.generation == generation, e.src == key.src, e.dst == key.dst, e.id == key.id, e.proto == key.proto
+    else { return -1 }
+    return Int(e.host)
+  }
 }

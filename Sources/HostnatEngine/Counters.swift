@@ -2,7 +2,8 @@
 public enum DropReason: UInt8, Sendable, Hashable, CaseIterable {
   case malformed = 1
   case unsupportedProtocol
-  /// Non-first fragments carry no ports; hostnat does not reassemble.
+  /// A non-first fragment whose first fragment was not translated (it came first, or its datagram
+  /// matched no flow): fragments carry no ports, and hostnat does not reassemble.
   case fragment
   /// Source address not selected by any NAT gateway (no Internet access).
   case noNATConfigured

@@ -45,6 +45,7 @@ public final class NATEngine {
   var config: CompiledConfig
   let ownedRegion: UnsafeMutableRawBufferPointer?
   public private(set) var globalCounters = GlobalCounters()
+  let fragmentTable = FragmentTable()
   /// Where log records go; nil disables logging regardless of the gateway settings.
   public var logSink: LogRing?
 
@@ -348,6 +349,7 @@ public final class NATEngine {
   /// Translates one VM → Internet packet in place.
   public func translateOutbound(_ packet: UnsafeMutableRawBufferPointer, now: UInt64) -> Verdict {
     guard let ip = try? IPv4PacketView(validating: packet) else { return drop(.malformed, nil, now: now) }
+    if ip.isNonFirstFragment { return laterFragment(ip, inbound: false, now: now) }
     var reason = DropReason.malformed
     guard let t = classify(ip, reason: &reason) else { return drop(reason, nil, now: now) }
     if t.kind == Self.kindError { return outboundICMPError(ip, t, now: now) }
@@ -358,7 +360,11 @@ public final class NATEngine {
     if slot >= 0 && !isLive(slot, now: now) { slot = -1 }
     if slot < 0 {
       slot = createFlow(t, now: now, reason: &reason)
-      if slot == -2 { return oneToOneOut(b, t) }
+      if slot == -2 {
+        let verdict = oneToOneOut(b, t)
+        if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: b.loadBE32(at: 12), now: now) }
+        return verdict
+      }
       if slot < 0 { return .drop(reason) }
     }
     let flows = table.flows
@@ -369,6 +375,7 @@ public final class NATEngine {
     flows[slot].tcpState = f.tcpState
     flows[slot].expiresAt = f.expiresAt
     Self.rewriteSource(b, t, ip: f.natIP, port: f.natPort)
+    if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: f.natIP, now: now) }
     let c = config.counters.baseAddress! + Int(f.vmIndex)
     c.pointee.packetsOut &+= 1
     c.pointee.bytesOut &+= UInt64(b.count)
@@ -597,16 +604,17 @@ public final class NATEngine {
   /// dependent filtering; a filtered packet creates no state).
   public func translateInbound(_ packet: UnsafeMutableRawBufferPointer, now: UInt64) -> Verdict {
     guard let ip = try? IPv4PacketView(validating: packet) else { return drop(.malformed, nil, now: now) }
+    if ip.isNonFirstFragment { return laterFragment(ip, inbound: true, now: now) }
     var reason = DropReason.malformed
     guard let t = classify(ip, reason: &reason) else { return drop(reason, nil, now: now) }
     if t.kind == Self.kindError { return inboundICMPError(ip, t, now: now) }
     let b = ip.bytes
     // An echo reply's identifier is the NAT's; requests to a NAT IP are not answered here.
-    if t.kind == Self.kindEcho && t.tcpFlags != ICMPType.echoReply { return inboundMiss(b, t, now: now) }
+    if t.kind == Self.kindEcho && t.tcpFlags != ICMPType.echoReply { return inboundMissFirstFragment(ip, t, now: now) }
     let localPort = t.kind == Self.kindEcho ? t.srcPort : t.dstPort
     let remotePort = t.kind == Self.kindEcho ? 0 : t.srcPort
     let slot = table.findOutside(proto: t.proto, natIP: t.dst, natPort: localPort, remoteIP: t.src, remotePort: remotePort)
-    guard slot >= 0, isLive(slot, now: now) else { return inboundMiss(b, t, now: now) }
+    guard slot >= 0, isLive(slot, now: now) else { return inboundMissFirstFragment(ip, t, now: now) }
     let flows = table.flows
     let f = flows[slot]
     if t.proto == IPProtocol.tcp {
@@ -621,10 +629,43 @@ public final class NATEngine {
     } else {
       Self.rewriteDestination(b, t, ip: f.insideIP, port: f.insidePort)
     }
+    if ip.moreFragments { firstFragment(ip, t, inbound: true, newIP: f.insideIP, now: now) }
     let c = config.counters.baseAddress! + Int(f.vmIndex)
     c.pointee.packetsIn &+= 1
     c.pointee.bytesIn &+= UInt64(b.count)
     globalCounters.translatedIn &+= 1
+    return .forward
+  }
+
+  /// An inbound packet matching no flow: 1:1 NAT or filtered; a first fragment that goes through
+  /// leads its datagram's later fragments.
+  @inline(never)
+  func inboundMissFirstFragment(_ ip: IPv4PacketView, _ t: Tuple, now: UInt64) -> Verdict {
+    let verdict = inboundMiss(ip.bytes, t, now: now)
+    if ip.moreFragments, case .forward = verdict { firstFragment(ip, t, inbound: true, newIP: ip.bytes.loadBE32(at: 16), now: now) }
+    return verdict
+  }
+
+  // MARK: - Fragments (RFC 4787 REQ-14, without reassembly)
+
+  @inline(never)
+  func firstFragment(_ ip: IPv4PacketView, _ t: Tuple, inbound: Bool, newIP: UInt32, now: UInt64) {
+    fragmentTable.remember(src: t.src, dst: t.dst, id: ip.identification, proto: t.proto, inbound: inbound, newIP: newIP, now: now)
+  }
+
+  /// A non-first fragment: it carries no ports, so it takes the address its first fragment was
+  /// given (source outbound, destination inbound); without one it is dropped.
+  @inline(never)
+  func laterFragment(_ ip: IPv4PacketView, inbound: Bool, now: UInt64) -> Verdict {
+    let b = ip.bytes
+    let src = b.loadBE32(at: 12)
+    let dst = b.loadBE32(at: 16)
+    guard let newIP = fragmentTable.lookup(src: src, dst: dst, id: ip.identification, proto: ip.protocolNumber, inbound: inbound, now: now)
+    else { return drop(.fragment, nil, now: now) }
+    let offset = inbound ? 16 : 12
+    b.storeBE16(InternetChecksum.update(b.loadBE16(at: 10), old: inbound ? dst : src, new: newIP), at: 10)
+    b.storeBE32(newIP, at: offset)
+    if inbound { globalCounters.translatedIn &+= 1 } else { globalCounters.translatedOut &+= 1 }
     return .forward
   }
 

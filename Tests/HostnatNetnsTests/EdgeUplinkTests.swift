@@ -1,5 +1,6 @@
 import Foundation
 import HostnatDataplane
+import HostnatNetns
 import HostnatPackets
 import Testing
 
@@ -107,5 +108,49 @@ struct EdgeUplinkTests {
     stats.malformed = 1
     let again = try JSONDecoder().decode(EdgeDataplaneStats.self, from: JSONEncoder().encode(stats))
     #expect(again == stats)
+  }
+
+  @Test("a fragmented datagram from the uplink: every fragment reaches the host its first one went to")
+  func fragmentsFollowTheirFirst() throws {
+    let edgeSocket = try bindLoopback()
+    let agent = try bindLoopback()
+    let uplink = try bindLoopback()
+    defer { [edgeSocket, agent, uplink].forEach { $0.close() } }
+    let edge = EdgeDataplane(socket: edgeSocket, servers: OneServer())
+    defer { edge.stop() }
+    try edge.setRoutes([EdgeRoute(natIP: natIP, firstPort: 1024, count: 64, host: agent.localAddress)])
+    edge.setUplink(uplink.localAddress, serverIPs: [OneServer.address])
+    edge.start()
+    var big = PacketBuilder.udp(
+      source: inetServer, destination: natIP, sourcePort: 7000, destinationPort: 1030, payload: [UInt8](repeating: 9, count: 1800),
+      identification: 77)
+    // DF clear, so it may be split.
+    big[6] = 0
+    let sum = InternetChecksum.checksum(Array(big[0..<20]).enumerated().map { $0.offset == 10 || $0.offset == 11 ? 0 : $0.element })
+    big[10] = UInt8(sum >> 8)
+    big[11] = UInt8(sum & 0xFF)
+    var pieces: [[UInt8]] = []
+    var scratch = [UInt8](repeating: 0, count: 1400)
+    let n = big.withUnsafeBytes { p in
+      scratch.withUnsafeMutableBytes { s in PathMTU.fragment(p, mtu: 1000, scratch: s) { pieces.append(Array($0)) } }
+    }
+    #expect(n == 2)
+    // A later fragment before its first: nowhere to go.
+    try uplink.send(Underlay.encapsulate(pieces[1], vni: Underlay.internetVNI), to: edgeSocket.localAddress)
+    #expect(eventually { edge.stats().droppedUnowned == 1 })
+    for piece in pieces { try uplink.send(Underlay.encapsulate(piece, vni: Underlay.internetVNI), to: edgeSocket.localAddress) }
+    // Both may arrive in one receive batch: collect every datagram.
+    var received: [[UInt8]] = []
+    let batch = PacketBatch(capacity: 16)
+    let deadline = ContinuousClock.now + .seconds(3)
+    while received.count < 2 && ContinuousClock.now < deadline {
+      _ = try agent.receive(into: batch)
+      for (bytes, _) in batch.datagrams() {
+        var copy = bytes
+        if let inner = copy.withUnsafeMutableBytes({ b in Underlay.parse(b).map { Array(b[$0.headerLength...]) } }) { received.append(inner) }
+      }
+    }
+    #expect(received == pieces)
+    #expect(edge.stats().routed == 2)
   }
 }
