@@ -24,16 +24,32 @@ final class OneServer: PacketEndpoint {
   func tick(now: UInt64, emit: (UnsafeRawBufferPointer) -> Void) {}
 }
 
+/// An edge with an agent's and an uplink's sockets on loopback; stopped and closed when released.
+final class EdgeRig {
+  let edgeSocket: UDPSocket
+  let agent: UDPSocket
+  let uplink: UDPSocket
+  let edge: EdgeDataplane<OneServer>
+
+  init() throws {
+    edgeSocket = try bindLoopback()
+    agent = try bindLoopback()
+    uplink = try bindLoopback()
+    edge = EdgeDataplane(socket: edgeSocket, servers: OneServer())
+  }
+
+  deinit {
+    edge.stop()
+    [edgeSocket, agent, uplink].forEach { $0.close() }
+  }
+}
+
 @Suite("Edge uplink (loopback, no root)", .serialized)
 struct EdgeUplinkTests {
   @Test("non-server destinations go to the uplink; uplink traffic is routed by NAT IP:port and never looped")
   func uplinkRouting() throws {
-    let edgeSocket = try bindLoopback()
-    let agent = try bindLoopback()
-    let uplink = try bindLoopback()
-    defer { [edgeSocket, agent, uplink].forEach { $0.close() } }
-    let edge = EdgeDataplane(socket: edgeSocket, servers: OneServer())
-    defer { edge.stop() }
+    let rig = try EdgeRig()
+    let (edgeSocket, agent, uplink, edge) = (rig.edgeSocket, rig.agent, rig.uplink, rig.edge)
     try edge.setRoutes([EdgeRoute(natIP: natIP, firstPort: 1024, count: 64, host: agent.localAddress)])
     #expect(edge.uplink == nil)
     edge.setUplink(uplink.localAddress, serverIPs: [OneServer.address])
@@ -84,12 +100,8 @@ struct EdgeUplinkTests {
 
   @Test("with no server IPs every non-routed packet goes up; an off uplink is the default")
   func emptyServerSet() throws {
-    let edgeSocket = try bindLoopback()
-    let agent = try bindLoopback()
-    let uplink = try bindLoopback()
-    defer { [edgeSocket, agent, uplink].forEach { $0.close() } }
-    let edge = EdgeDataplane(socket: edgeSocket, servers: OneServer())
-    defer { edge.stop() }
+    let rig = try EdgeRig()
+    let (edgeSocket, agent, uplink, edge) = (rig.edgeSocket, rig.agent, rig.uplink, rig.edge)
     edge.setUplink(uplink.localAddress)
     edge.start()
     let toServer = PacketBuilder.udp(source: natIP, destination: OneServer.address, sourcePort: 1030, destinationPort: 7)
@@ -112,12 +124,8 @@ struct EdgeUplinkTests {
 
   @Test("a fragmented datagram from the uplink: every fragment reaches the host its first one went to")
   func fragmentsFollowTheirFirst() throws {
-    let edgeSocket = try bindLoopback()
-    let agent = try bindLoopback()
-    let uplink = try bindLoopback()
-    defer { [edgeSocket, agent, uplink].forEach { $0.close() } }
-    let edge = EdgeDataplane(socket: edgeSocket, servers: OneServer())
-    defer { edge.stop() }
+    let rig = try EdgeRig()
+    let (edgeSocket, agent, uplink, edge) = (rig.edgeSocket, rig.agent, rig.uplink, rig.edge)
     try edge.setRoutes([EdgeRoute(natIP: natIP, firstPort: 1024, count: 64, host: agent.localAddress)])
     edge.setUplink(uplink.localAddress, serverIPs: [OneServer.address])
     edge.start()
