@@ -123,28 +123,39 @@ public enum Processes {
     return stubborn
   }
 
-  /// A port on 127.0.0.1 free for both TCP and UDP a moment ago, found by binding port 0.
+  /// A port on 127.0.0.1 free for both TCP and UDP, below the kernel's ephemeral range. The port
+  /// is only handed to a process a moment later; picked from the ephemeral range (bind to 0), it
+  /// could meanwhile become the local port of any outgoing connection on the machine, and the
+  /// process would fail to bind it. Below the range only another lab picking the same port at the
+  /// same moment can take it.
   public static func freePort() throws -> UInt16 {
-    for _ in 0..<50 {
-      let tcp = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-      defer { close(tcp) }
-      var address = sockaddr_in()
-      address.sin_family = sa_family_t(AF_INET)
-      address.sin_addr.s_addr = inet_addr("127.0.0.1")
-      address.sin_port = 0
-      var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-      let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(tcp, $0, length) == 0 && getsockname(tcp, $0, &length) == 0 }
+    let range = belowEphemeralRange()
+    for _ in 0..<200 {
+      let candidate = UInt16.random(in: range)
+      if bindable(candidate, type: Int32(SOCK_STREAM.rawValue)) && bindable(candidate, type: Int32(SOCK_DGRAM.rawValue)) {
+        return candidate
       }
-      guard bound else { continue }
-      let port = address.sin_port
-      let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-      defer { close(udp) }
-      let udpFree = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(udp, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-      }
-      if udpFree { return UInt16(bigEndian: port) }
     }
-    throw LabError("no free port on 127.0.0.1")
+    throw LabError("no free port on 127.0.0.1 in \(range)")
+  }
+
+  /// 10000 up to the start of `ip_local_port_range` (32768 by default).
+  static func belowEphemeralRange() -> ClosedRange<UInt16> {
+    let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+    let low = text.split(whereSeparator: \.isWhitespace).first.flatMap { UInt16($0) } ?? 32768
+    return low > 12000 ? 10000...(low - 1) : 40000...60000
+  }
+
+  static func bindable(_ port: UInt16, type: Int32) -> Bool {
+    let fd = socket(AF_INET, type, 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = port.bigEndian
+    return withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
   }
 }

@@ -80,7 +80,13 @@ struct NetnsLabTests {
     #expect(up.stdout.contains("namespaces   6 VM(s) and the Internet"), "\(up.stdout)")
 
     // ICMP: the VM's kernel pings a public address in the Internet namespace.
-    let ping = try await exec(lab, "vm/vm-1", ["ping", "-c", "3", "-W", "2", "192.0.2.100"])
+    // Every check that rides on single datagrams tries up to three times: the whole suite runs
+    // beside this lab on two cores (a bench floods UDP meanwhile), and a lost datagram is not
+    // what these checks are about.
+    var ping = try await exec(lab, "vm/vm-1", ["ping", "-c", "3", "-W", "2", "192.0.2.100"])
+    for _ in 0..<2 where !ping.stdout.contains("3 received") {
+      ping = try await exec(lab, "vm/vm-1", ["ping", "-c", "3", "-W", "2", "192.0.2.100"])
+    }
     #expect(ping.exitCode == 0 && ping.stdout.contains("3 received"), "\(ping.stdout) \(ping.stderr)")
 
     // TCP and UDP: real servers in the Internet namespace see the VM's NAT IP (vm-1: 203.0.113.1).
@@ -113,12 +119,18 @@ struct NetnsLabTests {
     // towards it is answered with fragmentation-needed, which the server's kernel learns from.
     let mtu = try await exec(lab, "vm/vm-1", ["ip", "-o", "link", "show", "hostnat0"])
     #expect(mtu.stdout.contains("mtu 1400"), "\(mtu.stdout)")
-    let fits = try await exec(lab, "vm/vm-1", ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", "192.0.2.100"])
+    var fits = try await exec(lab, "vm/vm-1", ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", "192.0.2.100"])
+    for _ in 0..<2 where fits.exitCode != 0 {
+      fits = try await exec(lab, "vm/vm-1", ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", "192.0.2.100"])
+    }
     #expect(fits.exitCode == 0, "\(fits.stdout) \(fits.stderr)")
     let tooBig = try await exec(lab, "vm/vm-1", ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1373", "192.0.2.100"])
     #expect(tooBig.exitCode != 0)
-    _ = try await exec(lab, "vm/vm-1", ["sh", "-c", "echo big | socat -T 2 - UDP:192.0.2.100:5354"])
-    let learned = try await exec(lab, "internet", ["ip", "route", "get", tcp.stdout.trimmingCharacters(in: .whitespacesAndNewlines)])
+    var learned = ProcessResult(exitCode: -1, stdout: "", stderr: "", timedOut: false, elapsed: .zero)
+    for _ in 0..<3 where !learned.stdout.contains("mtu 1400") {
+      _ = try await exec(lab, "vm/vm-1", ["sh", "-c", "echo big | socat -T 2 - UDP:192.0.2.100:5354"])
+      learned = try await exec(lab, "internet", ["ip", "route", "get", tcp.stdout.trimmingCharacters(in: .whitespacesAndNewlines)])
+    }
     #expect(learned.stdout.contains("mtu 1400"), "the server's kernel did not learn the path MTU: \(learned.stdout)")
     // Now the server's kernel fragments the 1478-byte reply; the fragments follow the first one's
     // translation and the VM's kernel reassembles all 1450 bytes.
@@ -130,7 +142,11 @@ struct NetnsLabTests {
 
     // RFC 5780 behaviour discovery, coturn's client in the VM against coturn's server on two
     // public addresses: endpoint-independent mapping, address-and-port-dependent filtering.
-    let discovery = try await exec(lab, "vm/vm-1", ["turnutils_natdiscovery", "-m", "-f", "192.0.2.101"], timeout: .seconds(60))
+    var discovery = try await exec(lab, "vm/vm-1", ["turnutils_natdiscovery", "-m", "-f", "192.0.2.101"], timeout: .seconds(60))
+    // (Its filtering test expects timeouts; a lost datagram shows as a missing verdict line.)
+    for _ in 0..<2 where !discovery.stdout.contains("Mapping!") || !discovery.stdout.contains("Filtering!") {
+      discovery = try await exec(lab, "vm/vm-1", ["turnutils_natdiscovery", "-m", "-f", "192.0.2.101"], timeout: .seconds(60))
+    }
     #expect(discovery.stdout.contains("NAT with Endpoint Independent Mapping!"), "\(discovery.stdout)")
     #expect(discovery.stdout.contains("NAT with Address and Port Dependent Filtering!"), "\(discovery.stdout)")
 
@@ -145,8 +161,12 @@ struct NetnsLabTests {
     let unsolicited = try await exec(lab, "internet", ["sh", "-c", "echo probe | socat -T 2 - UDP:\(natIP):1100,sourceport=9999"])
     #expect(unsolicited.stdout.isEmpty, "an unsolicited UDP datagram was answered: \(unsolicited.stdout)")
     // The agent writes its status once a second: the probes were filtered and made no flow.
-    try await Task.sleep(for: .milliseconds(1500))
-    let after = try engineCounters(agentStatus)
+    var after = try engineCounters(agentStatus)
+    let settled = ContinuousClock.now + .seconds(6)
+    while after.filteredInbound < counted.filteredInbound + 2 && ContinuousClock.now < settled {
+      try await Task.sleep(for: .milliseconds(250))
+      after = try engineCounters(agentStatus)
+    }
     #expect(after.flowsCreated == counted.flowsCreated, "inbound probes created flows: \(counted) -> \(after)")
     #expect(after.filteredInbound >= counted.filteredInbound + 2, "probes not counted as filtered: \(counted) -> \(after)")
 
