@@ -3,7 +3,7 @@ internal import Synchronization
 
 /// A dedicated OS thread for one packet loop (pthreads: the loops block in recvmmsg and must not sit
 /// on the cooperative pool). The body polls `stopRequested` between receives; `stop` is bounded.
-public final class LoopThread: Sendable {
+package final class LoopThread: Sendable {
   let stopRequested = Atomic<Bool>(false)
   private let finished = Atomic<Bool>(false)
   private let handle = Mutex<pthread_t?>(nil)
@@ -24,7 +24,7 @@ public final class LoopThread: Sendable {
   }()
 
   /// Starts `body` on a new thread named `name` (at most 15 bytes are kept).
-  public static func spawn(name: String, _ body: @escaping @Sendable (LoopThread) -> Void) -> LoopThread {
+  package static func spawn(name: String, _ body: @escaping @Sendable (LoopThread) -> Void) -> LoopThread {
     let t = LoopThread()
     let box = Unmanaged.passRetained(Box(body, t)).toOpaque()
     var tid = pthread_t()
@@ -45,7 +45,7 @@ public final class LoopThread: Sendable {
   /// Asks the body to return and waits up to `timeout` for it. True when the thread ended and was
   /// joined; false when it is still running (it is then detached and will end on its own).
   @discardableResult
-  public func stop(timeout: Duration = .seconds(5)) -> Bool {
+  package func stop(timeout: Duration = .seconds(5)) -> Bool {
     stopRequested.store(true, ordering: .releasing)
     guard let tid = handle.withLock({ h -> pthread_t? in
       let t = h
@@ -64,22 +64,24 @@ public final class LoopThread: Sendable {
     return false
   }
 
-  public var shouldStop: Bool { stopRequested.load(ordering: .relaxed) }
+  package var shouldStop: Bool { stopRequested.load(ordering: .relaxed) }
 }
 
-/// A loop's thread slot, shared by the agent, edge and VM loops: `start` spawns the thread once,
-/// `stop` joins it (bounded, idempotent).
-final class LoopHandle: Sendable {
+/// A loop's thread slot, shared by the agent, edge and VM loops and the namespace bridges: `start`
+/// spawns the thread once, `stop` joins it (bounded, idempotent).
+package final class LoopHandle: Sendable {
   private let thread = Mutex<LoopThread?>(nil)
 
-  func start(name: String, _ body: @escaping @Sendable (LoopThread) -> Void) {
+  package init() {}
+
+  package func start(name: String, _ body: @escaping @Sendable (LoopThread) -> Void) {
     thread.withLock { t in
       guard t == nil else { return }
       t = LoopThread.spawn(name: name, body)
     }
   }
 
-  func stop(timeout: Duration) {
+  package func stop(timeout: Duration) {
     let t = thread.withLock { t -> LoopThread? in
       defer { t = nil }
       return t

@@ -1,4 +1,4 @@
-internal import Glibc
+package import Glibc
 public import HostnatPackets
 internal import Synchronization
 
@@ -44,7 +44,7 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible, Codabl
   }
 
   @inline(__always)
-  var sockaddr: sockaddr_in {
+  package var sockaddr: sockaddr_in {
     var sin = sockaddr_in()
     sin.sin_family = sa_family_t(AF_INET)
     sin.sin_port = port.bigEndian
@@ -70,24 +70,29 @@ public struct SocketError: Error, Sendable, Hashable, CustomStringConvertible {
 
 /// glibc's `struct mmsghdr`, which Swift's Glibc module does not import (it sits behind _GNU_SOURCE).
 /// Same layout: msghdr (56 bytes) then an unsigned int, padded to 64.
-struct MMsgHdr {
-  var hdr: msghdr
-  var len: UInt32
+package struct MMsgHdr {
+  package var hdr: msghdr
+  package var len: UInt32
+
+  package init(hdr: msghdr, len: UInt32) {
+    self.hdr = hdr
+    self.len = len
+  }
 }
 
 /// recvmmsg/sendmmsg, looked up once at run time for the same reason.
-enum BatchCalls {
-  typealias Fn = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32, UnsafeMutableRawPointer?) -> Int32
-  typealias SendFn = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32) -> Int32
-  static let recvmmsg: Fn = {
+package enum BatchCalls {
+  package typealias Fn = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32, UnsafeMutableRawPointer?) -> Int32
+  package typealias SendFn = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32) -> Int32
+  package static let recvmmsg: Fn = {
     guard let sym = dlsym(dlopen(nil, RTLD_NOW), "recvmmsg") else { fatalError("libc has no recvmmsg") }
     return unsafeBitCast(sym, to: Fn.self)
   }()
-  static let sendmmsg: SendFn = {
+  package static let sendmmsg: SendFn = {
     guard let sym = dlsym(dlopen(nil, RTLD_NOW), "sendmmsg") else { fatalError("libc has no sendmmsg") }
     return unsafeBitCast(sym, to: SendFn.self)
   }()
-  static let waitForOne: Int32 = 0x10000  // MSG_WAITFORONE
+  package static let waitForOne: Int32 = 0x10000  // MSG_WAITFORONE
 }
 
 /// A batch of datagrams in preallocated memory: `capacity` slots of `Underlay.maxDatagram` bytes,
@@ -247,7 +252,8 @@ public final class UDPSocket: @unchecked Sendable {
 
   deinit { close() }
 
-  var fd: Int32 { fdStore.load(ordering: .relaxed) }
+  /// The descriptor (-1 once closed), for socket options the data plane does not set itself.
+  package var fd: Int32 { fdStore.load(ordering: .relaxed) }
 
   /// Longest a `receive` waits for the first datagram.
   public func setReceiveTimeout(_ timeout: Duration) throws(SocketError) {

@@ -43,7 +43,7 @@ public enum NetnsLab {
   /// run inside (`lab exec` servers): deleting a namespace does not stop its processes, which
   /// would live on in an unnamed namespace nobody can reach.
   public static func removeNamespaces(labDir: String) {
-    let mine = prefix(labDir: labDir).hasSuffix("-") ? prefix(labDir: labDir) : prefix(labDir: labDir) + "-"
+    let mine = prefix(labDir: labDir)
     let names = NetworkNamespace.list().filter { $0.hasPrefix(mine) }
     for signal in [SIGTERM, SIGKILL] {
       var signalled = false

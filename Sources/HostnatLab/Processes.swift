@@ -129,7 +129,7 @@ public enum Processes {
   /// process would fail to bind it. Below the range only another lab picking the same port at the
   /// same moment can take it.
   public static func freePort() throws -> UInt16 {
-    let range = belowEphemeralRange()
+    let range = outsideEphemeralRange()
     for _ in 0..<200 {
       let candidate = UInt16.random(in: range)
       if bindable(candidate, type: Int32(SOCK_STREAM.rawValue)) && bindable(candidate, type: Int32(SOCK_DGRAM.rawValue)) {
@@ -139,11 +139,14 @@ public enum Processes {
     throw LabError("no free port on 127.0.0.1 in \(range)")
   }
 
-  /// 10000 up to the start of `ip_local_port_range` (32768 by default).
-  static func belowEphemeralRange() -> ClosedRange<UInt16> {
+  /// 10000 up to the start of `ip_local_port_range` (32768 by default), or above its end when it
+  /// starts too low to leave 2000 ports below.
+  static func outsideEphemeralRange() -> ClosedRange<UInt16> {
     let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
-    let low = text.split(whereSeparator: \.isWhitespace).first.flatMap { UInt16($0) } ?? 32768
-    return low > 12000 ? 10000...(low - 1) : 40000...60000
+    let bounds = text.split(whereSeparator: \.isWhitespace).compactMap { UInt16($0) }
+    let (low, high) = bounds.count == 2 ? (bounds[0], bounds[1]) : (32768, 60999)
+    if low > 12000 { return 10000...(low - 1) }
+    return high < 63000 ? (high + 1)...65535 : 10000...65535
   }
 
   static func bindable(_ port: UInt16, type: Int32) -> Bool {

@@ -132,104 +132,33 @@ final class KernelNATPath: BenchPath {
   }
 }
 
-/// An Internet with no emulated servers: everything goes to the uplink.
-final class BenchNoServers: PacketEndpoint {
-  func receive(_ packet: UnsafeRawBufferPointer, now: UInt64, emit: (UnsafeRawBufferPointer) -> Void) {}
-  func tick(now: UInt64, emit: (UnsafeRawBufferPointer) -> Void) {}
-}
-
 /// client (TUN, Geneve VNI 1) -> agent (NAT 10.10.0.2 -> 203.0.113.10:1024..2047) -> edge ->
 /// uplink (Geneve VNI 2, TUN) -> server: the code `hostnat agent` and `hostnat edge` run, in
 /// this process.
 final class HostnatNATPath: BenchPath {
-  let agentSocket: UDPSocket
-  let edgeSocket: UDPSocket
-  let agent: AgentDataplane
-  let edge: EdgeDataplane<BenchNoServers>
-  let vm: BridgedNamespace
-  let inet: BridgedNamespace
+  let chain: NATChain
   let clientIP = BenchAddresses.hostnatClient
   let serverIP = BenchAddresses.server
-  private var removed = false
 
-  var client: NetworkNamespace { vm.namespace }
-  var server: NetworkNamespace { inet.namespace }
+  var client: NetworkNamespace { chain.vm.namespace }
+  var server: NetworkNamespace { chain.inet.namespace }
 
   init(prefix: String, batchSize: Int) throws(NetnsError) {
-    let loopback = IPv4Address(127, 0, 0, 1)
-    let made = CleanupStack()
-    do throws(NetnsError) {
-      do {
-        agentSocket = try UDPSocket(binding: SocketAddress(ip: loopback, port: 0))
-        edgeSocket = try UDPSocket(binding: SocketAddress(ip: loopback, port: 0))
-      } catch {
-        throw NetnsError(.systemCall, error.description, errno: error.code)
-      }
-      let agentSocket = agentSocket
-      let edgeSocket = edgeSocket
-      made.push {
-        agentSocket.close()
-        edgeSocket.close()
-      }
-      let vmIP = BenchAddresses.hostnatClient
-      let config = EngineConfig(vms: [
-        VMConfig(
-          id: "bench-vm", primaryIP: vmIP, natSourceRanges: [IPv4CIDR(vmIP, prefixLength: 32)!],
-          portBlocks: [PortBlock(natIP: BenchAddresses.hostnatNATIP, ports: BenchAddresses.hostnatPorts)])
-      ])
-      do {
-        agent = try AgentDataplane(
-          socket: agentSocket, capacity: 4096, initialConfig: config, initialVersion: 1, batchSize: batchSize)
-        edge = EdgeDataplane(socket: edgeSocket, servers: BenchNoServers(), batchSize: batchSize)
-        try edge.setRoutes([
-          EdgeRoute(
-            natIP: BenchAddresses.hostnatNATIP, firstPort: UInt16(BenchAddresses.hostnatPorts.lowerBound),
-            count: BenchAddresses.hostnatPorts.count, host: agentSocket.localAddress)
-        ])
-      } catch {
-        throw NetnsError(.unsupported, "agent or edge: \(error)")
-      }
-      agent.setEdge(edgeSocket.localAddress)
-      inet = try BridgedNamespace.internet(
-        namespace: prefix + "-hs", address: BenchAddresses.serverGateway, prefixLength: 24,
-        serverAddresses: [BenchAddresses.server], edge: edgeSocket.localAddress)
-      let inet = inet
-      made.push { try? inet.shutdown() }
-      vm = try BridgedNamespace.vm(
-        namespace: prefix + "-hc", address: vmIP, prefixLength: 24, agent: agentSocket.localAddress)
-    } catch {
-      made.run()
-      throw error
-    }
-    edge.setUplink(inet.underlayAddress)
-    agent.start()
-    edge.start()
-    inet.start()
-    vm.start()
+    chain = try NATChain(
+      NATChainLayout(
+        vmNamespace: prefix + "-hc", internetNamespace: prefix + "-hs", vmAddress: BenchAddresses.hostnatClient,
+        natIP: BenchAddresses.hostnatNATIP, natPorts: BenchAddresses.hostnatPorts, internetAddress: BenchAddresses.serverGateway,
+        serverAddresses: [BenchAddresses.server], batchSize: batchSize))
   }
 
-  func teardown() -> [String] {
-    guard !removed else { return [] }
-    removed = true
-    vm.bridge.stop()
-    inet.bridge.stop()
-    agent.stop()
-    edge.stop()
-    var left: [String] = []
-    for side in [vm, inet] {
-      do { try side.shutdown() } catch { left.append("\(side.namespace): \(error)") }
-    }
-    agentSocket.close()
-    edgeSocket.close()
-    return left
-  }
+  func teardown() -> [String] { chain.shutdown() }
 
   /// Counters of every piece (for the report of what limited the run).
   func counters() -> HostnatPathCounters {
     HostnatPathCounters(
-      vmBridge: vm.bridge.stats(), internetBridge: inet.bridge.stats(), edgeReceived: edge.stats().received,
-      edgeUplinkForwarded: edge.stats().uplinkForwarded, agentTranslatedOut: agent.stats().global.translatedOut,
-      vmDeviceTxDropped: Self.txDropped(vm))
+      vmBridge: chain.vm.bridge.stats(), internetBridge: chain.inet.bridge.stats(), edgeReceived: chain.edge.stats().received,
+      edgeUplinkForwarded: chain.edge.stats().uplinkForwarded, agentTranslatedOut: chain.agent.stats().global.translatedOut,
+      vmDeviceTxDropped: Self.txDropped(chain.vm))
   }
 
   /// Packets the client's kernel routed out of its TUN device that the device dropped because the

@@ -1,5 +1,6 @@
 internal import Foundation
 internal import Glibc
+internal import HostnatDataplane
 internal import HostnatPackets
 internal import Synchronization
 
@@ -248,24 +249,24 @@ public enum DataplaneBench {
   final class Side {
     let name: String
     let server: BenchServer
-    let blast: BenchSocket
-    let ping: BenchSocket
+    let blast: UDPSocket
+    let ping: UDPSocket
 
     init(name: String, path: any BenchPath) throws(NetnsError) {
       self.name = name
-      let sink = try BenchSocket.udp(
-        in: path.server, local: SocketAddressV4(ip: path.serverIP, port: DataplaneBench.sinkPort),
+      let sink = try benchSocket(
+        in: path.server, local: SocketAddress(ip: path.serverIP, port: DataplaneBench.sinkPort),
         receiveTimeout: .milliseconds(20))
-      let echo = try BenchSocket.udp(
-        in: path.server, local: SocketAddressV4(ip: path.serverIP, port: DataplaneBench.echoPort),
+      let echo = try benchSocket(
+        in: path.server, local: SocketAddress(ip: path.serverIP, port: DataplaneBench.echoPort),
         receiveTimeout: .milliseconds(20))
       server = BenchServer(sink: sink, echo: echo)
-      blast = try BenchSocket.udp(
-        in: path.client, local: SocketAddressV4(ip: path.clientIP, port: DataplaneBench.blastPort),
-        remote: SocketAddressV4(ip: path.serverIP, port: DataplaneBench.sinkPort), receiveTimeout: .milliseconds(20))
-      ping = try BenchSocket.udp(
-        in: path.client, local: SocketAddressV4(ip: path.clientIP, port: DataplaneBench.pingPort),
-        remote: SocketAddressV4(ip: path.serverIP, port: DataplaneBench.echoPort), receiveTimeout: .milliseconds(200))
+      blast = try benchSocket(
+        in: path.client, local: SocketAddress(ip: path.clientIP, port: DataplaneBench.blastPort),
+        remote: SocketAddress(ip: path.serverIP, port: DataplaneBench.sinkPort), receiveTimeout: .milliseconds(20))
+      ping = try benchSocket(
+        in: path.client, local: SocketAddress(ip: path.clientIP, port: DataplaneBench.pingPort),
+        remote: SocketAddress(ip: path.serverIP, port: DataplaneBench.echoPort), receiveTimeout: .milliseconds(200))
       server.start()
     }
 

@@ -121,7 +121,8 @@ public final class TunBridge: Sendable {
   public let configuration: TunBridgeConfiguration
   private let peerAddress: Mutex<SocketAddress>
   private let counters = Mutex(TunBridgeStats())
-  private let threads = Mutex<[BridgeThread]>([])
+  private let fromTun = LoopHandle()
+  private let toTun = LoopHandle()
 
   /// The socket's receive timeout becomes `configuration.pollInterval`.
   public init(device: TunDevice, socket: UDPSocket, configuration: TunBridgeConfiguration) throws(NetnsError) {
@@ -153,21 +154,15 @@ public final class TunBridge: Sendable {
 
   /// Starts both threads (no-op when running). A running bridge keeps this object alive: call `stop`.
   public func start() {
-    threads.withLock { t in
-      guard t.isEmpty else { return }
-      t.append(BridgeThread.spawn(name: "hn-tun-out") { [self] thread in pumpFromTun(thread) })
-      t.append(BridgeThread.spawn(name: "hn-tun-in") { [self] thread in pumpToTun(thread) })
-    }
+    fromTun.start(name: "hn-tun-out") { [self] thread in pumpFromTun(thread) }
+    toTun.start(name: "hn-tun-in") { [self] thread in pumpToTun(thread) }
   }
 
   /// Stops and joins both threads (each bounded by `timeout`; idempotent). Does not close the
   /// device or the socket.
   public func stop(timeout: Duration = .seconds(5)) {
-    let running = threads.withLock { t -> [BridgeThread] in
-      defer { t = [] }
-      return t
-    }
-    for t in running { t.stop(timeout: timeout) }
+    fromTun.stop(timeout: timeout)
+    toTun.stop(timeout: timeout)
   }
 
   private func publish(_ local: inout TunBridgeStats) {
@@ -184,7 +179,7 @@ public final class TunBridge: Sendable {
 
   // MARK: - Device -> underlay
 
-  private func pumpFromTun(_ thread: BridgeThread) {
+  private func pumpFromTun(_ thread: LoopThread) {
     let batch = PacketBatch(capacity: configuration.batchSize)
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
     defer { buffer.deallocate() }
@@ -233,7 +228,7 @@ public final class TunBridge: Sendable {
 
   // MARK: - Underlay -> device
 
-  private func pumpToTun(_ thread: BridgeThread) {
+  private func pumpToTun(_ thread: LoopThread) {
     let batch = PacketBatch(capacity: configuration.batchSize)
     let replies = PacketBatch(capacity: configuration.batchSize)
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)

@@ -17,7 +17,7 @@ struct EndToEndTests {
     "ping from the VM namespace to 192.0.2.80; the VM interface's MTU is enforced",
     .enabled(if: pingInstalled, "needs ping (Debian package iputils-ping)"))
   func ping() throws {
-    let chain = try NetnsChain()
+    let chain = try netnsChain()
     defer { chain.shutdown() }
     let result = try chain.vm.namespace.exec(["ping", "-c", "3", "-W", "1", "-i", "0.2", inetServer.description], timeout: .seconds(10))
     #expect(result.succeeded, "\(result)\n\(result.standardOutput)\n\(chain.report())")
@@ -35,7 +35,7 @@ struct EndToEndTests {
 
   @Test("UDP request/response: the server in the Internet namespace sees 203.0.113.10")
   func udp() throws {
-    let chain = try NetnsChain()
+    let chain = try netnsChain()
     defer { chain.shutdown() }
     let server = try NamespaceSocket.udp(in: chain.inet.namespace)
     try server.bind(inetServer, 7000)
@@ -57,7 +57,7 @@ struct EndToEndTests {
 
   @Test("TCP: connect, 64 KiB each way, close; the server sees 203.0.113.10")
   func tcp() throws {
-    let chain = try NetnsChain()
+    let chain = try netnsChain()
     defer { chain.shutdown() }
     let listener = try NamespaceSocket.tcp(in: chain.inet.namespace)
     try listener.bind(inetServer, 8080)
@@ -81,7 +81,7 @@ struct EndToEndTests {
 
   @Test("path MTU: a 1500-byte DF reply toward the VM gets fragmentation-needed (MTU 1400) at the server")
   func pathMTU() throws {
-    let chain = try NetnsChain()
+    let chain = try netnsChain()
     defer { chain.shutdown() }
     let server = try NamespaceSocket.udp(in: chain.inet.namespace)
     try server.bind(inetServer, 7001)

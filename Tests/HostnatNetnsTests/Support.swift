@@ -66,13 +66,6 @@ func receiveGeneve(
   return nil
 }
 
-/// An Internet with no emulated servers: counts what reaches it.
-final class NoServers: PacketEndpoint {
-  var received = 0
-  func receive(_ packet: UnsafeRawBufferPointer, now: UInt64, emit: (UnsafeRawBufferPointer) -> Void) { received += 1 }
-  func tick(now: UInt64, emit: (UnsafeRawBufferPointer) -> Void) {}
-}
-
 // MARK: - Sockets inside namespaces
 
 /// A socket created inside a namespace (it stays there), used from the test's thread. Closed on deinit.
@@ -199,57 +192,15 @@ final class NamespaceSocket: @unchecked Sendable {
 
 /// A VM namespace bridged to an in-process agent that NATs 10.10.0.2 to 203.0.113.10 ports
 /// 1024..<1088, an in-process edge routing that block back, and an Internet namespace (192.0.2.1/24
-/// plus 192.0.2.80) as the edge's uplink. `shutdown` removes both namespaces and stops every loop.
-final class NetnsChain {
-  let agentSocket: UDPSocket
-  let edgeSocket: UDPSocket
-  let agent: AgentDataplane
-  let edge: EdgeDataplane<NoServers>
-  let vm: BridgedNamespace
-  let inet: BridgedNamespace
+/// plus 192.0.2.80) as the edge's uplink, each namespace named uniquely for this run.
+func netnsChain() throws -> NATChain {
+  try NATChain(
+    NATChainLayout(
+      vmNamespace: uniqueNamespaceName("vm"), internetNamespace: uniqueNamespaceName("inet"), vmAddress: vmAddress, natIP: natIP,
+      natPorts: natPorts, internetAddress: inetGateway, serverAddresses: [inetServer], flowCapacity: 1024))
+}
 
-  init() throws {
-    agentSocket = try bindLoopback()
-    edgeSocket = try bindLoopback()
-    let config = EngineConfig(vms: [
-      VMConfig(
-        id: "vm-a", primaryIP: vmAddress, natSourceRanges: [IPv4CIDR(vmAddress, prefixLength: 32)!],
-        portBlocks: [PortBlock(natIP: natIP, ports: natPorts)])
-    ])
-    agent = try AgentDataplane(socket: agentSocket, capacity: 1024, initialConfig: config, initialVersion: 1)
-    edge = EdgeDataplane(socket: edgeSocket, servers: NoServers())
-    try edge.setRoutes([
-      EdgeRoute(natIP: natIP, firstPort: UInt16(natPorts.lowerBound), count: natPorts.count, host: agentSocket.localAddress)
-    ])
-    agent.setEdge(edgeSocket.localAddress)
-    inet = try BridgedNamespace.internet(
-      namespace: uniqueNamespaceName("inet"), address: inetGateway, prefixLength: 24, serverAddresses: [inetServer],
-      edge: edgeSocket.localAddress)
-    do {
-      vm = try BridgedNamespace.vm(
-        namespace: uniqueNamespaceName("vm"), address: vmAddress, prefixLength: 24, agent: agentSocket.localAddress)
-    } catch {
-      try? inet.shutdown()
-      throw error
-    }
-    edge.setUplink(inet.underlayAddress)
-    agent.start()
-    edge.start()
-    inet.start()
-    vm.start()
-  }
-
-  func shutdown() {
-    vm.bridge.stop()
-    inet.bridge.stop()
-    agent.stop()
-    edge.stop()
-    try? vm.shutdown()
-    try? inet.shutdown()
-    agentSocket.close()
-    edgeSocket.close()
-  }
-
+extension NATChain {
   /// Counters of every piece, for failure messages.
   func report() -> String {
     "vm bridge \(vm.bridge.stats())\ninet bridge \(inet.bridge.stats())\nedge \(edge.stats())\nagent \(agent.stats().loop) \(agent.stats().global)"

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HostnatLab
+import HostnatNetns
 
 struct LabOptions: ParsableArguments {
   @Option(help: "The lab's directory: pids, ports, state and logs.") var dir: String = ".hostnat/lab"
@@ -211,7 +212,7 @@ struct LabExec: AsyncParsableCommand {
     try await labMain {
       guard !command.isEmpty else { throw LabError("no command: hostnat lab exec \(target) -- CMD [ARGS...]") }
       let namespace = try NetnsLab.namespace(labDir: Lab(dir: lab.dir).dir, target: target)
-      guard let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+      guard let ip = Command.find("ip") else {
         throw LabError("ip (iproute2) is not installed")
       }
       status = try Processes.runInForeground(ip, ["netns", "exec", namespace] + command)

@@ -31,13 +31,7 @@ struct NetnsVMCommand: AsyncParsableCommand {
     } catch {
       throw netnsFailure("\(error)")
     }
-    vm.start()
-    say("netns vm \(namespace) \(address) mtu \(mtu) underlay \(vm.underlayAddress) agent \(agent)")
-    try await runRole("netns-vm") {
-      while !Task.isCancelled { try? await Task.sleep(for: .seconds(1)) }
-    }
-    try? vm.shutdown()
-    say("netns vm \(namespace) removed")
+    try await serve(vm, role: "netns-vm", ready: "netns vm \(namespace) \(address) mtu \(mtu) underlay \(vm.underlayAddress) agent \(agent)")
   }
 }
 
@@ -68,14 +62,21 @@ struct NetnsInternetCommand: AsyncParsableCommand {
     } catch {
       throw netnsFailure("\(error)")
     }
-    inet.start()
-    say("netns internet \(namespace) \(([address] + serverIP).joined(separator: " ")) underlay \(inet.underlayAddress) edge \(edge)")
-    try await runRole("netns-internet") {
-      while !Task.isCancelled { try? await Task.sleep(for: .seconds(1)) }
-    }
-    try? inet.shutdown()
-    say("netns internet \(namespace) removed")
+    try await serve(
+      inet, role: "netns-internet",
+      ready: "netns internet \(namespace) \(([address] + serverIP).joined(separator: " ")) underlay \(inet.underlayAddress) edge \(edge)")
   }
+}
+
+/// Runs a bridged namespace until SIGTERM or SIGINT, then removes it.
+func serve(_ bridged: BridgedNamespace, role: String, ready: String) async throws {
+  bridged.start()
+  say(ready)
+  try await runRole(role) {
+    while !Task.isCancelled { try? await Task.sleep(for: .seconds(1)) }
+  }
+  try? bridged.shutdown()
+  say("\(role.replacingOccurrences(of: "-", with: " ")) \(bridged.namespace) removed")
 }
 
 func parseAddress(_ text: String) throws -> (IPv4Address, Int) {
