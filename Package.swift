@@ -137,7 +137,7 @@ let package = Package(
     .target(
       name: "HostnatLab",
       dependencies: [
-        "HostnatProto", "HostnatAgent", "HostnatDataplane", "HostnatWorkload", "HostnatInternet", "HostnatPackets", "HostnatNetns",
+        "HostnatProto", "HostnatAgent", "HostnatController", "HostnatDataplane", "HostnatWorkload", "HostnatInternet", "HostnatPackets", "HostnatNetns",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -10,7 +10,10 @@ public enum AdminCLI {
   /// networks (with subnets), routers (with nats, get-status, get-nat-mapping-info),
   /// addresses, instances, hosts.
   public static var commands: [any ParsableCommand.Type] {
-    [NetworksCommand.self, RoutersCommand.self, AddressesCommand.self, InstancesCommand.self, HostsCommand.self]
+    [
+      NetworksCommand.self, RoutersCommand.self, AddressesCommand.self, InstancesCommand.self, HostsCommand.self,
+      FirewallRulesCommand.self, RoutesCommand.self, ProjectsCommand.self, ComputeCommand.self, RunCommand.self,
+    ]
   }
 
   /// Where the CLI looks for the controller when `--controller` is not given.

@@ -6,22 +6,49 @@ import SwiftProtobuf
 struct NetworksCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "networks", abstract: "VPC networks and their subnets.",
-    subcommands: [Create.self, Describe.self, List.self, Delete.self, SubnetsCommand.self])
+    subcommands: [Create.self, Update.self, Describe.self, List.self, Delete.self, SubnetsCommand.self, PeeringsCommand.self])
 
   struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a network.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Network name.") var name: String
     @Option(help: "Free text.") var description: String?
+    @Option(help: "Project that owns it (a Shared VPC host project for a shared network).") var project: String?
+    @Option(help: "Private Google Access: the Google APIs range its NATed subnets reach without NAT.") var googleApisRange: String?
 
     func run() async throws {
-      try await AdminSession(command: "networks.create", global: global).run { admin in
+      let session = AdminSession(command: "networks.create", global: global)
+      let range = try session.check { () throws(FlagError) in try googleApisRange.map { r throws(FlagError) in try Parse.cidr(r, flag: "--google-apis-range") } }
+      try await session.run { admin in
         let network = try await admin.createNetwork(
           .with {
             $0.network.name = name
             $0.network.description_p = description ?? ""
+            $0.network.project = project ?? ""
+            $0.network.googleApisRange = range ?? ""
           }, options: AdminSession.callOptions)
         Console.err("Created [networks/\(network.name)].\n")
+        Render.networks([network], format: global.format ?? .table, single: true)
+      }
+    }
+  }
+
+  struct Update: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Change a network's Google APIs range.")
+    @OptionGroup var global: GlobalOptions
+    @Argument var name: String
+    @Option(help: "Private Google Access range (\"\" to remove).") var googleApisRange: String
+
+    func run() async throws {
+      let session = AdminSession(command: "networks.update", global: global)
+      let range = try session.check { () throws(FlagError) in googleApisRange.isEmpty ? "" : try Parse.cidr(googleApisRange, flag: "--google-apis-range") }
+      try await session.run { admin in
+        let network = try await admin.updateNetwork(
+          .with {
+            $0.network.name = name
+            $0.network.googleApisRange = range
+            $0.updateMask = ["google_apis_range"]
+          }, options: AdminSession.callOptions)
         Render.networks([network], format: global.format ?? .table, single: true)
       }
     }

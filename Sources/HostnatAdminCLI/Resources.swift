@@ -92,9 +92,20 @@ struct InstancesCommand: AsyncParsableCommand {
     @Option(help: "Primary internal IP; default: the next free one.") var privateIp: String?
     @Option(help: "Alias IP range CIDR, or RANGE_NAME:CIDR for a secondary range (repeatable).") var aliasRange: [String] = []
     @Option(help: "External IP (1:1, bypasses NAT for the primary IP).") var externalIp: String?
+    @Option(help: "A further NIC, SUBNET or SUBNET:IP, each in another network (repeatable).") var extraNic: [String] = []
+    @Option(help: "Project (a Shared VPC service project may use its host project's networks).") var project: String?
 
     func run() async throws {
       let session = AdminSession(command: "instances.create", global: global)
+      let extras = try session.check { () throws(FlagError) -> [Hostnat_V1_NetworkInterface] in
+        try extraNic.map { item throws(FlagError) in
+          let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+          var nic = Hostnat_V1_NetworkInterface()
+          nic.subnet = parts[0]
+          if parts.count == 2 { nic.networkIp = try Parse.ipv4(parts[1], flag: "--extra-nic") }
+          return nic
+        }
+      }
       let nic = try session.check { () throws -> Hostnat_V1_NetworkInterface in
         var nic = Hostnat_V1_NetworkInterface()
         nic.subnet = subnet
@@ -118,7 +129,8 @@ struct InstancesCommand: AsyncParsableCommand {
             $0.instance = .with {
               $0.name = name
               $0.host = host
-              $0.networkInterfaces = [nic]
+              $0.networkInterfaces = [nic] + extras
+              $0.project = project ?? ""
             }
           }, options: AdminSession.callOptions)
         Console.err("Created [instances/\(instance.name)].\n")

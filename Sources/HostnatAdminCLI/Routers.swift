@@ -15,6 +15,7 @@ struct RoutersCommand: AsyncParsableCommand {
     @Option(help: "Network served by the router.") var network: String
     @Option(help: "Region of the router.") var region: String
     @Option(help: "Free text.") var description: String?
+    @Option(help: "Project (must be the network's: the Shared VPC host project).") var project: String?
 
     func run() async throws {
       try await AdminSession(command: "routers.create", global: global).run { admin in
@@ -25,6 +26,7 @@ struct RoutersCommand: AsyncParsableCommand {
               $0.network = network
               $0.region = region
               $0.description_p = description ?? ""
+              $0.project = project ?? ""
             }
           }, options: AdminSession.callOptions)
         Console.err("Created [regions/\(router.region)/routers/\(router.name)].\n")
@@ -117,7 +119,7 @@ struct RoutersCommand: AsyncParsableCommand {
 struct NatsCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "nats", abstract: "NAT gateways (Cloud NAT) on a router.",
-    subcommands: [Create.self, Update.self, Describe.self, List.self, Delete.self, WhoHad.self])
+    subcommands: [Create.self, Update.self, Describe.self, List.self, Delete.self, WhoHad.self, NatRulesCommand.self])
 
   /// The flags of `nats create` and `nats update`, as gcloud spells them.
   struct GatewayFlags: ParsableArguments {

@@ -49,6 +49,16 @@ public enum ConfigTranslation {
             throw ConfigRejection("vms[\(id)].natBindings.gateway: \(binding.gateway.debugDescription) is not among the snapshot's gateways")
           }
           settings = gatewaySettings(gateway)
+          for rule in gateway.rules {
+            var destinations: [IPv4CIDR] = []
+            for text in rule.destinationRanges {
+              guard let cidr = IPv4CIDR(text) else {
+                throw ConfigRejection("gateways[\(gateway.key)].rules[\(rule.ruleNumber)].destinationRanges: \(text.debugDescription) is not a CIDR range")
+              }
+              destinations.append(cidr)
+            }
+            settings.rules.append(NatRuleDestinations(ruleNumber: Int(rule.ruleNumber), destinations: destinations))
+          }
           for source in binding.natSources {
             guard let cidr = IPv4CIDR(source.ipCidrRange) else {
               throw ConfigRejection("vms[\(id)].natSources: \(source.ipCidrRange.debugDescription) is not a CIDR range")
@@ -65,15 +75,67 @@ public enum ConfigTranslation {
             guard block.count > 0, first >= 1024, end <= 65536 else {
               throw ConfigRejection("vms[\(id)].portBlocks: \(block.natIp):\(first)+\(block.count) is outside 1024-65535")
             }
-            blocks.append(PortBlock(natIP: ip, ports: first..<end))
+            blocks.append(PortBlock(natIP: ip, ports: first..<end, ruleNumber: Int(block.ruleNumber)))
             if block.drained { drained.insert(ip) }
           }
           settings.drainedNatIPs = drained.sorted()
         }
-        vms.append(VMConfig(id: id, primaryIP: primary, natSourceRanges: sources, externalIP: external, portBlocks: blocks, gateway: settings))
+        vms.append(VMConfig(
+          id: id, primaryIP: primary, natSourceRanges: sources, externalIP: external, portBlocks: blocks, gateway: settings,
+          network: nic.network, privateGoogleAccess: nic.privateGoogleAccess))
       }
     }
-    return EngineConfig(vms: vms)
+    return EngineConfig(vms: vms, networks: try networkPolicies(host, networks: Set(vms.map(\.network))))
+  }
+
+  /// The policy of every network the host's VMs are in (also empty ones: the implied firewall
+  /// rules then apply). Rules and routes are checked here so a bad one NACKs the snapshot.
+  static func networkPolicies(_ host: Hostnat_V1_HostConfig, networks: Set<String>) throws(ConfigRejection) -> [String: NetworkPolicy] {
+    var policies: [String: NetworkPolicy] = [:]
+    for network in networks where !network.isEmpty { policies[network] = NetworkPolicy() }
+    func cidrs(_ texts: [String], _ field: String) throws(ConfigRejection) -> [IPv4CIDR] {
+      var out: [IPv4CIDR] = []
+      for text in texts {
+        guard let cidr = IPv4CIDR(text) else { throw ConfigRejection("\(field): \(text.debugDescription) is not a CIDR range") }
+        out.append(cidr)
+      }
+      return out
+    }
+    for rule in host.firewallRules where policies[rule.network] != nil {
+      let field = "firewallRules[\(rule.name)]"
+      var matches: [FirewallMatch] = []
+      for match in rule.rules {
+        guard let proto = FirewallSpec.protocolNumber(match.ipProtocol) else {
+          throw ConfigRejection("\(field).ipProtocol: \(match.ipProtocol.debugDescription) is not a protocol")
+        }
+        var ports: [ClosedRange<UInt16>] = []
+        for text in match.ports {
+          guard let range = FirewallSpec.portRange(text) else { throw ConfigRejection("\(field).ports: \(text.debugDescription) is not a port range") }
+          ports.append(range)
+        }
+        matches.append(FirewallMatch(protocolNumber: proto, ports: ports))
+      }
+      let egress = rule.direction == .egress
+      policies[rule.network]?.firewallRules.append(FirewallRule(
+        name: rule.name, direction: egress ? .egress : .ingress, priority: Int(rule.priority), allow: rule.allow, matches: matches,
+        ranges: try cidrs(egress ? rule.destinationRanges : rule.sourceRanges, field), logging: rule.enableLogging))
+    }
+    for route in host.routes where policies[route.network] != nil {
+      let field = "routes[\(route.name)]"
+      guard let destination = IPv4CIDR(route.destRange) else { throw ConfigRejection("\(field).destRange: \(route.destRange.debugDescription) is not a CIDR range") }
+      let hop: RouteNextHop
+      switch route.nextHop.hop {
+      case .defaultInternetGateway: hop = .internetGateway
+      case .instance(let name): hop = .instance(name)
+      case .vpnTunnel(let name): hop = .vpnTunnel(name)
+      case nil: throw ConfigRejection("\(field).nextHop: missing")
+      }
+      policies[route.network]?.routes.append(CustomRoute(name: route.name, destination: destination, priority: Int(route.priority), nextHop: hop))
+    }
+    for (network, range) in host.googleApisRanges where policies[network] != nil {
+      policies[network]?.googleAPIsRanges = try cidrs([range], "googleApisRanges[\(network)]")
+    }
+    return policies
   }
 
   /// The engine's id for a VM's NIC: the instance name, or "instance/nic" when it has several.

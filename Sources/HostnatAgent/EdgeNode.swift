@@ -66,8 +66,8 @@ public final class EdgeNode: Sendable {
     dataplane = EdgeDataplane(socket: socket, servers: InternetServers(servers: options.servers))
     if let uplink = options.uplink { dataplane.setUplink(uplink, serverIPs: Set(options.servers.map(\.ip))) }
     if let saved {
-      let (routes, external) = try Self.routes(saved)
-      try dataplane.setRoutes(routes, externalIPs: external)
+      let r = try Self.routes(saved)
+      try dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients)
     }
     applied = AppliedSnapshot(file: routesFile, loaded: saved, link: link) { $0.version }
   }
@@ -75,7 +75,9 @@ public final class EdgeNode: Sendable {
   public var underlayAddress: HostnatDataplane.SocketAddress { dataplane.socket.localAddress }
 
   /// The data plane's routing table for a snapshot; any malformed entry rejects the whole snapshot.
-  public static func routes(_ config: Hostnat_V1_EdgeConfig) throws(ConfigRejection) -> ([EdgeRoute], [IPv4Address: HostnatDataplane.SocketAddress]) {
+  public static func routes(
+    _ config: Hostnat_V1_EdgeConfig
+  ) throws(ConfigRejection) -> (routes: [EdgeRoute], external: [IPv4Address: HostnatDataplane.SocketAddress], directClients: [IPv4CIDR]) {
     var routes: [EdgeRoute] = []
     for (i, route) in config.natRoutes.enumerated() {
       guard let ip = IPv4Address(route.natIp) else { throw ConfigRejection("natRoutes[\(i)].natIp: \(route.natIp.debugDescription) is not an IPv4 address") }
@@ -94,7 +96,19 @@ public final class EdgeNode: Sendable {
       }
       external[ip] = host
     }
-    return (routes, external)
+    // Private Google Access replies go to internal IPs; the edge routes them like 1:1 addresses.
+    for (i, route) in config.privateGoogleAccessRoutes.enumerated() {
+      guard let ip = IPv4Address(route.externalIp), let host = HostnatDataplane.SocketAddress(route.underlayAddress) else {
+        throw ConfigRejection("privateGoogleAccessRoutes[\(i)]: \(route.externalIp) via \(route.underlayAddress) is not valid")
+      }
+      external[ip] = host
+    }
+    var clients: [IPv4CIDR] = []
+    for (i, text) in config.directClientRanges.enumerated() {
+      guard let cidr = IPv4CIDR(text) else { throw ConfigRejection("directClientRanges[\(i)]: \(text.debugDescription) is not a CIDR range") }
+      clients.append(cidr)
+    }
+    return (routes, external, clients)
   }
 
   public func run() async {
@@ -132,10 +146,12 @@ public final class EdgeNode: Sendable {
     let config = push.config
     let held = applied.version
     let answer = applied.offer(config) { config in
-      let (routes, external) = try Self.routes(config)
-      try dataplane.setRoutes(routes, externalIPs: external)
+      let r = try Self.routes(config)
+      try dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients)
     } restore: { previous in
-      if let previous, let (routes, external) = try? Self.routes(previous) { try? dataplane.setRoutes(routes, externalIPs: external) }
+      if let previous, let r = try? Self.routes(previous) {
+        try? dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients)
+      }
     }
     switch answer {
     case .ack:

@@ -79,6 +79,11 @@ public final class ControllerCore: Sendable {
       intent.routers = try reader.resources(.router, as: Hostnat_V1_Router.self)
       intent.addresses = try reader.resources(.address, as: Hostnat_V1_Address.self)
       intent.instances = try reader.resources(.instance, as: Hostnat_V1_Instance.self)
+      intent.firewallRules = try reader.resources(.firewallRule, as: Hostnat_V1_FirewallRule.self)
+      intent.routes = try reader.resources(.route, as: Hostnat_V1_Route.self)
+      intent.projects = try reader.resources(.project, as: Hostnat_V1_Project.self)
+      intent.connectors = try reader.resources(.connector, as: Hostnat_V1_ServerlessConnector.self)
+      intent.services = try reader.resources(.service, as: Hostnat_V1_ServerlessService.self)
       let snapshot = try reader.snapshot("planner").map { try JSONDecoder().decode(NatPlannerSnapshot.self, from: $0) }
       let latest = Dictionary(try reader.hosts().map { ($0.hostID, $0.latestVersion) }, uniquingKeysWith: { a, _ in a })
       return (intent, snapshot, latest)
@@ -112,6 +117,7 @@ public final class ControllerCore: Sendable {
     try commit { state in
       var intent = state.intent
       try edit(&intent)
+      try VPCChecks.validate(intent)
       var planner = state.planner
       do {
         _ = try planner.apply(try IntentMapping.natIntent(intent, autoPools: autoPools))
@@ -317,7 +323,7 @@ public final class ControllerCore: Sendable {
         var edgeConfig = SnapshotBuilder.edgeConfig(intent, planner: planner, underlays: underlays)
         let storedEdge = try tx.reader.edgeConfig()
         var edgePush: Hostnat_V1_EdgeConfig?
-        if storedEdge.map({ $0.natRoutes != edgeConfig.natRoutes || $0.externalRoutes != edgeConfig.externalRoutes }) ?? true {
+        if storedEdge.map({ !Self.sameRoutes($0, edgeConfig) }) ?? true {
           edgeConfig.version = try tx.nextVersion()
           edgeConfig.generatedMs = now
           try tx.setEdgeConfig(edgeConfig)
@@ -380,7 +386,7 @@ public final class ControllerCore: Sendable {
         let underlays = Dictionary(try tx.reader.hosts().map { ($0.hostID, $0.underlayAddress) }, uniquingKeysWith: { a, _ in a })
         var edgeConfig = SnapshotBuilder.edgeConfig(state.intent, planner: state.planner, underlays: underlays)
         let stored = try tx.reader.edgeConfig()
-        if let stored, stored.natRoutes == edgeConfig.natRoutes, stored.externalRoutes == edgeConfig.externalRoutes {
+        if let stored, Self.sameRoutes(stored, edgeConfig) {
           return nil
         }
         edgeConfig.version = try tx.nextVersion()
@@ -391,6 +397,11 @@ public final class ControllerCore: Sendable {
     }
     if let push { edge.push(push) }
     return push?.version
+  }
+
+  static func sameRoutes(_ a: Hostnat_V1_EdgeConfig, _ b: Hostnat_V1_EdgeConfig) -> Bool {
+    a.natRoutes == b.natRoutes && a.externalRoutes == b.externalRoutes
+      && a.privateGoogleAccessRoutes == b.privateGoogleAccessRoutes && a.directClientRanges == b.directClientRanges
   }
 
   static func sameContent(_ a: Hostnat_V1_HostConfig, _ b: Hostnat_V1_HostConfig) -> Bool {
@@ -415,6 +426,11 @@ public final class ControllerCore: Sendable {
     try sync(.router, old.routers, new.routers) { "\($0.region)/\($0.name)" }
     try sync(.address, old.addresses, new.addresses) { "\($0.region)/\($0.name)" }
     try sync(.instance, old.instances, new.instances) { $0.name }
+    try sync(.firewallRule, old.firewallRules, new.firewallRules) { $0.name }
+    try sync(.route, old.routes, new.routes) { $0.name }
+    try sync(.project, old.projects, new.projects) { $0.id }
+    try sync(.connector, old.connectors, new.connectors) { "\($0.region)/\($0.name)" }
+    try sync(.service, old.services, new.services) { "\($0.region)/\($0.name)" }
   }
 
   /// Keeps the allocation history (who-had) in step: blocks that appeared are granted, blocks
@@ -429,7 +445,10 @@ public final class ControllerCore: Sendable {
     func blocks(_ planner: NatPlanner) -> [Key: (host: String, drained: Bool)] {
       var result: [Key: (host: String, drained: Bool)] = [:]
       for allocation in planner.allAllocations {
-        for (ranges, drained) in [(allocation.natIpPortRanges, false), (allocation.drainNatIpPortRanges, true)] {
+        let rules = allocation.ruleAllocations
+        let active = allocation.natIpPortRanges + rules.flatMap(\.natIpPortRanges)
+        let drainedRanges = allocation.drainNatIpPortRanges + rules.flatMap(\.drainNatIpPortRanges)
+        for (ranges, drained) in [(active, false), (drainedRanges, true)] {
           for range in ranges {
             let key = Key(
               gateway: allocation.nic.gateway, instance: allocation.nic.instance, nic: allocation.nic.nicIndex,

@@ -19,8 +19,14 @@ public struct VMStats: Codable, Sendable, Hashable {
       "endpointIndependenceConflict": c.droppedEndpointIndependenceConflict,
       "outOfResources": c.droppedOutOfResources,
       "flowTableFull": c.droppedFlowTableFull,
+      "firewallDenied": c.droppedFirewall,
+      "routedToNextHop": c.routedToNextHop,
     ]
+    privateGoogleAccessPackets = c.privateGoogleAccessPackets
   }
+
+  /// Packets to or from the Google APIs ranges that passed untranslated (Private Google Access).
+  public var privateGoogleAccessPackets: UInt64
 }
 
 /// The engine's global counters, Codable.
@@ -39,6 +45,14 @@ public struct GlobalStats: Codable, Sendable, Hashable {
   public var flowsCreated: UInt64
   public var flowsExpired: UInt64
   public var flowsEndedByConfig: UInt64
+  /// Denied by a firewall rule (or the implied ingress deny), each direction.
+  public var firewallDeniedEgress: UInt64
+  public var firewallDeniedIngress: UInt64
+  /// Outbound packets a custom route sent to a next hop other than the Internet gateway: no NAT.
+  public var routedToNextHop: UInt64
+  /// Private Google Access packets, untranslated.
+  public var privateGoogleAccessOut: UInt64
+  public var privateGoogleAccessIn: UInt64
 
   public init(_ g: GlobalCounters) {
     translatedOut = g.translatedOut
@@ -55,6 +69,11 @@ public struct GlobalStats: Codable, Sendable, Hashable {
     flowsCreated = g.flowsCreated
     flowsExpired = g.flowsExpired
     flowsEndedByConfig = g.flowsEndedByConfig
+    firewallDeniedEgress = g.firewallDeniedEgress
+    firewallDeniedIngress = g.firewallDeniedIngress
+    routedToNextHop = g.routedToNextHop
+    privateGoogleAccessOut = g.privateGoogleAccessOut
+    privateGoogleAccessIn = g.privateGoogleAccessIn
   }
 }
 

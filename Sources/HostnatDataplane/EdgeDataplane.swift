@@ -45,6 +45,10 @@ public struct EdgeDataplaneStats: Codable, Sendable, Hashable {
   /// Datagrams received from the uplink (each is routed like a server reply: to the agent owning
   /// its destination NAT IP:port, or counted in `droppedUnowned`).
   public var uplinkReceived: UInt64 = 0
+  /// Packets from direct clients (sources in the direct-client ranges: serverless platforms
+  /// talking to the Internet without a VPC), and replies sent back to them.
+  public var directClientPackets: UInt64 = 0
+  public var directClientReplies: UInt64 = 0
   public init() {}
 
   /// Missing keys read as zero, so status files written before a counter existed still decode.
@@ -62,6 +66,8 @@ public struct EdgeDataplaneStats: Codable, Sendable, Hashable {
     perHost = try c.decodeIfPresent([String: UInt64].self, forKey: .perHost) ?? [:]
     uplinkForwarded = try count(.uplinkForwarded)
     uplinkReceived = try count(.uplinkReceived)
+    directClientPackets = try count(.directClientPackets)
+    directClientReplies = try count(.directClientReplies)
   }
 }
 
@@ -140,6 +146,10 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
     var serverIPs: Set<UInt32> = []
     var routedByHost: [UInt64] = []
     var fragments = FragmentRoutes()
+    /// Sources that reach the Internet without a VPC (set with the routes) and where each was
+    /// last heard from: their replies go back there.
+    var directClients: [IPv4CIDR] = []
+    var clients: [UInt32: SocketAddress] = [:]
     var stats = EdgeDataplaneStats()
     var clock = MonotonicClamp()
     var nextTick: UInt64 = 0
@@ -154,6 +164,10 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
         stats.uplinkReceived &+= 1
         route(UnsafeRawBufferPointer(inner), &out)
         return
+      }
+      if !directClients.isEmpty, let src = InnerPacket.source(inner), directClients.contains(where: { $0.contains(IPv4Address(src)) }) {
+        stats.directClientPackets &+= 1
+        if clients[src] != sender { clients[src] = sender }
       }
       if let port = InnerPacket.routingPort(inner) {
         let h = routes.lookup(ip: destination, port: port)
@@ -204,6 +218,10 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
       }
       let h = routes.lookup(ip: dst, port: port)
       guard h >= 0 else {
+        if !clients.isEmpty, let client = clients[dst] {
+          if out.append(vni: Self.vni, inner: packet, to: client) { stats.directClientReplies &+= 1 }
+          return
+        }
         stats.droppedUnowned &+= 1
         return
       }
@@ -244,9 +262,15 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
   deinit { stop() }
 
   /// Replaces the routing table (atomically, between batches).
-  public func setRoutes(_ routes: [EdgeRoute], externalIPs: [IPv4Address: SocketAddress] = [:]) throws(EdgeRouteError) {
+  /// `directClients`: source ranges outside every VPC (serverless egress IPs) whose packets the
+  /// servers answer back to the underlay address they came from.
+  public func setRoutes(
+    _ routes: [EdgeRoute], externalIPs: [IPv4Address: SocketAddress] = [:], directClients: [IPv4CIDR] = []
+  ) throws(EdgeRouteError) {
     var table = try RouteTable(routes, externalIPs: externalIPs)
     state.withLock { st in
+      st.directClients = directClients
+      if directClients.isEmpty { st.clients = [:] }
       st.foldHostCounts()
       table.generation = st.routes.generation &+ 1
       st.routes = table

@@ -18,12 +18,34 @@ public struct VMDataplaneStats: Codable, Sendable, Hashable {
   public init() {}
 }
 
-/// Several VMs' workloads in one process, behind one socket: what they emit goes to their host
-/// agent as Geneve VNI 1; datagrams from the agent are handed to the workload whose IP is the
-/// inner destination. Workloads are ticked every `tickInterval`.
-public final class VMDataplane<W: PacketEndpoint & SendableMetatype>: Sendable {
+/// Which side of the network workloads sit on: the VNI they speak.
+public protocol WorkloadSide: Sendable, SendableMetatype {
+  static var vni: UInt32 { get }
+}
+
+/// Inside a VPC: VMs behind their host agent (Geneve VNI 1).
+public enum VMSide: WorkloadSide {
+  public static var vni: UInt32 { Underlay.overlayVNI }
+}
+
+/// On the Internet itself, talking to the edge (Geneve VNI 2): e.g. a serverless platform's
+/// egress that never enters a VPC.
+public enum InternetSide: WorkloadSide {
+  public static var vni: UInt32 { Underlay.internetVNI }
+}
+
+/// VMs' workloads in one process.
+public typealias VMDataplane<W: PacketEndpoint & SendableMetatype> = WorkloadDataplane<W, VMSide>
+/// Internet clients' workloads in one process; `agent` is then the edge.
+public typealias InternetClientDataplane<W: PacketEndpoint & SendableMetatype> = WorkloadDataplane<W, InternetSide>
+
+/// Several workloads in one process, behind one socket: what they emit goes to their next hop
+/// (a host agent, or the edge for `InternetSide`) as Geneve with the side's VNI; datagrams coming
+/// back are handed to the workload whose IP is the inner destination. Workloads are ticked every
+/// `tickInterval`.
+public final class WorkloadDataplane<W: PacketEndpoint & SendableMetatype, Side: WorkloadSide>: Sendable {
   struct State: EndpointLoopState {
-    static var vni: UInt32 { Underlay.overlayVNI }
+    static var vni: UInt32 { Side.vni }
     let workloads: [(ip: IPv4Address, workload: W)]
     let byIP: [UInt32: Int]
     var agent: SocketAddress

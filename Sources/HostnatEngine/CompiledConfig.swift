@@ -12,13 +12,22 @@ struct CompiledVM {
   var blockCount: Int
   var drainedStart: Int
   var drainedCount: Int
-  /// Ports on non-drained blocks: the space new mappings are drawn from.
-  var activePorts: UInt32
+  /// The VM's port groups (one per NAT rule number its blocks use, 0 = default IPs), by rule number.
+  var groupStart: Int
+  var groupCount: Int
+  /// The gateway's NAT rules in `natRules`, by rule number.
+  var ruleStart: Int
+  var ruleCount: Int
+  /// NAT rules or blocks on rule IPs exist, so a flow's rule must be re-checked on a config change.
+  var hasRules: Bool
   var udpTimeout: UInt64
   var icmpTimeout: UInt64
   var tcpEstablished: UInt64
   var tcpTransitory: UInt64
   var tcpTimeWait: UInt64
+  /// Index into `CompiledConfig.policies.networks`, or -1: no firewall, routes or PGA.
+  var network: Int
+  var privateGoogleAccess: Bool
 }
 
 struct CompiledBlock {
@@ -29,6 +38,26 @@ struct CompiledBlock {
   /// Index of the block's first port in each protocol class's slice of `portRefs`.
   var portBase: UInt32
   var vm: UInt32
+  /// The block's port group (`CompiledConfig.groups`) and NAT rule number (0 = default IPs).
+  var group: UInt32
+  var rule: Int
+}
+
+/// The blocks of one VM on one NAT rule's IPs (or on the default IPs): the space a new connection
+/// under that rule draws its NAT IP:port from. A VM's blocks are ordered by group.
+struct CompiledGroup {
+  var ruleNumber: Int
+  var blockStart: Int
+  var blockCount: Int
+  /// Ports on non-drained blocks: the space new mappings are drawn from.
+  var activePorts: UInt32
+}
+
+/// A NAT rule's match, its destination ranges a slice of `CompiledConfig.natRuleRanges`.
+struct CompiledNatRule {
+  var ruleNumber: Int
+  var rangeStart: Int
+  var rangeCount: Int
 }
 
 /// A validated configuration. Built off the packet path by `apply`, then swapped in with one
@@ -38,6 +67,9 @@ final class CompiledConfig {
   let ids: [String]
   let vms: UnsafeMutableBufferPointer<CompiledVM>
   let blocks: UnsafeMutableBufferPointer<CompiledBlock>
+  let groups: UnsafeMutableBufferPointer<CompiledGroup>
+  let natRules: UnsafeMutableBufferPointer<CompiledNatRule>
+  let natRuleRanges: UnsafeMutableBufferPointer<(UInt32, UInt32)>
   let drained: UnsafeMutableBufferPointer<UInt32>
   /// NAT source ranges sorted by first address: (first, last, vm).
   let natRanges: UnsafeMutableBufferPointer<(UInt32, UInt32, Int)>
@@ -46,6 +78,12 @@ final class CompiledConfig {
   let byExternal: UnsafeMutableBufferPointer<(UInt32, Int)>
   let counters: UnsafeMutableBufferPointer<VMCounters>
   let logUnattributedDrops: Bool
+  /// Some VM's network has a policy: only then do new flows and inbound misses consult it.
+  let hasPolicies: Bool
+  let policies: PolicyTables
+  /// Every VM's primary IP → vm, sorted: finds the VM of a source outside all NAT ranges (e.g. for
+  /// Private Google Access without Cloud NAT for the primary range).
+  let byAnyPrimary: UnsafeMutableBufferPointer<(UInt32, Int)>
 
   // EIM port preference (see `NATEngine.pickPort`).
   //
@@ -65,8 +103,8 @@ final class CompiledConfig {
   /// + (port - start)]`. Drained blocks are included (their mappings still count).
   let portRefs: UnsafeMutableBufferPointer<UInt16>
   let totalPorts: Int
-  /// Per (VM, protocol class): how many ports of the VM's *active* blocks have a non-zero count. When
-  /// it reaches `activePorts`, no unmapped port is left and new mappings fall back to sharing.
+  /// Per (port group, protocol class): how many ports of the group's *active* blocks have a non-zero
+  /// count. When it reaches `activePorts`, no unmapped port is left and new mappings fall back to sharing.
   let mappedPorts: UnsafeMutableBufferPointer<UInt32>
   /// Block indexes sorted by (NAT IP, first port), to find the block of a mapping's NAT IP:port.
   let blocksByAddress: UnsafeMutableBufferPointer<Int>
@@ -88,23 +126,47 @@ final class CompiledConfig {
     var externals: [(UInt32, Int)] = []
     var allBlocks: [(ip: UInt32, start: Int, end: Int, vm: Int)] = []
     var totalPorts = 0
+    var groups: [CompiledGroup] = []
+    var natRules: [CompiledNatRule] = []
+    var natRuleRanges: [(UInt32, UInt32)] = []
+    var policies = CompiledPolicies()
+    var networkCache: [String: Int] = [:]
+    var anyPrimaries: [(UInt32, Int)] = []
     for (index, vm) in config.vms.enumerated() {
+      let network = try policies.network(named: vm.network, in: config.networks, cache: &networkCache)
+      anyPrimaries.append((vm.primaryIP.value, index))
       guard seen.updateValue(index, forKey: vm.id) == nil else { throw .duplicateVM(id: vm.id) }
       let drainedSet = Set(vm.gateway.drainedNatIPs.map(\.value))
       let blockStart = blocks.count
-      var active: UInt32 = 0
-      for block in vm.portBlocks {
+      let groupStart = groups.count
+      // Stable, so a VM without NAT rules keeps its blocks (and port choices) in config order.
+      let ordered = vm.portBlocks.enumerated().sorted { ($0.element.ruleNumber, $0.offset) < ($1.element.ruleNumber, $1.offset) }
+      for (_, block) in ordered {
         guard block.ports.lowerBound >= 1024, block.ports.upperBound <= 65536, !block.ports.isEmpty else {
           throw .portBlockOutOfRange(vm: vm.id, ports: block.ports)
+        }
+        if groups.count == groupStart || groups[groups.count - 1].ruleNumber != block.ruleNumber {
+          groups.append(CompiledGroup(ruleNumber: block.ruleNumber, blockStart: blocks.count, blockCount: 0, activePorts: 0))
         }
         let isDrained = drainedSet.contains(block.natIP.value)
         blocks.append(
           CompiledBlock(
             natIP: block.natIP.value, start: UInt32(block.ports.lowerBound), count: UInt32(block.ports.count),
-            drained: isDrained, portBase: UInt32(totalPorts), vm: UInt32(index)))
+            drained: isDrained, portBase: UInt32(totalPorts), vm: UInt32(index), group: UInt32(groups.count - 1),
+            rule: block.ruleNumber))
+        groups[groups.count - 1].blockCount += 1
+        if !isDrained { groups[groups.count - 1].activePorts += UInt32(block.ports.count) }
         totalPorts += block.ports.count
-        if !isDrained { active += UInt32(block.ports.count) }
         allBlocks.append((block.natIP.value, block.ports.lowerBound, block.ports.upperBound, index))
+      }
+      let ruleStart = natRules.count
+      var ruleNumbers = Set<Int>()
+      for rule in vm.gateway.rules.sorted(by: { $0.ruleNumber < $1.ruleNumber }) {
+        guard rule.ruleNumber >= 1, ruleNumbers.insert(rule.ruleNumber).inserted else {
+          throw .invalidNatRule(vm: vm.id, ruleNumber: rule.ruleNumber)
+        }
+        natRules.append(CompiledNatRule(ruleNumber: rule.ruleNumber, rangeStart: natRuleRanges.count, rangeCount: rule.destinations.count))
+        for d in rule.destinations { natRuleRanges.append((d.first.value, d.last.value)) }
       }
       let drainedStart = drained.count
       drained.append(contentsOf: drainedSet.sorted())
@@ -122,9 +184,11 @@ final class CompiledConfig {
           primaryIP: vm.primaryIP.value, externalIP: vm.externalIP?.value ?? 0, hasExternalIP: vm.externalIP != nil,
           endpointIndependent: vm.gateway.endpointIndependentMapping, logMask: mask, blockStart: blockStart,
           blockCount: blocks.count - blockStart, drainedStart: drainedStart, drainedCount: drained.count - drainedStart,
-          activePorts: active, udpTimeout: Self.ns(t.udp), icmpTimeout: Self.ns(t.icmp),
+          groupStart: groupStart, groupCount: groups.count - groupStart, ruleStart: ruleStart,
+          ruleCount: natRules.count - ruleStart, hasRules: natRules.count > ruleStart || vm.portBlocks.contains { $0.ruleNumber != 0 },
+          udpTimeout: Self.ns(t.udp), icmpTimeout: Self.ns(t.icmp),
           tcpEstablished: Self.ns(t.tcpEstablished), tcpTransitory: Self.ns(t.tcpTransitory),
-          tcpTimeWait: Self.ns(t.tcpTimeWait)))
+          tcpTimeWait: Self.ns(t.tcpTimeWait), network: network, privateGoogleAccess: vm.privateGoogleAccess))
     }
     allBlocks.sort { ($0.ip, $0.start) < ($1.ip, $1.start) }
     for (a, b) in zip(allBlocks, allBlocks.dropFirst()) where a.ip == b.ip && b.start < a.end {
@@ -146,6 +210,12 @@ final class CompiledConfig {
     _ = self.vms.initialize(from: vms)
     self.blocks = .allocate(capacity: max(blocks.count, 1))
     _ = self.blocks.initialize(from: blocks)
+    self.groups = .allocate(capacity: max(groups.count, 1))
+    _ = self.groups.initialize(from: groups)
+    self.natRules = .allocate(capacity: max(natRules.count, 1))
+    _ = self.natRules.initialize(from: natRules)
+    self.natRuleRanges = .allocate(capacity: max(natRuleRanges.count, 1))
+    _ = self.natRuleRanges.initialize(from: natRuleRanges)
     self.drained = .allocate(capacity: max(drained.count, 1))
     _ = self.drained.initialize(from: drained)
     natRanges = .allocate(capacity: max(ranges.count, 1))
@@ -159,7 +229,7 @@ final class CompiledConfig {
     self.totalPorts = totalPorts
     portRefs = .allocate(capacity: max(3 * totalPorts, 1))
     portRefs.initialize(repeating: 0)
-    mappedPorts = .allocate(capacity: max(3 * vms.count, 1))
+    mappedPorts = .allocate(capacity: max(3 * groups.count, 1))
     mappedPorts.initialize(repeating: 0)
     blocksByAddress = .allocate(capacity: max(blocks.count, 1))
     _ = blocksByAddress.initialize(
@@ -174,6 +244,11 @@ final class CompiledConfig {
     self.primaryCount = primaries.count
     self.externalCount = externals.count
     logUnattributedDrops = config.logUnattributedDrops
+    hasPolicies = !policies.networks.isEmpty
+    self.policies = PolicyTables(policies)
+    anyPrimaries.sort { $0.0 < $1.0 }
+    byAnyPrimary = .allocate(capacity: max(anyPrimaries.count, 1))
+    _ = byAnyPrimary.initialize(from: anyPrimaries)
   }
 
   let rangeCount: Int
@@ -183,6 +258,9 @@ final class CompiledConfig {
   deinit {
     vms.deallocate()
     blocks.deallocate()
+    groups.deallocate()
+    natRules.deallocate()
+    natRuleRanges.deallocate()
     drained.deallocate()
     natRanges.deallocate()
     byPrimary.deallocate()
@@ -191,6 +269,7 @@ final class CompiledConfig {
     portRefs.deallocate()
     mappedPorts.deallocate()
     blocksByAddress.deallocate()
+    byAnyPrimary.deallocate()
   }
 
   // MARK: EIM port use
@@ -223,7 +302,7 @@ final class CompiledConfig {
     let c = portRefs[i]
     guard c != .max else { return }
     portRefs[i] = c &+ 1
-    if c == 0 && !blk.drained { mappedPorts[Int(blk.vm) &* 3 &+ cls] &+= 1 }
+    if c == 0 && !blk.drained { mappedPorts[Int(blk.group) &* 3 &+ cls] &+= 1 }
   }
 
   /// A mapping on natIP:port was deleted or moved away.
@@ -236,7 +315,7 @@ final class CompiledConfig {
     let c = portRefs[i]
     guard c != .max, c != 0 else { return }
     portRefs[i] = c &- 1
-    if c == 1 && !blk.drained { mappedPorts[Int(blk.vm) &* 3 &+ cls] &-= 1 }
+    if c == 1 && !blk.drained { mappedPorts[Int(blk.group) &* 3 &+ cls] &-= 1 }
   }
 
   /// Recounts the port-use state from the region's mapping table (attach and `apply`; off the packet
@@ -281,6 +360,12 @@ final class CompiledConfig {
   func oneToOneVM(primary address: UInt32) -> Int { Self.find(byPrimary, count: primaryCount, address) }
   func oneToOneVM(external address: UInt32) -> Int { Self.find(byExternal, count: externalCount, address) }
 
+  /// VM an internal address belongs to: its NAT source ranges, else its primary IP; or -1.
+  func vm(internal address: UInt32) -> Int {
+    let v = natVM(for: address)
+    return v >= 0 ? v : Self.find(byAnyPrimary, count: ids.count, address)
+  }
+
   /// Whether VM `vm` may keep a flow on natIP:port: the port is in one of its blocks (active or
   /// drained), or the NAT IP is drained for it (drained flows continue even if the block was dropped).
   func owns(vm: Int, natIP: UInt32, natPort: UInt16) -> Bool {
@@ -292,6 +377,46 @@ final class CompiledConfig {
     }
     for d in v.drainedStart..<(v.drainedStart + v.drainedCount) where drained[d] == natIP { return true }
     return false
+  }
+
+  /// Rule number of the NAT rule VM `vm` uses towards `destination`: the lowest-numbered rule whose
+  /// destinations contain it, else 0 (the default NAT IPs).
+  func natRule(vm: Int, destination: UInt32) -> Int {
+    let v = vms[vm]
+    for r in v.ruleStart..<(v.ruleStart &+ v.ruleCount) {
+      let rule = natRules[r]
+      for i in rule.rangeStart..<(rule.rangeStart &+ rule.rangeCount) {
+        let range = natRuleRanges[i]
+        if destination >= range.0 && destination <= range.1 { return rule.ruleNumber }
+      }
+    }
+    return 0
+  }
+
+  /// The VM's port group for rule number `rule`, or -1 (no blocks on that rule's IPs).
+  func group(vm: Int, rule: Int) -> Int {
+    let v = vms[vm]
+    for g in v.groupStart..<(v.groupStart &+ v.groupCount) where groups[g].ruleNumber == rule { return g }
+    return -1
+  }
+
+  static let anyRule = -2
+
+  /// The rule a mapping or flow on natIP:port of VM `vm` belongs to: its block's rule; for a drained
+  /// NAT IP whose block was dropped, the rule of the VM's other blocks on that IP, or `anyRule` when
+  /// none is left to tell; -1 when the VM does not own natIP:port (see `owns`).
+  func rule(vm: Int, natIP: UInt32, natPort: UInt16) -> Int {
+    let v = vms[vm]
+    let port = UInt32(natPort)
+    var sameIP = -1
+    for b in v.blockStart..<(v.blockStart + v.blockCount) {
+      let block = blocks[b]
+      guard block.natIP == natIP else { continue }
+      if port >= block.start && port < block.start + block.count { return block.rule }
+      sameIP = block.rule
+    }
+    guard isDrained(vm: vm, natIP: natIP) else { return -1 }
+    return sameIP >= 0 ? sameIP : Self.anyRule
   }
 
   func isDrained(vm: Int, natIP: UInt32) -> Bool {

@@ -43,16 +43,32 @@ public struct GatewaySettings: Sendable, Hashable {
   /// NAT IPs in the drained state: their existing flows continue, no new connection is made on them.
   public var drainedNatIPs: [IPv4Address]
   public var logging: LoggingConfig
+  /// NAT rules: a new connection uses the port blocks of the lowest-numbered rule whose destinations
+  /// contain its destination, or the default blocks (`ruleNumber` 0) when none does.
+  public var rules: [NatRuleDestinations]
 
   public init(
     name: String = "gateway", endpointIndependentMapping: Bool = true, timeouts: NATTimeouts = .init(),
-    drainedNatIPs: [IPv4Address] = [], logging: LoggingConfig = .init()
+    drainedNatIPs: [IPv4Address] = [], logging: LoggingConfig = .init(), rules: [NatRuleDestinations] = []
   ) {
     self.name = name
     self.endpointIndependentMapping = endpointIndependentMapping
     self.timeouts = timeouts
     self.drainedNatIPs = drainedNatIPs
     self.logging = logging
+    self.rules = rules
+  }
+}
+
+/// The match of a Cloud NAT rule: the destinations whose new connections use the rule's NAT IPs.
+public struct NatRuleDestinations: Sendable, Hashable {
+  /// 1 or more (0 stands for the gateway's default NAT IPs in `PortBlock.ruleNumber`); unique per gateway.
+  public var ruleNumber: Int
+  public var destinations: [IPv4CIDR]
+
+  public init(ruleNumber: Int, destinations: [IPv4CIDR]) {
+    self.ruleNumber = ruleNumber
+    self.destinations = destinations
   }
 }
 
@@ -60,9 +76,12 @@ public struct GatewaySettings: Sendable, Hashable {
 public struct PortBlock: Sendable, Hashable {
   public var natIP: IPv4Address
   public var ports: Range<Int>
-  public init(natIP: IPv4Address, ports: Range<Int>) {
+  /// The NAT rule whose NAT IP this block is on; 0 = the gateway's default NAT IPs.
+  public var ruleNumber: Int
+  public init(natIP: IPv4Address, ports: Range<Int>, ruleNumber: Int = 0) {
     self.natIP = natIP
     self.ports = ports
+    self.ruleNumber = ruleNumber
   }
 }
 
@@ -80,10 +99,16 @@ public struct VMConfig: Sendable, Hashable {
   /// The VM's port blocks. Blocks on drained NAT IPs stay listed so their flows keep being attributed.
   public var portBlocks: [PortBlock]
   public var gateway: GatewaySettings
+  /// Name of the VPC network the VM is in: the key of its policy in `EngineConfig.networks`. A VM
+  /// whose network has no policy there gets no firewall, routes or Private Google Access.
+  public var network: String
+  /// Private Google Access is on in the VM's subnet: traffic to the network's Google APIs ranges
+  /// leaves untranslated (except from a primary IP with an external IP, which uses that).
+  public var privateGoogleAccess: Bool
 
   public init(
     id: String, primaryIP: IPv4Address, natSourceRanges: [IPv4CIDR], externalIP: IPv4Address? = nil,
-    portBlocks: [PortBlock], gateway: GatewaySettings = .init()
+    portBlocks: [PortBlock], gateway: GatewaySettings = .init(), network: String = "", privateGoogleAccess: Bool = false
   ) {
     self.id = id
     self.primaryIP = primaryIP
@@ -91,6 +116,8 @@ public struct VMConfig: Sendable, Hashable {
     self.externalIP = externalIP
     self.portBlocks = portBlocks
     self.gateway = gateway
+    self.network = network
+    self.privateGoogleAccess = privateGoogleAccess
   }
 }
 
@@ -99,10 +126,13 @@ public struct EngineConfig: Sendable, Hashable {
   public var vms: [VMConfig]
   /// Also log drops that belong to no VM (no NAT configured, filtered inbound, unmatched ICMP).
   public var logUnattributedDrops: Bool
+  /// VPC network policies by network name (`VMConfig.network`).
+  public var networks: [String: NetworkPolicy]
 
-  public init(vms: [VMConfig] = [], logUnattributedDrops: Bool = false) {
+  public init(vms: [VMConfig] = [], logUnattributedDrops: Bool = false, networks: [String: NetworkPolicy] = [:]) {
     self.vms = vms
     self.logUnattributedDrops = logUnattributedDrops
+    self.networks = networks
   }
 }
 
@@ -122,4 +152,8 @@ public enum EngineError: Error, Hashable, Sendable {
   case badMagic
   case unsupportedLayoutVersion(UInt32)
   case corruptHeader(String)
+  /// A firewall rule or route (by name) of the network's policy has a priority outside 0...65535.
+  case invalidPolicy(network: String, name: String)
+  /// A NAT rule number is below 1 or used twice in the VM's gateway.
+  case invalidNatRule(vm: String, ruleNumber: Int)
 }

@@ -18,6 +18,11 @@ public enum DropReason: UInt8, Sendable, Hashable, CaseIterable {
   case flowTableFull
   /// ICMP error whose quoted datagram matches no flow.
   case unmatchedICMPError
+  /// Denied by a VPC firewall rule (an explicit one or the implied deny-all ingress).
+  case firewallDenied
+  /// A custom route sends the destination to a next hop other than the Internet gateway, so Cloud NAT
+  /// does not apply (the host does not emulate next-hop instances or tunnels).
+  case routedToNextHop
 }
 
 /// What to do with a packet after translation.
@@ -37,6 +42,11 @@ public struct VMCounters: Sendable, Hashable {
   public var droppedEndpointIndependenceConflict: UInt64 = 0
   public var droppedOutOfResources: UInt64 = 0
   public var droppedFlowTableFull: UInt64 = 0
+  /// Packets denied by a firewall rule, both directions.
+  public var droppedFirewall: UInt64 = 0
+  public var routedToNextHop: UInt64 = 0
+  /// Packets that went through Private Google Access untranslated, both directions.
+  public var privateGoogleAccessPackets: UInt64 = 0
   public init() {}
 }
 
@@ -57,5 +67,10 @@ public struct GlobalCounters: Sendable, Hashable {
   public var flowsExpired: UInt64 = 0
   /// Flows ended because a new config took their block or VM away.
   public var flowsEndedByConfig: UInt64 = 0
+  public var firewallDeniedEgress: UInt64 = 0
+  public var firewallDeniedIngress: UInt64 = 0
+  public var routedToNextHop: UInt64 = 0
+  public var privateGoogleAccessOut: UInt64 = 0
+  public var privateGoogleAccessIn: UInt64 = 0
   public init() {}
 }

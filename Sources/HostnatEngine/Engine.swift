@@ -30,7 +30,8 @@ public struct FlowSnapshot: Sendable, Hashable {
 
 /// The host data plane's NAT: translates IPv4 packets in place between VMs and the Internet,
 /// Cloud NAT style (endpoint-independent mapping, address-and-port-dependent filtering, per-VM port
-/// blocks, drained NAT IPs, 1:1 external IPs).
+/// blocks, drained NAT IPs, 1:1 external IPs, NAT rules), inside the VPC around the VMs (firewall
+/// rules, custom routes, Private Google Access: see Policy.swift) for VMs whose network has a policy.
 ///
 /// Single-threaded by design: one engine per packet-processing thread, no locks. The packet path
 /// allocates nothing and touches only the flat flow region and the compiled config. The clock is an
@@ -46,6 +47,8 @@ public final class NATEngine {
   let ownedRegion: UnsafeMutableRawBufferPointer?
   public private(set) var globalCounters = GlobalCounters()
   let fragmentTable = FragmentTable()
+  /// Connection state of the stateless paths (1:1, Private Google Access) for stateful firewalling.
+  let connTrack = ConnTrackTable()
   /// Where log records go; nil disables logging regardless of the gateway settings.
   public var logSink: LogRing?
 
@@ -170,18 +173,43 @@ public final class NATEngine {
       globalCounters.flowsExpired &+= 1
       return false
     }
-    if f.generation != table.generation {
-      let vm = config.natVM(for: f.insideIP)
-      if vm >= 0, config.owns(vm: vm, natIP: f.natIP, natPort: f.natPort) {
-        table.flows[slot].generation = table.generation
-        table.flows[slot].vmIndex = UInt16(truncatingIfNeeded: vm)
-      } else {
-        removeFlow(slot)
-        globalCounters.flowsEndedByConfig &+= 1
-        return false
-      }
-    }
+    if f.generation != table.generation { return recheck(slot) }
     return true
+  }
+
+  /// Re-checks a flow made under an older config: kept (and re-attributed) while its VM still owns
+  /// its NAT IP:port, its destination still goes through NAT and still selects the NAT rule of its
+  /// NAT IP; otherwise ended. Routes apply to
+  /// every packet in a VPC, so a flow whose destination is now routed to another next hop (or now
+  /// reached through Private Google Access) cannot continue through NAT.
+  @inline(never)
+  func recheck(_ slot: Int) -> Bool {
+    let f = table.flows[slot]
+    let vm = config.natVM(for: f.insideIP)
+    if vm >= 0, config.owns(vm: vm, natIP: f.natIP, natPort: f.natPort),
+      config.vms[vm].network < 0 || stillUsesNAT(config.vms[vm], remoteIP: f.remoteIP),
+      !config.vms[vm].hasRules || ruleStillMatches(vm, f)
+    {
+      table.flows[slot].generation = table.generation
+      table.flows[slot].vmIndex = UInt16(truncatingIfNeeded: vm)
+      return true
+    }
+    removeFlow(slot)
+    globalCounters.flowsEndedByConfig &+= 1
+    return false
+  }
+
+  /// NAT rules are chosen per connection by destination: a flow on one rule's IPs cannot continue
+  /// once its destination belongs to another rule (or to the default IPs).
+  func ruleStillMatches(_ vm: Int, _ f: FlowSlot) -> Bool {
+    let r = config.rule(vm: vm, natIP: f.natIP, natPort: f.natPort)
+    return r == CompiledConfig.anyRule || r == config.natRule(vm: vm, destination: f.remoteIP)
+  }
+
+  func stillUsesNAT(_ vm: CompiledVM, remoteIP: UInt32) -> Bool {
+    let p = config.policies
+    let net = p.networks[vm.network]
+    return p.routesToInternet(net, remoteIP) && !(vm.privateGoogleAccess && p.isGoogleAPI(net, remoteIP))
   }
 
   func removeFlow(_ slot: Int) {
@@ -284,7 +312,8 @@ public final class NATEngine {
     case .noNATConfigured: globalCounters.noNATConfigured &+= 1
     case .filteredInbound: globalCounters.filteredInbound &+= 1
     case .unmatchedICMPError: globalCounters.unmatchedICMPError &+= 1
-    case .endpointIndependenceConflict, .outOfResources, .flowTableFull: break
+    // Counted per VM (and by direction) where they happen.
+    case .endpointIndependenceConflict, .outOfResources, .flowTableFull, .firewallDenied, .routedToNextHop: break
     }
   }
 
@@ -365,6 +394,10 @@ public final class NATEngine {
         if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: b.loadBE32(at: 12), now: now) }
         return verdict
       }
+      if slot == -4 {
+        if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: t.src, now: now) }
+        return .forward
+      }
       if slot < 0 { return .drop(reason) }
     }
     let flows = table.flows
@@ -392,9 +425,14 @@ public final class NATEngine {
   }
 
   /// New flow for an outbound packet that matched none. Returns the slot, -1 (drop, `reason` set,
-  /// counted and logged), or -2 (the source is a primary IP with 1:1 NAT: translate statelessly).
+  /// counted and logged), -2 (the source is a primary IP with 1:1 NAT: translate statelessly), or
+  /// -4 (Private Google Access: forward unchanged).
   @inline(never)
   func createFlow(_ t: Tuple, now: UInt64, reason: inout DropReason) -> Int {
+    if config.hasPolicies {
+      let r = egressPolicy(t, now: now, reason: &reason)
+      if r != 0 { return r }
+    }
     let vmIndex = config.natVM(for: t.src)
     if config.primaryCount > 0, config.oneToOneVM(primary: t.src) >= 0 { return -2 }
     guard vmIndex >= 0 else {
@@ -407,27 +445,41 @@ public final class NATEngine {
     var natPort: UInt16 = 0
     var block = -1
     var mapping = -1
+    // NAT rules choose the NAT IPs by destination; without rules everything is rule 0 (default IPs).
+    let rule = vm.ruleCount > 0 ? config.natRule(vm: vmIndex, destination: t.dst) : 0
     if vm.endpointIndependent {
-      mapping = table.findMapping(proto: t.proto, insideIP: t.src, insidePort: t.srcPort)
+      // An endpoint has one mapping per NAT rule it uses (each rule has its own IPs), all under the
+      // same key; the rule of each is that of its block in this config.
+      var stale = -1
+      var i = table.findMapping(proto: t.proto, insideIP: t.src, insidePort: t.srcPort)
+      while i >= 0 {
+        let m = table.mappings[i]
+        let r = config.rule(vm: vmIndex, natIP: m.natIP, natPort: m.natPort)
+        if r == rule || r == CompiledConfig.anyRule {
+          mapping = i
+          break
+        }
+        if r < 0 && stale < 0 { stale = i }
+        i = table.findMapping(proto: t.proto, insideIP: t.src, insidePort: t.srcPort, after: i)
+      }
       if mapping >= 0 {
         let m = table.mappings[mapping]
-        if config.owns(vm: vmIndex, natIP: m.natIP, natPort: m.natPort) {
-          // The mapping is fixed: this destination must be reachable through it.
-          if config.isDrained(vm: vmIndex, natIP: m.natIP) || !outsideFree(t.proto, m.natIP, m.natPort, t, now: now) {
-            return vmDrop(.endpointIndependenceConflict, vmIndex, t, natIP: m.natIP, natPort: m.natPort, now: now, reason: &reason)
-          }
-          natIP = m.natIP
-          natPort = m.natPort
-        } else {
-          // Left over from a config that took the block away: its flows die lazily and no longer
-          // count towards it (see releaseMapping), so the mapping is re-pointed below.
-          mapping = -3 - mapping
+        // The mapping is fixed: this destination must be reachable through it.
+        if config.isDrained(vm: vmIndex, natIP: m.natIP) || !outsideFree(t.proto, m.natIP, m.natPort, t, now: now) {
+          return vmDrop(.endpointIndependenceConflict, vmIndex, t, natIP: m.natIP, natPort: m.natPort, now: now, reason: &reason)
         }
+        natIP = m.natIP
+        natPort = m.natPort
+      } else if stale >= 0 {
+        // Left over from a config that took the block away: its flows die lazily and no longer
+        // count towards it (see releaseMapping), so the mapping is re-pointed below.
+        mapping = -3 - stale
       }
     }
     let reuse = natPort != 0 || natIP != 0
     if !reuse {
-      guard pickPort(vm, vmIndex, t, now: now, ip: &natIP, port: &natPort, block: &block) else {
+      let group = config.group(vm: vmIndex, rule: rule)
+      guard group >= 0, pickPort(vm, group, t, now: now, ip: &natIP, port: &natPort, block: &block) else {
         return vmDrop(.outOfResources, vmIndex, t, natIP: 0, natPort: 0, now: now, reason: &reason)
       }
     }
@@ -478,6 +530,9 @@ public final class NATEngine {
     switch r {
     case .endpointIndependenceConflict: config.counters[vmIndex].droppedEndpointIndependenceConflict &+= 1
     case .outOfResources: config.counters[vmIndex].droppedOutOfResources &+= 1
+    case .routedToNextHop:
+      config.counters[vmIndex].routedToNextHop &+= 1
+      globalCounters.routedToNextHop &+= 1
     default: config.counters[vmIndex].droppedFlowTableFull &+= 1
     }
     if config.vms[vmIndex].logMask & 2 != 0, let sink = logSink {
@@ -517,41 +572,45 @@ public final class NATEngine {
   /// is left, so a full VM goes straight to sharing; release is a decrement with nothing to keep
   /// ordered. Only mapping creation and deletion touch this state, never the established path.
   /// Without EIM ports are per destination and the counts are not consulted.
+  ///
+  /// All of this is per port group: the VM's blocks on the NAT IPs of the rule chosen for the
+  /// destination (or on the default IPs).
   func pickPort(
-    _ vm: CompiledVM, _ vmIndex: Int, _ t: Tuple, now: UInt64, ip: inout UInt32, port: inout UInt16, block: inout Int
+    _ vm: CompiledVM, _ groupIndex: Int, _ t: Tuple, now: UInt64, ip: inout UInt32, port: inout UInt16, block: inout Int
   ) -> Bool {
-    let total = vm.activePorts
+    let g = config.groups[groupIndex]
+    let total = g.activePorts
     guard total > 0 else { return false }
     let r = UInt32(truncatingIfNeeded: table.nextRandom() % UInt64(total))
     guard vm.endpointIndependent else {
-      return scanPorts(vm, from: r, cls: 0, mode: Self.scanAny, budget: total, t, now: now, ip: &ip, port: &port, block: &block)
+      return scanPorts(g, from: r, cls: 0, mode: Self.scanAny, budget: total, t, now: now, ip: &ip, port: &port, block: &block)
     }
     let cls = CompiledConfig.portClass(t.proto)
-    let unmapped = total &- min(total, config.mappedPorts[vmIndex &* 3 &+ cls])
+    let unmapped = total &- min(total, config.mappedPorts[groupIndex &* 3 &+ cls])
     if unmapped > 0,
-      scanPorts(vm, from: r, cls: cls, mode: Self.scanUnmapped, budget: unmapped, t, now: now, ip: &ip, port: &port, block: &block)
+      scanPorts(g, from: r, cls: cls, mode: Self.scanUnmapped, budget: unmapped, t, now: now, ip: &ip, port: &port, block: &block)
     {
       return true
     }
-    return scanPorts(vm, from: r, cls: cls, mode: Self.scanShared, budget: total, t, now: now, ip: &ip, port: &port, block: &block)
+    return scanPorts(g, from: r, cls: cls, mode: Self.scanShared, budget: total, t, now: now, ip: &ip, port: &port, block: &block)
   }
 
   static let scanAny = 0
   static let scanUnmapped = 1
   static let scanShared = 2
 
-  /// Walks the VM's active ports from active-port index `r`, wrapping once, and takes the first one
+  /// Walks the port group's active ports from active-port index `r`, wrapping once, and takes the first one
   /// that the mode admits (any / count 0 / count not saturated) and whose outside 5-tuple towards
   /// the destination is free. `budget` bounds how many admitted ports are tried.
   @inline(__always)
   func scanPorts(
-    _ vm: CompiledVM, from r: UInt32, cls: Int, mode: Int, budget: UInt32, _ t: Tuple, now: UInt64,
+    _ g: CompiledGroup, from r: UInt32, cls: Int, mode: Int, budget: UInt32, _ t: Tuple, now: UInt64,
     ip: inout UInt32, port: inout UInt16, block: inout Int
   ) -> Bool {
     let blocks = config.blocks
     let refs = config.portRefs.baseAddress! + cls &* config.totalPorts
-    let first = vm.blockStart
-    let end = vm.blockStart &+ vm.blockCount
+    let first = g.blockStart
+    let end = g.blockStart &+ g.blockCount
     var b = first
     var k = r
     while true {
@@ -562,7 +621,7 @@ public final class NATEngine {
       }
       b &+= 1
     }
-    var remaining = vm.activePorts
+    var remaining = g.activePorts
     var tries = budget
     while remaining > 0 {
       let blk = blocks[b]
@@ -676,12 +735,128 @@ public final class NATEngine {
       if vm >= 0 {
         var tt = t
         if t.kind == Self.kindEcho { tt.dstPort = t.srcPort }
-        Self.rewriteDestination(b, tt, ip: config.vms[vm].primaryIP, port: tt.dstPort)
+        let primary = config.vms[vm].primaryIP
+        if config.vms[vm].network >= 0, !ingressAllowed(vm, t, insideIP: primary, natIP: t.dst, now: now) {
+          return .drop(.firewallDenied)
+        }
+        Self.rewriteDestination(b, tt, ip: primary, port: tt.dstPort)
         globalCounters.oneToOneIn &+= 1
         return .forward
       }
     }
+    if config.hasPolicies, let verdict = privateGoogleAccessIn(t, now: now) { return verdict }
     return drop(.filteredInbound, t, now: now)
+  }
+
+  // MARK: - VPC policy (firewall, routes, Private Google Access)
+
+  /// How long the stateless paths' connection tracker remembers a connection: the gateway's idle
+  /// timeouts (TCP as established: the tracker reads no flags).
+  @inline(__always)
+  func trackTimeout(_ vm: CompiledVM, _ proto: UInt8) -> UInt64 {
+    proto == IPProtocol.tcp ? vm.tcpEstablished : proto == IPProtocol.udp ? vm.udpTimeout : vm.icmpTimeout
+  }
+
+  /// Egress firewall, routes and Private Google Access, in the order the VPC applies them, for an
+  /// outbound packet with no NAT flow (a new connection, or any packet of the stateless 1:1 and PGA
+  /// paths, whose firewall state lives in `connTrack`). Returns 0 to go on with 1:1 or NAT, -1 to
+  /// drop (`reason` set, counted, logged), or -4 to forward the packet unchanged (PGA).
+  @inline(never)
+  func egressPolicy(_ t: Tuple, now: UInt64, reason: inout DropReason) -> Int {
+    let oneToOne = config.primaryCount > 0 ? config.oneToOneVM(primary: t.src) : -1
+    let vmIndex = oneToOne >= 0 ? oneToOne : config.vm(internal: t.src)
+    guard vmIndex >= 0 else { return 0 }
+    let vm = config.vms[vmIndex]
+    guard vm.network >= 0 else { return 0 }
+    let p = config.policies
+    let net = p.networks[vm.network]
+    // A primary IP with an external IP reaches Google through that IP, not through PGA.
+    let pga = vm.privateGoogleAccess && oneToOne < 0 && p.isGoogleAPI(net, t.dst)
+    let stateless = oneToOne >= 0 || pga
+    // Echo requests carry their identifier in srcPort and 0 in dstPort: the same key as the reply.
+    var tracked = false
+    if stateless {
+      tracked = connTrack.refresh(
+        t.proto, t.src, t.srcPort, t.dst, t.dstPort, now: now, expiresAt: now &+ trackTimeout(vm, t.proto))
+    }
+    if !tracked {
+      let rule = p.firewall(
+        net, ingress: false, remote: t.dst, proto: t.proto, port: t.dstPort, hasPorts: t.kind == Self.kindTCP || t.kind == Self.kindUDP)
+      if rule >= 0 && !p.rules[rule].allow {
+        reason = .firewallDenied
+        globalCounters.firewallDeniedEgress &+= 1
+        firewallDenied(
+          vmIndex, rule: rule, insideIP: t.src, insidePort: t.srcPort, remoteIP: t.dst, remotePort: t.dstPort, natIP: 0,
+          proto: t.proto, now: now)
+        return -1
+      }
+    }
+    if !p.routesToInternet(net, t.dst) {
+      return vmDrop(.routedToNextHop, vmIndex, t, natIP: 0, natPort: 0, now: now, reason: &reason)
+    }
+    if stateless && !tracked {
+      connTrack.insert(t.proto, t.src, t.srcPort, t.dst, t.dstPort, expiresAt: now &+ trackTimeout(vm, t.proto))
+    }
+    guard pga else { return 0 }
+    config.counters[vmIndex].privateGoogleAccessPackets &+= 1
+    globalCounters.privateGoogleAccessOut &+= 1
+    return -4
+  }
+
+  /// Stateful ingress check of an inbound packet on a stateless path, once its destination is known
+  /// to be VM `vmIndex`'s `insideIP`: a tracked connection passes, otherwise the ingress rules decide
+  /// (implied: deny) and an allowed packet starts tracking its connection.
+  func ingressAllowed(_ vmIndex: Int, _ t: Tuple, insideIP: UInt32, natIP: UInt32, now: UInt64) -> Bool {
+    let vm = config.vms[vmIndex]
+    let p = config.policies
+    let echo = t.kind == Self.kindEcho
+    let insidePort = echo ? t.srcPort : t.dstPort
+    let remotePort = echo ? 0 : t.srcPort
+    let expiry = now &+ trackTimeout(vm, t.proto)
+    if connTrack.refresh(t.proto, insideIP, insidePort, t.src, remotePort, now: now, expiresAt: expiry) { return true }
+    let rule = p.firewall(
+      p.networks[vm.network], ingress: true, remote: t.src, proto: t.proto, port: t.dstPort,
+      hasPorts: t.kind == Self.kindTCP || t.kind == Self.kindUDP)
+    if rule >= 0 && p.rules[rule].allow {
+      connTrack.insert(t.proto, insideIP, insidePort, t.src, remotePort, expiresAt: expiry)
+      return true
+    }
+    globalCounters.firewallDeniedIngress &+= 1
+    firewallDenied(
+      vmIndex, rule: rule, insideIP: insideIP, insidePort: insidePort, remoteIP: t.src, remotePort: remotePort, natIP: natIP,
+      proto: t.proto, now: now)
+    return false
+  }
+
+  /// Counts a firewall drop for the VM and logs it when the denying rule logs (implied rules never do).
+  func firewallDenied(
+    _ vmIndex: Int, rule: Int, insideIP: UInt32, insidePort: UInt16, remoteIP: UInt32, remotePort: UInt16, natIP: UInt32,
+    proto: UInt8, now: UInt64
+  ) {
+    config.counters[vmIndex].droppedFirewall &+= 1
+    if rule >= 0, config.policies.rules[rule].logging, let sink = logSink {
+      sink.append(
+        LogRecord(
+          timestamp: now, insideIP: IPv4Address(insideIP), remoteIP: IPv4Address(remoteIP), natIP: IPv4Address(natIP),
+          insidePort: insidePort, remotePort: remotePort, natPort: natIP == 0 ? 0 : insidePort, protocolNumber: proto,
+          status: .dropped, reason: .firewallDenied, vmIndex: UInt16(truncatingIfNeeded: vmIndex)))
+    }
+  }
+
+  /// An inbound packet from the Google APIs ranges to the internal IP of a VM using Private Google
+  /// Access: forwarded unchanged when the ingress side allows it; nil when PGA does not apply.
+  @inline(never)
+  func privateGoogleAccessIn(_ t: Tuple, now: UInt64) -> Verdict? {
+    let vmIndex = config.vm(internal: t.dst)
+    guard vmIndex >= 0 else { return nil }
+    let vm = config.vms[vmIndex]
+    guard vm.network >= 0, vm.privateGoogleAccess, !(vm.hasExternalIP && t.dst == vm.primaryIP),
+      config.policies.isGoogleAPI(config.policies.networks[vm.network], t.src)
+    else { return nil }
+    guard ingressAllowed(vmIndex, t, insideIP: t.dst, natIP: 0, now: now) else { return .drop(.firewallDenied) }
+    config.counters[vmIndex].privateGoogleAccessPackets &+= 1
+    globalCounters.privateGoogleAccessIn &+= 1
+    return .forward
   }
 
   // MARK: - ICMP errors (RFC 5508 REQ-3..6)

@@ -325,9 +325,13 @@ struct FlowTable {
     hashTuple(insideIP, 0x4D41_5050, insidePort, 0, proto, seed: seed)
   }
 
-  /// Index of the mapping, or -1.
-  func findMapping(proto: UInt8, insideIP: UInt32, insidePort: UInt16) -> Int {
-    var i = Int(truncatingIfNeeded: mappingHash(proto: proto, insideIP: insideIP, insidePort: insidePort)) & indexMask
+  /// Index of the endpoint's first mapping probed after index `previous` (from its home position
+  /// when -1), or -1. An endpoint has one mapping per NAT rule it uses, all under the same key.
+  func findMapping(proto: UInt8, insideIP: UInt32, insidePort: UInt16, after previous: Int = -1) -> Int {
+    var i =
+      previous >= 0
+      ? (previous &+ 1) & indexMask
+      : Int(truncatingIfNeeded: mappingHash(proto: proto, insideIP: insideIP, insidePort: insidePort)) & indexMask
     while true {
       let m = mappings[i]
       if m.refAndProto == 0 { return -1 }
@@ -351,8 +355,11 @@ struct FlowTable {
   /// Returns true when this was the last reference and the mapping (on the flow's NAT IP:port) is gone.
   @discardableResult
   func releaseMapping(of f: FlowSlot) -> Bool {
-    let i = findMapping(proto: f.proto, insideIP: f.insideIP, insidePort: f.insidePort)
-    guard i >= 0, mappings[i].natIP == f.natIP, mappings[i].natPort == f.natPort else { return false }
+    var i = findMapping(proto: f.proto, insideIP: f.insideIP, insidePort: f.insidePort)
+    while i >= 0 && (mappings[i].natIP != f.natIP || mappings[i].natPort != f.natPort) {
+      i = findMapping(proto: f.proto, insideIP: f.insideIP, insidePort: f.insidePort, after: i)
+    }
+    guard i >= 0 else { return false }
     let refs = mappings[i].refAndProto & 0xFF_FFFF
     if refs > 1 {
       mappings[i].refAndProto &-= 1

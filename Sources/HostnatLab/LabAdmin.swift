@@ -80,7 +80,12 @@ public struct LabAdmin: Sendable {
       }
       let region = topology.region
       for network in topology.networks {
-        try await step("network \(network.name)") { try await admin.createNetwork(.with { $0.network.name = network.name }, options: options) }
+        try await step("network \(network.name)") {
+          try await admin.createNetwork(.with {
+            $0.network.name = network.name
+            $0.network.googleApisRange = network.googleApisRange ?? ""
+          }, options: options)
+        }
         for subnet in network.subnets {
           try await step("subnet \(subnet.name)") {
             try await admin.createSubnet(.with {
@@ -133,6 +138,37 @@ public struct LabAdmin: Sendable {
                 if let ip = instance.ip { $0.networkIp = ip }
                 if let external = instance.externalIp { $0.externalIp = external }
               }]
+            }
+          }, options: options)
+        }
+      }
+      for connector in topology.connectors ?? [] {
+        try await step("connector \(connector.name)") {
+          try await admin.createServerlessConnector(.with {
+            $0.connector = .with {
+              $0.name = connector.name
+              $0.region = region
+              $0.network = connector.network
+              $0.ipCidrRange = connector.range
+              $0.minInstances = connector.minInstances ?? 2
+              $0.maxInstances = connector.maxInstances ?? 10
+              $0.hosts = connector.hosts ?? topology.hosts
+            }
+          }, options: options)
+        }
+      }
+      for service in topology.services ?? [] {
+        try await step("service \(service.name)") {
+          try await admin.deployService(.with {
+            $0.service = .with {
+              $0.name = service.name
+              $0.region = region
+              $0.instances = service.instances ?? 1
+              $0.vpcConnector = service.connector ?? ""
+              $0.vpcEgress = service.egress == "all-traffic" ? .allTraffic : .privateRangesOnly
+              $0.network = service.network ?? ""
+              $0.subnet = service.subnet ?? ""
+              if service.subnet != nil { $0.hosts = topology.hosts }
             }
           }, options: options)
         }

@@ -24,13 +24,21 @@ public struct ScenarioReport: Codable, Sendable {
   public var new_flows_failed_during_fault: UInt64
   public var converge_ms: Int64?
   public var dir: String
+}
 
+/// A report `--json` prints as one line.
+public protocol JSONReport: Encodable {}
+
+extension JSONReport {
+  /// One JSON object, keys sorted.
   public func json() -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
   }
 }
+
+extension ScenarioReport: JSONReport {}
 
 /// The README's main command: the seed's central claim shown on a live cluster. The controller is
 /// killed under traffic, established and new flows keep working from the hosts' existing blocks,

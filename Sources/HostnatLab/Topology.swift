@@ -9,6 +9,30 @@ public struct Topology: Codable, Sendable {
   public struct Network: Codable, Sendable {
     public var name: String
     public var subnets: [Subnet]
+    /// Private Google Access: the range NATed subnets reach without NAT.
+    public var googleApisRange: String?
+  }
+  /// A Serverless VPC Access connector (`compute networks vpc-access connectors create`).
+  public struct Connector: Codable, Sendable {
+    public var name: String
+    public var network: String
+    /// Its dedicated /28.
+    public var range: String
+    public var minInstances: UInt32?
+    public var maxInstances: UInt32?
+    /// Hosts its instances go on (default: every lab host).
+    public var hosts: [String]?
+  }
+  /// A serverless service (`run deploy`).
+  public struct Service: Codable, Sendable {
+    public var name: String
+    public var instances: UInt32?
+    public var connector: String?
+    /// all-traffic or private-ranges-only (default).
+    public var egress: String?
+    /// Direct VPC egress.
+    public var network: String?
+    public var subnet: String?
   }
   public struct Subnet: Codable, Sendable {
     public var name: String
@@ -65,6 +89,8 @@ public struct Topology: Codable, Sendable {
   public var instances: [Instance]
   public var servers: [Server]
   public var traffic: Traffic?
+  public var connectors: [Connector]?
+  public var services: [Service]?
 
   /// Parses and checks a topology; errors name the field.
   public static func parse(yaml: String) throws -> Topology {
@@ -93,6 +119,19 @@ public struct Topology: Codable, Sendable {
       guard subnets.contains(instance.subnet) else { throw LabError("instances[\(i)].subnet: \(instance.subnet) is not a subnet of any network") }
       if instance.ip == nil { throw LabError("instances[\(i)].ip: required in a lab (the VM process needs it)") }
       if let ip = instance.ip, IPv4Address(ip) == nil { throw LabError("instances[\(i)].ip: \(ip) is not an IPv4 address") }
+    }
+    let networkNames = Set(networks.map(\.name))
+    let connectorNames = Set((connectors ?? []).map(\.name))
+    for (i, c) in (connectors ?? []).enumerated() {
+      guard networkNames.contains(c.network) else { throw LabError("connectors[\(i)].network: \(c.network) is not a network") }
+      for host in c.hosts ?? [] where !hostNames.contains(host) { throw LabError("connectors[\(i)].hosts: \(host) is not in hosts") }
+    }
+    for (i, s) in (services ?? []).enumerated() {
+      if let c = s.connector, !connectorNames.contains(c) { throw LabError("services[\(i)].connector: \(c) is not a connector") }
+      if let sub = s.subnet, !subnets.contains(sub) { throw LabError("services[\(i)].subnet: \(sub) is not a subnet") }
+      if let e = s.egress, !["all-traffic", "private-ranges-only"].contains(e) {
+        throw LabError("services[\(i)].egress: \(e) is not all-traffic or private-ranges-only")
+      }
     }
     for (i, server) in servers.enumerated() {
       guard IPv4Address(server.ip) != nil else { throw LabError("servers[\(i)].ip: \(server.ip) is not an IPv4 address") }

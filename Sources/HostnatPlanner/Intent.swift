@@ -112,6 +112,10 @@ public struct NatGateway: Hashable, Sendable {
   public var tcpTransitoryIdleTimeoutSec: Int?
   public var tcpTimeWaitTimeoutSec: Int?
   public var logConfig: LogConfig
+  /// NAT rules: a new connection whose destination matches a rule uses that rule's NAT IPs
+  /// (the lowest-numbered matching rule wins); others use the gateway's default NAT IPs. Every
+  /// NIC the gateway serves gets ports on every rule's IPs, whatever its traffic.
+  public var rules: [NatRule]
 
   public init(
     name: String, router: String,
@@ -123,7 +127,7 @@ public struct NatGateway: Hashable, Sendable {
     enableDynamicPortAllocation: Bool = false, enableEndpointIndependentMapping: Bool? = nil,
     udpIdleTimeoutSec: Int? = nil, icmpIdleTimeoutSec: Int? = nil,
     tcpEstablishedIdleTimeoutSec: Int? = nil, tcpTransitoryIdleTimeoutSec: Int? = nil,
-    tcpTimeWaitTimeoutSec: Int? = nil, logConfig: LogConfig = LogConfig()
+    tcpTimeWaitTimeoutSec: Int? = nil, logConfig: LogConfig = LogConfig(), rules: [NatRule] = []
   ) {
     self.name = name
     self.router = router
@@ -142,6 +146,7 @@ public struct NatGateway: Hashable, Sendable {
     self.tcpTransitoryIdleTimeoutSec = tcpTransitoryIdleTimeoutSec
     self.tcpTimeWaitTimeoutSec = tcpTimeWaitTimeoutSec
     self.logConfig = logConfig
+    self.rules = rules
   }
 
   /// Which subnet ranges of the router's network and region the gateway translates.
@@ -197,6 +202,30 @@ public struct NatGateway: Hashable, Sendable {
       case translationsOnly = "TRANSLATIONS_ONLY"
       case all = "ALL"
     }
+  }
+}
+
+/// A NAT rule: destinations it matches use its IPs instead of the gateway's.
+///
+/// Rule IPs are manual (reserved addresses), whatever the gateway's `natIpAllocateOption`, and
+/// belong to this rule alone: not to another rule, the gateway's default NAT IPs or another
+/// gateway. Draining works as for the gateway: an IP moves from `sourceNatActiveIps` to
+/// `sourceNatDrainIps`, and only an IP that already is one of this rule's IPs can be drained.
+public struct NatRule: Hashable, Sendable {
+  /// 0...65000, unique within the gateway; the lowest-numbered matching rule wins.
+  public var ruleNumber: Int
+  /// A CEL expression over `destination.ip`; see `NatRuleMatch` for the accepted subset.
+  public var match: String
+  public var sourceNatActiveIps: [String]
+  public var sourceNatDrainIps: [String]
+  public var description: String
+
+  public init(ruleNumber: Int, match: String, sourceNatActiveIps: [String] = [], sourceNatDrainIps: [String] = [], description: String = "") {
+    self.ruleNumber = ruleNumber
+    self.match = match
+    self.sourceNatActiveIps = sourceNatActiveIps
+    self.sourceNatDrainIps = sourceNatDrainIps
+    self.description = description
   }
 }
 

@@ -107,7 +107,8 @@ extension NatPlanner {
     if let r = existing {
       id = r
       addresses.remove(records[Int(r)].nics)
-      for u in records[Int(r)].units where !Self.serves(nics, nic: units[Int(u)].nic, gateway: units[Int(u)].gateway) {
+      for u in records[Int(r)].units
+      where !Self.serves(nics, nic: units[Int(u)].nic, gateway: Int32(config.gateway(ofPool: Int(units[Int(u)].gateway)))) {
         removeUnit(Int(u), reason: .noLongerTranslated)
       }
       if records[Int(r)].spec != instance {
@@ -158,14 +159,21 @@ extension NatPlanner {
 
   mutating func addMissingUnits(record id: Int32, nics: CompiledNics) {
     for (n, nic) in nics.enumerated() {
-      if nic.primaryGateway >= 0 { addUnitIfMissing(record: id, nic: Int32(n), gateway: nic.primaryGateway) }
-      for alias in nic.aliases where alias.gateway >= 0 { addUnitIfMissing(record: id, nic: Int32(n), gateway: alias.gateway) }
+      if nic.primaryGateway >= 0 { addUnitsIfMissing(record: id, nic: Int32(n), gateway: nic.primaryGateway) }
+      for alias in nic.aliases where alias.gateway >= 0 { addUnitsIfMissing(record: id, nic: Int32(n), gateway: alias.gateway) }
     }
   }
 
-  private mutating func addUnitIfMissing(record id: Int32, nic: Int32, gateway g: Int32) {
-    for u in records[Int(id)].units where units[Int(u)].nic == nic && units[Int(u)].gateway == g { return }
-    _ = newUnit(record: id, nic: nic, gateway: g, target: config.gateways[Int(g)].policy.minPorts)
+  /// The NIC's unit on the gateway's default pool and one on each of its rules' pools.
+  private mutating func addUnitsIfMissing(record id: Int32, nic: Int32, gateway g: Int32) {
+    addUnitIfMissing(record: id, nic: nic, pool: g)
+    if config.rules.isEmpty { return }
+    for p in config.rulePools(ofGateway: Int(g)) { addUnitIfMissing(record: id, nic: nic, pool: Int32(p)) }
+  }
+
+  private mutating func addUnitIfMissing(record id: Int32, nic: Int32, pool p: Int32) {
+    for u in records[Int(id)].units where units[Int(u)].nic == nic && units[Int(u)].gateway == p { return }
+    _ = newUnit(record: id, nic: nic, gateway: p, target: config.policy(ofPool: Int(p)).minPorts)
   }
 
   mutating func removeRecord(_ r: Int32, reason: QuarantinedBlock.Reason) {
@@ -176,17 +184,26 @@ extension NatPlanner {
     freeRecords.append(r)
   }
 
-  /// Cloud NAT drains only existing, manually configured NAT IPs of the same gateway.
+  /// Cloud NAT drains only existing, manually configured NAT IPs of the same gateway, and for a
+  /// rule, of the same rule: draining moves an IP from the active list to the drain list.
   private func checkDrainedAddresses(_ newConfig: CompiledConfig) throws(PlannerValidationError) {
+    func known(_ address: UInt32, in key: PoolKey) -> Bool {
+      guard let s = slotByAddress[address].map(Int.init) else { return false }
+      return slots[s].owner >= 0 && !slots[s].auto && gateways[Int(slots[s].owner)].key == key
+    }
     for gateway in newConfig.gateways {
-      for (j, address) in gateway.drained.enumerated() {
-        let s = slotByAddress[address].map(Int.init)
-        let known = s.map { slots[$0].owner >= 0 && !slots[$0].auto && gateways[Int(slots[$0].owner)].name == gateway.spec.name } ?? false
-        if !known {
-          throw fail(
-            "natGateways[\(gateway.spec.name)].drainNatIps[\(j)]",
-            "\(PlannerIPv4Address(address)) is not one of this gateway's NAT IPs: only existing, manually configured NAT IPs can be drained")
-        }
+      for (j, address) in gateway.drained.enumerated() where !known(address, in: PoolKey(gateway: gateway.spec.name, rule: -1)) {
+        throw fail(
+          "natGateways[\(gateway.spec.name)].drainNatIps[\(j)]",
+          "\(PlannerIPv4Address(address)) is not one of this gateway's NAT IPs: only existing, manually configured NAT IPs can be drained")
+      }
+    }
+    for rule in newConfig.rules {
+      let name = newConfig.gateways[Int(rule.gateway)].spec.name
+      for (j, address) in rule.drained.enumerated() where !known(address, in: PoolKey(gateway: name, rule: Int32(rule.ruleNumber))) {
+        throw fail(
+          "natGateways[\(name)].rules[\(rule.ruleNumber)].sourceNatDrainIps[\(j)]",
+          "\(PlannerIPv4Address(address)) is not one of this rule's NAT IPs: only IPs already active in the rule can be drained")
       }
     }
   }
@@ -200,8 +217,10 @@ extension NatPlanner {
     freeRecords.removeSubrange(freeCursor...)
     records.reserveCapacity(Int(nextNew))
 
-    // A. Removals, still in the old gateway numbering.
-    let gatewayMap: [Int32] = gateways.map { newConfig.gatewayIndex[$0.name] ?? -1 }
+    // A. Removals, still in the old pool numbering.
+    var newPoolIndex: [PoolKey: Int32] = [:]
+    for p in 0..<newConfig.poolCount { newPoolIndex[newConfig.key(ofPool: p)] = Int32(p) }
+    let gatewayMap: [Int32] = gateways.map { newPoolIndex[$0.key] ?? -1 }
     if !recordIDs.isEmpty {
       var kept = [Bool](repeating: false, count: max(records.count, Int(nextNew)))
       for id in ids { kept[Int(id)] = true }
@@ -210,8 +229,10 @@ extension NatPlanner {
         for u in records[Int(id)].units {
           let newGateway = gatewayMap[Int(units[Int(u)].gateway)]
           if newGateway < 0 {
-            removeUnit(Int(u), reason: .gatewayRemoved)
-          } else if !Self.serves(compiled[i], nic: units[Int(u)].nic, gateway: newGateway) {
+            // A deleted rule takes its NAT IPs away from the NIC; a deleted gateway everything.
+            let gatewayGone = newConfig.gatewayIndex[gateways[Int(units[Int(u)].gateway)].name] == nil
+            removeUnit(Int(u), reason: gatewayGone ? .gatewayRemoved : .natIpRemoved)
+          } else if !Self.serves(compiled[i], nic: units[Int(u)].nic, gateway: Int32(newConfig.gateway(ofPool: Int(newGateway)))) {
             removeUnit(Int(u), reason: .noLongerTranslated)
           }
         }
@@ -222,7 +243,10 @@ extension NatPlanner {
     for g in gateways.indices {
       let ng = Int(gatewayMap[g])
       var wanted: Set<UInt32> = []
-      if ng >= 0 {
+      if ng >= newConfig.gateways.count {
+        let rule = newConfig.rules[ng - newConfig.gateways.count]
+        wanted = Set(rule.active + rule.drained)
+      } else if ng >= 0 {
         let cg = newConfig.gateways[ng]
         if cg.auto {
           for s in gateways[g].pool where slots[Int(s)].auto && newConfig.autoPoolRegion[slots[Int(s)].address] == cg.region {
@@ -245,23 +269,28 @@ extension NatPlanner {
       }
     }
 
-    // B. Renumber gateways to the new intent's order.
-    var oldIndex: [String: Int] = [:]
-    for (g, state) in gateways.enumerated() { oldIndex[state.name] = g }
+    // B. Renumber pools to the new intent's order: default pools of the gateways, then rules.
+    var oldIndex: [PoolKey: Int] = [:]
+    for (g, state) in gateways.enumerated() { oldIndex[state.key] = g }
     var newStates: [GatewayState] = []
     var oldPolicies: [PortPolicy?] = []
-    for cg in newConfig.gateways {
-      if let g = oldIndex[cg.spec.name] {
+    for p in 0..<newConfig.poolCount {
+      let key = newConfig.key(ofPool: p)
+      let cg = newConfig.gateways[newConfig.gateway(ofPool: p)]
+      // Rule IPs are always manual.
+      let auto = p < newConfig.gateways.count && cg.auto
+      let policy = newConfig.policy(ofPool: p)
+      if let g = oldIndex[key] {
         var state = gateways[g]
         state.pool.removeAll { slots[Int($0)].owner != Int32(g) || detached.contains($0) }
         oldPolicies.append(state.policy)
-        state.auto = cg.auto
+        state.auto = auto
         state.region = cg.region
-        state.policy = cg.policy
+        state.policy = policy
         newStates.append(state)
       } else {
         oldPolicies.append(nil)
-        newStates.append(GatewayState(name: cg.spec.name, auto: cg.auto, region: cg.region, policy: cg.policy))
+        newStates.append(GatewayState(name: key.gateway, ruleNumber: key.rule, auto: auto, region: cg.region, policy: policy))
       }
     }
     for s in detached {
@@ -276,17 +305,23 @@ extension NatPlanner {
     for s in detached { dropSlotIfIdle(s) }
 
     // C. Pools: manual ones in the intent's order (active, then drained), auto ones as taken.
-    for (g, cg) in newConfig.gateways.enumerated() {
+    for g in 0..<newConfig.poolCount {
       var pool: [Int32] = []
-      if cg.auto {
+      let isRule = g >= newConfig.gateways.count
+      let auto = !isRule && newConfig.gateways[g].auto
+      let (active, drained) =
+        isRule
+        ? (newConfig.rules[g - newConfig.gateways.count].active, newConfig.rules[g - newConfig.gateways.count].drained)
+        : (newConfig.gateways[g].active, newConfig.gateways[g].drained)
+      if auto {
         pool = gateways[g].pool
       } else {
-        for address in cg.active {
+        for address in active {
           let s = slotByAddress[address] ?? makeSlot(address: address)
           slots[Int(s)].drained = false
           pool.append(s)
         }
-        for address in cg.drained {
+        for address in drained {
           let s = slotByAddress[address]!
           slots[Int(s)].drained = true
           pool.append(s)
@@ -295,7 +330,7 @@ extension NatPlanner {
       for (position, s) in pool.enumerated() {
         slots[Int(s)].owner = Int32(g)
         slots[Int(s)].poolIndex = Int32(position)
-        slots[Int(s)].auto = cg.auto
+        slots[Int(s)].auto = auto
       }
       gateways[g].pool = pool
       resetHints(g)
@@ -304,7 +339,7 @@ extension NatPlanner {
     // D. Port targets follow the gateway's port settings.
     for u in units.indices where units[u].live {
       let g = Int(units[u].gateway)
-      let policy = newConfig.gateways[g].policy
+      let policy = newConfig.policy(ofPool: g)
       // No old policy: a gateway restored from a snapshot, whose targets are kept within bounds.
       let old = oldPolicies[g]
       if old == policy { continue }

@@ -4,7 +4,9 @@ extension NatPlanner {
   /// Every allocation of one instance, by NIC then gateway.
   public func allocations(instance name: String) -> [NicNatAllocation] {
     guard let r = recordIDs[name] else { return [] }
-    return records[Int(r)].units
+    let gatewayCount = Int32(config.gateways.count)
+    // Rule units are reported inside their gateway's allocation.
+    return records[Int(r)].units.filter { units[Int($0)].gateway < gatewayCount }
       .sorted { (units[Int($0)].nic, units[Int($0)].gateway) < (units[Int($1)].nic, units[Int($1)].gateway) }
       .map { allocation(unit: Int($0)) }
   }
@@ -35,7 +37,8 @@ extension NatPlanner {
         InterfaceNatMapping(
           nicIndex: allocation.nic.nicIndex, gateway: allocation.nic.gateway, sourceVirtualIp: ip, sourceAliasIpRange: range,
           natIpPortRanges: allocation.natIpPortRanges, drainNatIpPortRanges: allocation.drainNatIpPortRanges,
-          numTotalNatPorts: allocation.numTotalNatPorts, numTotalDrainNatPorts: allocation.numTotalDrainNatPorts)
+          numTotalNatPorts: allocation.numTotalNatPorts, numTotalDrainNatPorts: allocation.numTotalDrainNatPorts,
+          ruleMappings: allocation.ruleAllocations)
       }
       if let ip = allocation.sourceVirtualIp { mappings.append(mapping(ip: ip, range: nil)) }
       for range in allocation.sourceAliasIpRanges { mappings.append(mapping(ip: nil, range: range)) }
@@ -43,17 +46,39 @@ extension NatPlanner {
     return VmNatMappingInfo(instanceName: name, interfaceNatMappings: mappings)
   }
 
-  func allocation(unit u: Int) -> NicNatAllocation {
-    let unit = units[u]
-    let record = records[Int(unit.instance)]
-    let nic = record.nics[Int(unit.nic)]
+  /// A unit's blocks as sorted active and drain ranges.
+  func ranges(unit u: Int) -> (active: [NatPortRange], drained: [NatPortRange]) {
     var active: [NatPortRange] = []
     var drained: [NatPortRange] = []
-    for block in unit.blocks {
+    for block in units[u].blocks {
       if isActive(block) { active.append(range(block)) } else { drained.append(range(block)) }
     }
     active.sort()
     drained.sort()
+    return (active, drained)
+  }
+
+  /// The NIC's rule units on gateway `g`, by rule number.
+  func ruleAllocations(record r: Int32, nic: Int32, gateway g: Int) -> [RuleAllocation] {
+    guard !config.rules.isEmpty, !config.ruleRanges[g].isEmpty else { return [] }
+    var result: [RuleAllocation] = []
+    for u in records[Int(r)].units where units[Int(u)].nic == nic {
+      let p = Int(units[Int(u)].gateway)
+      guard p >= config.gateways.count, config.gateway(ofPool: p) == g else { continue }
+      let (active, drained) = ranges(unit: Int(u))
+      result.append(
+        RuleAllocation(
+          ruleNumber: Int(gateways[p].ruleNumber), natIpPortRanges: active, drainNatIpPortRanges: drained,
+          waitingForNatPorts: units[Int(u)].pendingSeq >= 0))
+    }
+    return result.sorted { $0.ruleNumber < $1.ruleNumber }
+  }
+
+  func allocation(unit u: Int) -> NicNatAllocation {
+    let unit = units[u]
+    let record = records[Int(unit.instance)]
+    let nic = record.nics[Int(unit.nic)]
+    let (active, drained) = ranges(unit: u)
     let policy = config.gateways[Int(unit.gateway)].policy
     return NicNatAllocation(
       nic: ref(unit: u), host: record.spec.host,
@@ -66,7 +91,8 @@ extension NatPlanner {
         ? DynamicPortState(
           minPortsPerVm: policy.minPorts, maxPortsPerVm: policy.maxPorts, targetPorts: Int(unit.target),
           nextGrant: peekGrant(u), nextReclaim: peekReclaim(u))
-        : nil)
+        : nil,
+      ruleAllocations: ruleAllocations(record: unit.instance, nic: unit.nic, gateway: Int(unit.gateway)))
   }
 
   /// The admin API's view of a gateway (Cloud Router get-status), or nil for an unknown name.
@@ -74,6 +100,23 @@ extension NatPlanner {
     guard let g32 = config.gatewayIndex[name] else { return nil }
     let g = Int(g32)
     let cg = config.gateways[g]
+    let pool = poolStatus(g)
+    let rules = config.rulePools(ofGateway: g).map { p in
+      let rule = poolStatus(p)
+      return NatRuleStatus(
+        ruleNumber: Int(gateways[p].ruleNumber), activeNatIps: rule.user, drainNatIps: rule.drain, minExtraIpsNeeded: rule.extra,
+        numVmEndpointsWithNatMappings: rule.mapped)
+    }
+    return NatGatewayStatus(
+      name: name, autoAllocatedNatIps: pool.auto, userAllocatedNatIps: pool.user, drainUserAllocatedNatIps: pool.drain,
+      minExtraNatIpsNeeded: pool.extra, numVmEndpointsWithNatMappings: pool.mapped, vmNicsWithoutNat: pool.waiting,
+      minPortsPerVm: cg.policy.minPorts, maxPortsPerVm: cg.policy.maxPorts, enableDynamicPortAllocation: cg.policy.dynamic,
+      enableEndpointIndependentMapping: cg.endpointIndependentMapping, timeouts: cg.timeouts, logConfig: cg.spec.logConfig,
+      ruleStatus: rules)
+  }
+
+  /// One pool's NAT IPs, the NICs holding ports on it, and what its waiting NICs lack.
+  private func poolStatus(_ g: Int) -> (auto: [String], user: [String], drain: [String], extra: Int, mapped: Int, waiting: [NicRef]) {
     var auto: [String] = []
     var user: [String] = []
     var drain: [String] = []
@@ -87,7 +130,7 @@ extension NatPlanner {
       }
     }
     var mapped = 0
-    for u in units.indices where units[u].live && units[u].gateway == g32 && activePorts(u) > 0 { mapped += 1 }
+    for u in units.indices where units[u].live && units[u].gateway == Int32(g) && activePorts(u) > 0 { mapped += 1 }
     var waiting: [NicRef] = []
     var needed = [Int](repeating: 0, count: 16)
     for entry in gateways[g].pending {
@@ -102,12 +145,7 @@ extension NatPlanner {
         deficit -= size
       }
     }
-    return NatGatewayStatus(
-      name: name, autoAllocatedNatIps: auto, userAllocatedNatIps: user, drainUserAllocatedNatIps: drain,
-      minExtraNatIpsNeeded: Self.extraNatIpsNeeded(blocksNeeded: needed, blocksAvailable: available),
-      numVmEndpointsWithNatMappings: mapped, vmNicsWithoutNat: waiting,
-      minPortsPerVm: cg.policy.minPorts, maxPortsPerVm: cg.policy.maxPorts, enableDynamicPortAllocation: cg.policy.dynamic,
-      enableEndpointIndependentMapping: cg.endpointIndependentMapping, timeouts: cg.timeouts, logConfig: cg.spec.logConfig)
+    return (auto, user, drain, Self.extraNatIpsNeeded(blocksNeeded: needed, blocksAvailable: available), mapped, waiting)
   }
 
   /// Every gateway's status, in intent order.

@@ -22,6 +22,11 @@
 /// gives back the most recent surplus (normally the replacements); removing a drained IP from the
 /// gateway quarantines its blocks.
 ///
+/// NAT rules: each rule's IPs are a pool of their own, and every NIC a gateway serves is a unit
+/// of allocation on its default pool and on each rule's pool, all at the gateway's minPortsPerVm
+/// (static, even with dynamic port allocation). Rule units wait, drain, and quarantine exactly
+/// like default ones; a NIC waiting on one rule still holds its other ports.
+///
 /// A value type: the controller owns one and serialises access to it.
 public struct NatPlanner: Sendable {
   var config = CompiledConfig()
@@ -140,8 +145,12 @@ struct PendingEntry: Sendable {
   var unit: Int32
 }
 
+/// A pool of NAT IPs: a gateway's default NAT IPs, or one of its rules' (see `CompiledConfig`).
 struct GatewayState: Sendable {
+  /// The gateway's name, for a rule pool too (quarantined blocks name the gateway).
   var name: String
+  /// -1 for the gateway's default pool.
+  var ruleNumber: Int32 = -1
   var auto: Bool
   var region: String
   /// nil for a gateway restored from a snapshot before the intent said what it is.
@@ -153,8 +162,11 @@ struct GatewayState: Sendable {
   var pending: [PendingEntry] = []
   var stalePending = 0
 
-  init(name: String, auto: Bool, region: String, policy: PortPolicy?) {
+  var key: PoolKey { PoolKey(gateway: name, rule: ruleNumber) }
+
+  init(name: String, ruleNumber: Int32 = -1, auto: Bool, region: String, policy: PortPolicy?) {
     self.name = name
+    self.ruleNumber = ruleNumber
     self.auto = auto
     self.region = region
     self.policy = policy

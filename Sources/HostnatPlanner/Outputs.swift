@@ -54,6 +54,23 @@ public struct NicNatAllocation: Hashable, Sendable {
   public var waitingForNatPorts: Bool
   /// Dynamic port allocation state; nil for static allocation.
   public var dynamic: DynamicPortState?
+  /// Ports on each NAT rule's IPs, one entry per rule of the gateway, sorted by rule number.
+  /// `natIpPortRanges` and `drainNatIpPortRanges` above are the gateway's default ones.
+  public var ruleAllocations: [RuleAllocation]
+}
+
+/// A NIC's ports on one NAT rule's IPs: used for new connections to destinations the rule
+/// matches (when no lower-numbered rule matches them too).
+///
+/// Always `minPortsPerVm` ports, also with dynamic port allocation (see `NatPlanner`).
+public struct RuleAllocation: Hashable, Sendable {
+  public var ruleNumber: Int
+  /// Ranges for new connections, sorted; empty while the NIC waits for ports on this rule.
+  public var natIpPortRanges: [NatPortRange]
+  /// Ranges on the rule's drained IPs: existing connections only.
+  public var drainNatIpPortRanges: [NatPortRange]
+  /// True while the rule's IPs have no room for this NIC's ports (see `NatRuleStatus`).
+  public var waitingForNatPorts: Bool
 }
 
 /// Dynamic port allocation for one NIC: what a grant would add and a shrink would take.
@@ -86,6 +103,8 @@ public struct InterfaceNatMapping: Hashable, Sendable {
   public var drainNatIpPortRanges: [NatPortRange]
   public var numTotalNatPorts: Int
   public var numTotalDrainNatPorts: Int
+  /// The NIC's ports on each NAT rule's IPs, sorted by rule number.
+  public var ruleMappings: [RuleAllocation]
 }
 
 /// A gateway as the admin API shows it (Cloud Router `get-status` NAT status), plus the settings
@@ -110,6 +129,20 @@ public struct NatGatewayStatus: Hashable, Sendable {
   public var enableEndpointIndependentMapping: Bool
   public var timeouts: NatTimeouts
   public var logConfig: NatGateway.LogConfig
+  /// One entry per NAT rule, sorted by rule number.
+  public var ruleStatus: [NatRuleStatus]
+}
+
+/// A NAT rule as get-status shows it.
+public struct NatRuleStatus: Hashable, Sendable {
+  public var ruleNumber: Int
+  public var activeNatIps: [String]
+  public var drainNatIps: [String]
+  /// How many more NAT IPs the rule needs so that every NIC of the gateway gets its ports on the
+  /// rule's IPs (counted as for the gateway).
+  public var minExtraIpsNeeded: Int
+  /// NICs holding ports on the rule's active IPs.
+  public var numVmEndpointsWithNatMappings: Int
 }
 
 /// A block that left its owner and is not handed out again until the controller releases it

@@ -18,6 +18,9 @@ public struct NatPlannerSnapshot: Hashable, Sendable, Codable {
     public var gateway: String?
     public var auto: Bool
     public var drained: Bool
+    /// The NAT rule of `gateway` the address belongs to; nil for the gateway's default NAT IPs
+    /// (and in snapshots written before NAT rules existed).
+    public var ruleNumber: Int? = nil
   }
 
   /// An aligned port block: `size` ports from `firstPort`.
@@ -36,6 +39,9 @@ public struct NatPlannerSnapshot: Hashable, Sendable, Codable {
     public var targetPorts: Int
     public var waitingOrder: Int64?
     public var blocks: [Block]
+    /// The NIC's ports on this NAT rule's IPs; nil for the gateway's default NAT IPs (and in
+    /// snapshots written before NAT rules existed).
+    public var ruleNumber: Int? = nil
   }
 
   /// A block waiting for `releaseQuarantined`.
@@ -65,7 +71,10 @@ extension NatPlanner {
     for gateway in gateways {
       for s in gateway.pool {
         let slot = slots[Int(s)]
-        natIps.append(.init(address: PlannerIPv4Address(slot.address).description, gateway: gateway.name, auto: slot.auto, drained: slot.drained))
+        natIps.append(
+          .init(
+            address: PlannerIPv4Address(slot.address).description, gateway: gateway.name, auto: slot.auto, drained: slot.drained,
+            ruleNumber: gateway.ruleNumber >= 0 ? Int(gateway.ruleNumber) : nil))
       }
     }
     for slot in slots.filter({ $0.live && $0.owner < 0 }).sorted(by: { $0.address < $1.address }) {
@@ -78,7 +87,8 @@ extension NatPlanner {
         allocations.append(
           .init(
             instance: record.spec.name, host: record.spec.host, nicIndex: Int(unit.nic), gateway: gateways[Int(unit.gateway)].name,
-            targetPorts: Int(unit.target), waitingOrder: unit.pendingSeq >= 0 ? unit.pendingSeq : nil, blocks: unit.blocks.map(block)))
+            targetPorts: Int(unit.target), waitingOrder: unit.pendingSeq >= 0 ? unit.pendingSeq : nil, blocks: unit.blocks.map(block),
+            ruleNumber: gateways[Int(unit.gateway)].ruleNumber >= 0 ? Int(gateways[Int(unit.gateway)].ruleNumber) : nil))
       }
     }
     let quarantine = quarantineEntries.sorted { $0.key < $1.key }.map { id, entry in
@@ -95,11 +105,12 @@ extension NatPlanner {
     self.init()
     epoch = snapshot.epoch
     nextQuarantineID = snapshot.nextQuarantineID
-    var gatewayByName: [String: Int] = [:]
-    func gateway(_ name: String, auto: Bool) -> Int {
-      if let g = gatewayByName[name] { return g }
-      gateways.append(GatewayState(name: name, auto: auto, region: "", policy: nil))
-      gatewayByName[name] = gateways.count - 1
+    var gatewayByKey: [PoolKey: Int] = [:]
+    func gateway(_ name: String, rule: Int?, auto: Bool) -> Int {
+      let key = PoolKey(gateway: name, rule: rule.map(Int32.init) ?? -1)
+      if let g = gatewayByKey[key] { return g }
+      gateways.append(GatewayState(name: name, ruleNumber: key.rule, auto: auto, region: "", policy: nil))
+      gatewayByKey[key] = gateways.count - 1
       return gateways.count - 1
     }
     func parseBlock(_ b: NatPlannerSnapshot.Block, field: String) throws(PlannerValidationError) -> (slot: Int32, offset: Int, level: Int) {
@@ -119,7 +130,7 @@ extension NatPlanner {
       if let name = ip.gateway {
         slots[Int(s)].auto = ip.auto
         slots[Int(s)].drained = ip.drained
-        appendToPool(gateway(name, auto: ip.auto), slot: s)
+        appendToPool(gateway(name, rule: ip.ruleNumber, auto: ip.auto), slot: s)
       }
     }
 
@@ -134,9 +145,14 @@ extension NatPlanner {
         nextArrival += 1
         recordIDs[allocation.instance] = r
       }
-      let g = gateway(allocation.gateway, auto: false)
+      if let rule = allocation.ruleNumber, !(0...65000).contains(rule) {
+        throw fail("\(field).ruleNumber", "must be between 0 and 65000 (got \(rule))")
+      }
+      let g = gateway(allocation.gateway, rule: allocation.ruleNumber, auto: false)
       if records[Int(r)].units.contains(where: { units[Int($0)].nic == Int32(allocation.nicIndex) && units[Int($0)].gateway == Int32(g) }) {
-        throw fail(field, "a second allocation for \(allocation.instance) nic\(allocation.nicIndex) on gateway \(allocation.gateway)")
+        throw fail(
+          field,
+          "a second allocation for \(allocation.instance) nic\(allocation.nicIndex) on gateway \(allocation.gateway)\(allocation.ruleNumber.map { " rule \($0)" } ?? "")")
       }
       guard allocation.nicIndex >= 0 else { throw fail("\(field).nicIndex", "must not be negative") }
       guard allocation.targetPorts.nonzeroBitCount == 1, (2...65536).contains(allocation.targetPorts) else {
@@ -146,7 +162,9 @@ extension NatPlanner {
       for (j, b) in allocation.blocks.enumerated() {
         let blockField = "\(field).blocks[\(j)]"
         let (s, offset, level) = try parseBlock(b, field: blockField)
-        guard slots[Int(s)].owner == Int32(g) else { throw fail("\(blockField).natIp", "\(b.natIp) is not a NAT IP of gateway \(allocation.gateway)") }
+        guard slots[Int(s)].owner == Int32(g) else {
+          throw fail("\(blockField).natIp", "\(b.natIp) is not a NAT IP of gateway \(allocation.gateway)\(allocation.ruleNumber.map { " rule \($0)" } ?? "")")
+        }
         guard slots[Int(s)].space.allocate(offset: offset, level: level) else {
           throw fail(blockField, "\(b.natIp):\(offset)-\(offset + b.size - 1) is misaligned, outside 1024-65535 or overlaps another block")
         }

@@ -68,7 +68,30 @@ struct CompiledGateway: Sendable {
   var auto: Bool { spec.natIpAllocateOption == .autoOnly }
 }
 
+/// One NAT rule of a gateway. Its IPs form a pool of their own (see `CompiledConfig.rules`).
+struct CompiledRule: Sendable {
+  /// Index of the gateway in `CompiledConfig.gateways`.
+  var gateway: Int32
+  var ruleNumber: Int
+  var destinations: [String]
+  var active: [UInt32]
+  var drained: [UInt32]
+  /// Static `minPortsPerVm` of the gateway: rule IPs get no dynamic port allocation.
+  var policy: PortPolicy
+}
+
+/// Names a pool of NAT IPs across re-plans: a gateway's default pool (`rule` -1) or one of its
+/// rules. Gateway names are free text, so the rule is a field rather than part of the name.
+struct PoolKey: Hashable, Sendable {
+  var gateway: String
+  var rule: Int32
+}
+
 /// Everything but the instances, checked and indexed.
+///
+/// The planner allocates from pools: pool g < gateways.count is gateway g's default NAT IPs, pool
+/// gateways.count + k is `rules[k]`. Rules are sorted by gateway, then rule number, so the rules
+/// of a gateway are contiguous (`ruleRanges`).
 struct CompiledConfig: Sendable {
   var intent = NatIntent()
   var networkIndex: [String: Int32] = [:]
@@ -78,6 +101,29 @@ struct CompiledConfig: Sendable {
   var gatewayIndex: [String: Int32] = [:]
   var autoPools: [String: [UInt32]] = [:]
   var autoPoolRegion: [UInt32: String] = [:]
+  var rules: [CompiledRule] = []
+  /// Per gateway: its indices in `rules`.
+  var ruleRanges: [Range<Int>] = []
+
+  var poolCount: Int { gateways.count + rules.count }
+
+  /// The gateway a pool belongs to (itself for a default pool).
+  @inline(__always)
+  func gateway(ofPool p: Int) -> Int { p < gateways.count ? p : Int(rules[p - gateways.count].gateway) }
+
+  func policy(ofPool p: Int) -> PortPolicy { p < gateways.count ? gateways[p].policy : rules[p - gateways.count].policy }
+
+  func key(ofPool p: Int) -> PoolKey {
+    p < gateways.count
+      ? PoolKey(gateway: gateways[p].spec.name, rule: -1)
+      : PoolKey(gateway: gateways[Int(rules[p - gateways.count].gateway)].spec.name, rule: Int32(rules[p - gateways.count].ruleNumber))
+  }
+
+  /// The pools of gateway g's rules.
+  func rulePools(ofGateway g: Int) -> Range<Int> {
+    let range = ruleRanges[g]
+    return (gateways.count + range.lowerBound)..<(gateways.count + range.upperBound)
+  }
 }
 
 private func fail(_ field: String, _ reason: String) -> PlannerValidationError {
@@ -184,7 +230,17 @@ extension CompiledConfig {
     var gatewaysInScope: [Scope: [String]] = [:]
     var allRangesOwner: [Scope: String] = [:]
     var allPrimaryOwner: [Scope: String] = [:]
-    var natIpOwner: [UInt32: String] = [:]
+    var natIpOwner: [UInt32: (gateway: String, rule: Int?)] = [:]
+    /// Where an address already is, for an error naming it.
+    func ownerText(_ owner: (gateway: String, rule: Int?), me: (gateway: String, rule: Int?)) -> String {
+      switch (owner.gateway == me.gateway, owner.rule) {
+      case (true, nil): "is already a default NAT IP of this gateway (natIps or drainNatIps)"
+      case (true, let rule?): "is already a NAT IP of rule \(rule) of this gateway"
+      case (false, nil): "is already a NAT IP of gateway '\(owner.gateway)'"
+      case (false, let rule?): "is already a NAT IP of rule \(rule) of gateway '\(owner.gateway)'"
+      }
+    }
+    var rulesByGateway: [[CompiledRule]] = []
     for (i, spec) in source.natGateways.enumerated() {
       guard !spec.name.isEmpty else { throw fail("natGateways[\(i)].name", "must not be empty") }
       guard config.gatewayIndex[spec.name] == nil else { throw fail("natGateways[\(i)].name", "duplicate NAT gateway name '\(spec.name)'") }
@@ -219,12 +275,12 @@ extension CompiledConfig {
             let field = "\(path).\(listName)[\(j)]"
             let address = try parseAddress(text, field: field)
             if let owner = natIpOwner[address] {
-              throw fail(field, owner == spec.name ? "\(text) is listed more than once" : "\(text) is already a NAT IP of gateway '\(owner)'")
+              throw fail(field, owner == (spec.name, nil) ? "\(text) is listed more than once" : "\(text) \(ownerText(owner, me: (spec.name, nil)))")
             }
             if let region = config.autoPoolRegion[address] {
               throw fail(field, "\(text) belongs to the auto-allocation pool of region '\(region)'")
             }
-            natIpOwner[address] = spec.name
+            natIpOwner[address] = (spec.name, nil)
             if listName == "natIps" { active.append(address) } else { drained.append(address) }
           }
         }
@@ -308,12 +364,67 @@ extension CompiledConfig {
           }
         }
       }
+      // Rules, in the gateway's pool numbering order (by rule number). Their IPs are checked
+      // against every address seen so far, so a clash is reported at the later one.
+      var rules: [CompiledRule] = []
+      var ruleNumbers: [Int: Int] = [:]
+      for (k, rule) in spec.rules.enumerated() {
+        // Cloud NAT allows 0; hostnat's hosts use rule number 0 for the gateway's default IPs.
+        guard (1...65000).contains(rule.ruleNumber) else {
+          throw fail("\(path).rules[\(k)].ruleNumber", "must be between 1 and 65000 (got \(rule.ruleNumber); 0 stands for the gateway's default IPs)")
+        }
+        if let earlier = ruleNumbers.updateValue(k, forKey: rule.ruleNumber) {
+          throw fail("\(path).rules[\(k)].ruleNumber", "duplicate rule number \(rule.ruleNumber) (also rules[\(earlier)])")
+        }
+      }
+      for rule in spec.rules {
+        let rulePath = "\(path).rules[\(rule.ruleNumber)]"
+        let destinations: [String]
+        do {
+          destinations = try NatRuleMatch.destinationRanges(rule.match)
+        } catch {
+          throw fail("\(rulePath).match", error.reason)
+        }
+        if rule.sourceNatActiveIps.isEmpty && rule.sourceNatDrainIps.isEmpty {
+          throw fail("\(rulePath).sourceNatActiveIps", "a rule needs at least one NAT IP")
+        }
+        var active: [UInt32] = []
+        var drained: [UInt32] = []
+        for (listName, list) in [("sourceNatActiveIps", rule.sourceNatActiveIps), ("sourceNatDrainIps", rule.sourceNatDrainIps)] {
+          for (j, text) in list.enumerated() {
+            let field = "\(rulePath).\(listName)[\(j)]"
+            let address = try parseAddress(text, field: field)
+            let me: (gateway: String, rule: Int?) = (spec.name, rule.ruleNumber)
+            if let owner = natIpOwner[address] {
+              throw fail(field, owner == me ? "\(text) is listed more than once" : "\(text) \(ownerText(owner, me: me))")
+            }
+            if let region = config.autoPoolRegion[address] {
+              throw fail(field, "\(text) belongs to the auto-allocation pool of region '\(region)'")
+            }
+            natIpOwner[address] = me
+            if listName == "sourceNatActiveIps" { active.append(address) } else { drained.append(address) }
+          }
+        }
+        // No dynamic port allocation on rule IPs: every NIC holds exactly minPortsPerVm there.
+        // A limitation of this emulation (Cloud NAT grows rule mappings too); it keeps rule
+        // pools out of grant/reclaim, which the hosts drive for the default NAT IPs only.
+        rules.append(
+          CompiledRule(
+            gateway: index, ruleNumber: rule.ruleNumber, destinations: destinations, active: active, drained: drained,
+            policy: PortPolicy(dynamic: false, minPorts: policy.minPorts, maxPorts: policy.minPorts)))
+      }
+      rulesByGateway.append(rules.sorted { $0.ruleNumber < $1.ruleNumber })
+
       gatewaysInScope[scope, default: []].append(spec.name)
       config.gatewayIndex[spec.name] = index
       config.gateways.append(
         CompiledGateway(
           spec: spec, network: router.network, region: router.region, policy: policy,
           endpointIndependentMapping: endpointIndependent, timeouts: timeouts, active: active, drained: drained))
+    }
+    for rules in rulesByGateway {
+      config.ruleRanges.append(config.rules.count..<(config.rules.count + rules.count))
+      config.rules += rules
     }
     return config
   }

@@ -423,6 +423,253 @@ public enum Hostnat_V1_AdminService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "UpdateNetwork" metadata.
+        public enum UpdateNetwork: Sendable {
+            /// Request type for "UpdateNetwork".
+            public typealias Input = Hostnat_V1_UpdateNetworkRequest
+            /// Response type for "UpdateNetwork".
+            public typealias Output = Hostnat_V1_Network
+            /// Descriptor for "UpdateNetwork".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "UpdateNetwork",
+                type: .unary
+            )
+        }
+        /// Namespace for "CreateFirewallRule" metadata.
+        public enum CreateFirewallRule: Sendable {
+            /// Request type for "CreateFirewallRule".
+            public typealias Input = Hostnat_V1_CreateFirewallRuleRequest
+            /// Response type for "CreateFirewallRule".
+            public typealias Output = Hostnat_V1_FirewallRule
+            /// Descriptor for "CreateFirewallRule".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "CreateFirewallRule",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetFirewallRule" metadata.
+        public enum GetFirewallRule: Sendable {
+            /// Request type for "GetFirewallRule".
+            public typealias Input = Hostnat_V1_ResourceName
+            /// Response type for "GetFirewallRule".
+            public typealias Output = Hostnat_V1_FirewallRule
+            /// Descriptor for "GetFirewallRule".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "GetFirewallRule",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListFirewallRules" metadata.
+        public enum ListFirewallRules: Sendable {
+            /// Request type for "ListFirewallRules".
+            public typealias Input = Hostnat_V1_ListRequest
+            /// Response type for "ListFirewallRules".
+            public typealias Output = Hostnat_V1_ListFirewallRulesResponse
+            /// Descriptor for "ListFirewallRules".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "ListFirewallRules",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeleteFirewallRule" metadata.
+        public enum DeleteFirewallRule: Sendable {
+            /// Request type for "DeleteFirewallRule".
+            public typealias Input = Hostnat_V1_ResourceName
+            /// Response type for "DeleteFirewallRule".
+            public typealias Output = Hostnat_V1_DeleteResponse
+            /// Descriptor for "DeleteFirewallRule".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "DeleteFirewallRule",
+                type: .unary
+            )
+        }
+        /// Namespace for "CreateRoute" metadata.
+        public enum CreateRoute: Sendable {
+            /// Request type for "CreateRoute".
+            public typealias Input = Hostnat_V1_CreateRouteRequest
+            /// Response type for "CreateRoute".
+            public typealias Output = Hostnat_V1_Route
+            /// Descriptor for "CreateRoute".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "CreateRoute",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetRoute" metadata.
+        public enum GetRoute: Sendable {
+            /// Request type for "GetRoute".
+            public typealias Input = Hostnat_V1_ResourceName
+            /// Response type for "GetRoute".
+            public typealias Output = Hostnat_V1_Route
+            /// Descriptor for "GetRoute".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "GetRoute",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListRoutes" metadata.
+        public enum ListRoutes: Sendable {
+            /// Request type for "ListRoutes".
+            public typealias Input = Hostnat_V1_ListRequest
+            /// Response type for "ListRoutes".
+            public typealias Output = Hostnat_V1_ListRoutesResponse
+            /// Descriptor for "ListRoutes".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "ListRoutes",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeleteRoute" metadata.
+        public enum DeleteRoute: Sendable {
+            /// Request type for "DeleteRoute".
+            public typealias Input = Hostnat_V1_ResourceName
+            /// Response type for "DeleteRoute".
+            public typealias Output = Hostnat_V1_DeleteResponse
+            /// Descriptor for "DeleteRoute".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "DeleteRoute",
+                type: .unary
+            )
+        }
+        /// Namespace for "CreateProject" metadata.
+        public enum CreateProject: Sendable {
+            /// Request type for "CreateProject".
+            public typealias Input = Hostnat_V1_CreateProjectRequest
+            /// Response type for "CreateProject".
+            public typealias Output = Hostnat_V1_Project
+            /// Descriptor for "CreateProject".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "CreateProject",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListProjects" metadata.
+        public enum ListProjects: Sendable {
+            /// Request type for "ListProjects".
+            public typealias Input = Hostnat_V1_ListRequest
+            /// Response type for "ListProjects".
+            public typealias Output = Hostnat_V1_ListProjectsResponse
+            /// Descriptor for "ListProjects".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "ListProjects",
+                type: .unary
+            )
+        }
+        /// Namespace for "CreateServerlessConnector" metadata.
+        public enum CreateServerlessConnector: Sendable {
+            /// Request type for "CreateServerlessConnector".
+            public typealias Input = Hostnat_V1_CreateServerlessConnectorRequest
+            /// Response type for "CreateServerlessConnector".
+            public typealias Output = Hostnat_V1_ServerlessConnector
+            /// Descriptor for "CreateServerlessConnector".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "CreateServerlessConnector",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetServerlessConnector" metadata.
+        public enum GetServerlessConnector: Sendable {
+            /// Request type for "GetServerlessConnector".
+            public typealias Input = Hostnat_V1_ResourceName
+            /// Response type for "GetServerlessConnector".
+            public typealias Output = Hostnat_V1_ServerlessConnector
+            /// Descriptor for "GetServerlessConnector".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "GetServerlessConnector",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListServerlessConnectors" metadata.
+        public enum ListServerlessConnectors: Sendable {
+            /// Request type for "ListServerlessConnectors".
+            public typealias Input = Hostnat_V1_ListRequest
+            /// Response type for "ListServerlessConnectors".
+            public typealias Output = Hostnat_V1_ListServerlessConnectorsResponse
+            /// Descriptor for "ListServerlessConnectors".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "ListServerlessConnectors",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeleteServerlessConnector" metadata.
+        public enum DeleteServerlessConnector: Sendable {
+            /// Request type for "DeleteServerlessConnector".
+            public typealias Input = Hostnat_V1_ResourceName
+            /// Response type for "DeleteServerlessConnector".
+            public typealias Output = Hostnat_V1_DeleteResponse
+            /// Descriptor for "DeleteServerlessConnector".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "DeleteServerlessConnector",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeployService" metadata.
+        public enum DeployService: Sendable {
+            /// Request type for "DeployService".
+            public typealias Input = Hostnat_V1_DeployServiceRequest
+            /// Response type for "DeployService".
+            public typealias Output = Hostnat_V1_ServerlessService
+            /// Descriptor for "DeployService".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "DeployService",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetService" metadata.
+        public enum GetService: Sendable {
+            /// Request type for "GetService".
+            public typealias Input = Hostnat_V1_ResourceName
+            /// Response type for "GetService".
+            public typealias Output = Hostnat_V1_ServerlessService
+            /// Descriptor for "GetService".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "GetService",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListServices" metadata.
+        public enum ListServices: Sendable {
+            /// Request type for "ListServices".
+            public typealias Input = Hostnat_V1_ListRequest
+            /// Response type for "ListServices".
+            public typealias Output = Hostnat_V1_ListServicesResponse
+            /// Descriptor for "ListServices".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "ListServices",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeleteService" metadata.
+        public enum DeleteService: Sendable {
+            /// Request type for "DeleteService".
+            public typealias Input = Hostnat_V1_ResourceName
+            /// Response type for "DeleteService".
+            public typealias Output = Hostnat_V1_DeleteResponse
+            /// Descriptor for "DeleteService".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "DeleteService",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "hostnat.v1.AdminService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateNetwork.descriptor,
@@ -454,7 +701,26 @@ public enum Hostnat_V1_AdminService: Sendable {
             GetRouterStatus.descriptor,
             GetNatMappingInfo.descriptor,
             WhoHad.descriptor,
-            ListHosts.descriptor
+            ListHosts.descriptor,
+            UpdateNetwork.descriptor,
+            CreateFirewallRule.descriptor,
+            GetFirewallRule.descriptor,
+            ListFirewallRules.descriptor,
+            DeleteFirewallRule.descriptor,
+            CreateRoute.descriptor,
+            GetRoute.descriptor,
+            ListRoutes.descriptor,
+            DeleteRoute.descriptor,
+            CreateProject.descriptor,
+            ListProjects.descriptor,
+            CreateServerlessConnector.descriptor,
+            GetServerlessConnector.descriptor,
+            ListServerlessConnectors.descriptor,
+            DeleteServerlessConnector.descriptor,
+            DeployService.descriptor,
+            GetService.descriptor,
+            ListServices.descriptor,
+            DeleteService.descriptor
         ]
     }
 }
@@ -1030,6 +1296,354 @@ extension Hostnat_V1_AdminService {
             request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListHostsResponse>
+
+        /// Handle the "UpdateNetwork" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network peerings and the Google APIs range (update_mask: "peer_networks",
+        /// > "google_apis_range").
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_UpdateNetworkRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_Network` messages.
+        func updateNetwork(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_UpdateNetworkRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Network>
+
+        /// Handle the "CreateFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Firewall rules (enforced by hosts: egress before NAT, ingress after NAT is undone).
+        /// > Creates a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_CreateFirewallRuleRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_FirewallRule` messages.
+        func createFirewallRule(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_CreateFirewallRuleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_FirewallRule>
+
+        /// Handle the "GetFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ResourceName` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_FirewallRule` messages.
+        func getFirewallRule(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_FirewallRule>
+
+        /// Handle the "ListFirewallRules" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists firewall rules (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ListFirewallRulesResponse` messages.
+        func listFirewallRules(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListFirewallRulesResponse>
+
+        /// Handle the "DeleteFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ResourceName` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_DeleteResponse` messages.
+        func deleteFirewallRule(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse>
+
+        /// Handle the "CreateRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Custom routes (a next hop other than the default Internet gateway bypasses NAT).
+        /// > Creates a route.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_CreateRouteRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_Route` messages.
+        func createRoute(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_CreateRouteRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Route>
+
+        /// Handle the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one route.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ResourceName` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_Route` messages.
+        func getRoute(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Route>
+
+        /// Handle the "ListRoutes" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists routes (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ListRoutesResponse` messages.
+        func listRoutes(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListRoutesResponse>
+
+        /// Handle the "DeleteRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a route.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ResourceName` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_DeleteResponse` messages.
+        func deleteRoute(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse>
+
+        /// Handle the "CreateProject" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Projects (Shared VPC).
+        /// > Creates a project, a Shared VPC host project, or a service project of one.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_CreateProjectRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_Project` messages.
+        func createProject(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_CreateProjectRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Project>
+
+        /// Handle the "ListProjects" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists projects.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ListProjectsResponse` messages.
+        func listProjects(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListProjectsResponse>
+
+        /// Handle the "CreateServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless VPC Access connectors.
+        /// > Creates a connector and its min_instances instances.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_CreateServerlessConnectorRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ServerlessConnector` messages.
+        func createServerlessConnector(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_CreateServerlessConnectorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ServerlessConnector>
+
+        /// Handle the "GetServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one connector.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ResourceName` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ServerlessConnector` messages.
+        func getServerlessConnector(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ServerlessConnector>
+
+        /// Handle the "ListServerlessConnectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists connectors.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ListServerlessConnectorsResponse` messages.
+        func listServerlessConnectors(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListServerlessConnectorsResponse>
+
+        /// Handle the "DeleteServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a connector no service uses.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ResourceName` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_DeleteResponse` messages.
+        func deleteServerlessConnector(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse>
+
+        /// Handle the "DeployService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless services (gcloud run deploy).
+        /// > Creates or replaces a service.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_DeployServiceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ServerlessService` messages.
+        func deployService(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_DeployServiceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ServerlessService>
+
+        /// Handle the "GetService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one service.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ResourceName` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ServerlessService` messages.
+        func getService(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ServerlessService>
+
+        /// Handle the "ListServices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists services.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ListServicesResponse` messages.
+        func listServices(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListServicesResponse>
+
+        /// Handle the "DeleteService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a service.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ResourceName` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_DeleteResponse` messages.
+        func deleteService(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse>
     }
 
     /// Service protocol for the "hostnat.v1.AdminService" service.
@@ -1589,6 +2203,354 @@ extension Hostnat_V1_AdminService {
             request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListHostsResponse>
+
+        /// Handle the "UpdateNetwork" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network peerings and the Google APIs range (update_mask: "peer_networks",
+        /// > "google_apis_range").
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_UpdateNetworkRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_Network` message.
+        func updateNetwork(
+            request: GRPCCore.ServerRequest<Hostnat_V1_UpdateNetworkRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Network>
+
+        /// Handle the "CreateFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Firewall rules (enforced by hosts: egress before NAT, ingress after NAT is undone).
+        /// > Creates a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateFirewallRuleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_FirewallRule` message.
+        func createFirewallRule(
+            request: GRPCCore.ServerRequest<Hostnat_V1_CreateFirewallRuleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_FirewallRule>
+
+        /// Handle the "GetFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_FirewallRule` message.
+        func getFirewallRule(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_FirewallRule>
+
+        /// Handle the "ListFirewallRules" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists firewall rules (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ListFirewallRulesResponse` message.
+        func listFirewallRules(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListFirewallRulesResponse>
+
+        /// Handle the "DeleteFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_DeleteResponse` message.
+        func deleteFirewallRule(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>
+
+        /// Handle the "CreateRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Custom routes (a next hop other than the default Internet gateway bypasses NAT).
+        /// > Creates a route.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateRouteRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_Route` message.
+        func createRoute(
+            request: GRPCCore.ServerRequest<Hostnat_V1_CreateRouteRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Route>
+
+        /// Handle the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one route.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_Route` message.
+        func getRoute(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Route>
+
+        /// Handle the "ListRoutes" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists routes (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ListRoutesResponse` message.
+        func listRoutes(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListRoutesResponse>
+
+        /// Handle the "DeleteRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a route.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_DeleteResponse` message.
+        func deleteRoute(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>
+
+        /// Handle the "CreateProject" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Projects (Shared VPC).
+        /// > Creates a project, a Shared VPC host project, or a service project of one.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateProjectRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_Project` message.
+        func createProject(
+            request: GRPCCore.ServerRequest<Hostnat_V1_CreateProjectRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Project>
+
+        /// Handle the "ListProjects" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists projects.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ListProjectsResponse` message.
+        func listProjects(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListProjectsResponse>
+
+        /// Handle the "CreateServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless VPC Access connectors.
+        /// > Creates a connector and its min_instances instances.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateServerlessConnectorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ServerlessConnector` message.
+        func createServerlessConnector(
+            request: GRPCCore.ServerRequest<Hostnat_V1_CreateServerlessConnectorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ServerlessConnector>
+
+        /// Handle the "GetServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one connector.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ServerlessConnector` message.
+        func getServerlessConnector(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ServerlessConnector>
+
+        /// Handle the "ListServerlessConnectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists connectors.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ListServerlessConnectorsResponse` message.
+        func listServerlessConnectors(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListServerlessConnectorsResponse>
+
+        /// Handle the "DeleteServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a connector no service uses.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_DeleteResponse` message.
+        func deleteServerlessConnector(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>
+
+        /// Handle the "DeployService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless services (gcloud run deploy).
+        /// > Creates or replaces a service.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_DeployServiceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ServerlessService` message.
+        func deployService(
+            request: GRPCCore.ServerRequest<Hostnat_V1_DeployServiceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ServerlessService>
+
+        /// Handle the "GetService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one service.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ServerlessService` message.
+        func getService(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ServerlessService>
+
+        /// Handle the "ListServices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists services.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ListServicesResponse` message.
+        func listServices(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListServicesResponse>
+
+        /// Handle the "DeleteService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a service.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_DeleteResponse` message.
+        func deleteService(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>
     }
 
     /// Simple service protocol for the "hostnat.v1.AdminService" service.
@@ -2146,6 +3108,354 @@ extension Hostnat_V1_AdminService {
             request: Hostnat_V1_ListRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Hostnat_V1_ListHostsResponse
+
+        /// Handle the "UpdateNetwork" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network peerings and the Google APIs range (update_mask: "peer_networks",
+        /// > "google_apis_range").
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_UpdateNetworkRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_Network` to respond with.
+        func updateNetwork(
+            request: Hostnat_V1_UpdateNetworkRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_Network
+
+        /// Handle the "CreateFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Firewall rules (enforced by hosts: egress before NAT, ingress after NAT is undone).
+        /// > Creates a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_CreateFirewallRuleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_FirewallRule` to respond with.
+        func createFirewallRule(
+            request: Hostnat_V1_CreateFirewallRuleRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_FirewallRule
+
+        /// Handle the "GetFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_FirewallRule` to respond with.
+        func getFirewallRule(
+            request: Hostnat_V1_ResourceName,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_FirewallRule
+
+        /// Handle the "ListFirewallRules" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists firewall rules (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ListFirewallRulesResponse` to respond with.
+        func listFirewallRules(
+            request: Hostnat_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ListFirewallRulesResponse
+
+        /// Handle the "DeleteFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_DeleteResponse` to respond with.
+        func deleteFirewallRule(
+            request: Hostnat_V1_ResourceName,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_DeleteResponse
+
+        /// Handle the "CreateRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Custom routes (a next hop other than the default Internet gateway bypasses NAT).
+        /// > Creates a route.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_CreateRouteRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_Route` to respond with.
+        func createRoute(
+            request: Hostnat_V1_CreateRouteRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_Route
+
+        /// Handle the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one route.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_Route` to respond with.
+        func getRoute(
+            request: Hostnat_V1_ResourceName,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_Route
+
+        /// Handle the "ListRoutes" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists routes (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ListRoutesResponse` to respond with.
+        func listRoutes(
+            request: Hostnat_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ListRoutesResponse
+
+        /// Handle the "DeleteRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a route.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_DeleteResponse` to respond with.
+        func deleteRoute(
+            request: Hostnat_V1_ResourceName,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_DeleteResponse
+
+        /// Handle the "CreateProject" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Projects (Shared VPC).
+        /// > Creates a project, a Shared VPC host project, or a service project of one.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_CreateProjectRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_Project` to respond with.
+        func createProject(
+            request: Hostnat_V1_CreateProjectRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_Project
+
+        /// Handle the "ListProjects" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists projects.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ListProjectsResponse` to respond with.
+        func listProjects(
+            request: Hostnat_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ListProjectsResponse
+
+        /// Handle the "CreateServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless VPC Access connectors.
+        /// > Creates a connector and its min_instances instances.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_CreateServerlessConnectorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ServerlessConnector` to respond with.
+        func createServerlessConnector(
+            request: Hostnat_V1_CreateServerlessConnectorRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ServerlessConnector
+
+        /// Handle the "GetServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one connector.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ServerlessConnector` to respond with.
+        func getServerlessConnector(
+            request: Hostnat_V1_ResourceName,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ServerlessConnector
+
+        /// Handle the "ListServerlessConnectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists connectors.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ListServerlessConnectorsResponse` to respond with.
+        func listServerlessConnectors(
+            request: Hostnat_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ListServerlessConnectorsResponse
+
+        /// Handle the "DeleteServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a connector no service uses.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_DeleteResponse` to respond with.
+        func deleteServerlessConnector(
+            request: Hostnat_V1_ResourceName,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_DeleteResponse
+
+        /// Handle the "DeployService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless services (gcloud run deploy).
+        /// > Creates or replaces a service.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_DeployServiceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ServerlessService` to respond with.
+        func deployService(
+            request: Hostnat_V1_DeployServiceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ServerlessService
+
+        /// Handle the "GetService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one service.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ServerlessService` to respond with.
+        func getService(
+            request: Hostnat_V1_ResourceName,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ServerlessService
+
+        /// Handle the "ListServices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists services.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ListServicesResponse` to respond with.
+        func listServices(
+            request: Hostnat_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ListServicesResponse
+
+        /// Handle the "DeleteService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a service.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ResourceName` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_DeleteResponse` to respond with.
+        func deleteService(
+            request: Hostnat_V1_ResourceName,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_DeleteResponse
     }
 }
 
@@ -2483,6 +3793,215 @@ extension Hostnat_V1_AdminService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.UpdateNetwork.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_UpdateNetworkRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_Network>(),
+            handler: { request, context in
+                try await self.updateNetwork(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.CreateFirewallRule.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_CreateFirewallRuleRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_FirewallRule>(),
+            handler: { request, context in
+                try await self.createFirewallRule(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.GetFirewallRule.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ResourceName>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_FirewallRule>(),
+            handler: { request, context in
+                try await self.getFirewallRule(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.ListFirewallRules.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListFirewallRulesResponse>(),
+            handler: { request, context in
+                try await self.listFirewallRules(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.DeleteFirewallRule.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ResourceName>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_DeleteResponse>(),
+            handler: { request, context in
+                try await self.deleteFirewallRule(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.CreateRoute.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_CreateRouteRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_Route>(),
+            handler: { request, context in
+                try await self.createRoute(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.GetRoute.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ResourceName>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_Route>(),
+            handler: { request, context in
+                try await self.getRoute(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.ListRoutes.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListRoutesResponse>(),
+            handler: { request, context in
+                try await self.listRoutes(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.DeleteRoute.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ResourceName>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_DeleteResponse>(),
+            handler: { request, context in
+                try await self.deleteRoute(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.CreateProject.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_CreateProjectRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_Project>(),
+            handler: { request, context in
+                try await self.createProject(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.ListProjects.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListProjectsResponse>(),
+            handler: { request, context in
+                try await self.listProjects(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.CreateServerlessConnector.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_CreateServerlessConnectorRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ServerlessConnector>(),
+            handler: { request, context in
+                try await self.createServerlessConnector(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.GetServerlessConnector.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ResourceName>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ServerlessConnector>(),
+            handler: { request, context in
+                try await self.getServerlessConnector(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.ListServerlessConnectors.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListServerlessConnectorsResponse>(),
+            handler: { request, context in
+                try await self.listServerlessConnectors(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.DeleteServerlessConnector.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ResourceName>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_DeleteResponse>(),
+            handler: { request, context in
+                try await self.deleteServerlessConnector(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.DeployService.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_DeployServiceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ServerlessService>(),
+            handler: { request, context in
+                try await self.deployService(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.GetService.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ResourceName>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ServerlessService>(),
+            handler: { request, context in
+                try await self.getService(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.ListServices.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListServicesResponse>(),
+            handler: { request, context in
+                try await self.listServices(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.DeleteService.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ResourceName>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_DeleteResponse>(),
+            handler: { request, context in
+                try await self.deleteService(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2813,6 +4332,215 @@ extension Hostnat_V1_AdminService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListHostsResponse> {
         let response = try await self.listHosts(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func updateNetwork(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_UpdateNetworkRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Network> {
+        let response = try await self.updateNetwork(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createFirewallRule(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_CreateFirewallRuleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_FirewallRule> {
+        let response = try await self.createFirewallRule(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getFirewallRule(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_FirewallRule> {
+        let response = try await self.getFirewallRule(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listFirewallRules(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListFirewallRulesResponse> {
+        let response = try await self.listFirewallRules(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deleteFirewallRule(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse> {
+        let response = try await self.deleteFirewallRule(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createRoute(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_CreateRouteRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Route> {
+        let response = try await self.createRoute(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getRoute(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Route> {
+        let response = try await self.getRoute(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listRoutes(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListRoutesResponse> {
+        let response = try await self.listRoutes(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deleteRoute(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse> {
+        let response = try await self.deleteRoute(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createProject(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_CreateProjectRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Project> {
+        let response = try await self.createProject(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listProjects(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListProjectsResponse> {
+        let response = try await self.listProjects(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createServerlessConnector(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_CreateServerlessConnectorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ServerlessConnector> {
+        let response = try await self.createServerlessConnector(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getServerlessConnector(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ServerlessConnector> {
+        let response = try await self.getServerlessConnector(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listServerlessConnectors(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListServerlessConnectorsResponse> {
+        let response = try await self.listServerlessConnectors(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deleteServerlessConnector(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse> {
+        let response = try await self.deleteServerlessConnector(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deployService(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_DeployServiceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ServerlessService> {
+        let response = try await self.deployService(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getService(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ServerlessService> {
+        let response = try await self.getService(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listServices(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListServicesResponse> {
+        let response = try await self.listServices(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deleteService(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse> {
+        let response = try await self.deleteService(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -3206,6 +4934,253 @@ extension Hostnat_V1_AdminService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListHostsResponse> {
         return GRPCCore.ServerResponse<Hostnat_V1_ListHostsResponse>(
             message: try await self.listHosts(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func updateNetwork(
+        request: GRPCCore.ServerRequest<Hostnat_V1_UpdateNetworkRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Network> {
+        return GRPCCore.ServerResponse<Hostnat_V1_Network>(
+            message: try await self.updateNetwork(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createFirewallRule(
+        request: GRPCCore.ServerRequest<Hostnat_V1_CreateFirewallRuleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_FirewallRule> {
+        return GRPCCore.ServerResponse<Hostnat_V1_FirewallRule>(
+            message: try await self.createFirewallRule(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getFirewallRule(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_FirewallRule> {
+        return GRPCCore.ServerResponse<Hostnat_V1_FirewallRule>(
+            message: try await self.getFirewallRule(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listFirewallRules(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListFirewallRulesResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ListFirewallRulesResponse>(
+            message: try await self.listFirewallRules(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deleteFirewallRule(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>(
+            message: try await self.deleteFirewallRule(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createRoute(
+        request: GRPCCore.ServerRequest<Hostnat_V1_CreateRouteRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Route> {
+        return GRPCCore.ServerResponse<Hostnat_V1_Route>(
+            message: try await self.createRoute(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getRoute(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Route> {
+        return GRPCCore.ServerResponse<Hostnat_V1_Route>(
+            message: try await self.getRoute(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listRoutes(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListRoutesResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ListRoutesResponse>(
+            message: try await self.listRoutes(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deleteRoute(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>(
+            message: try await self.deleteRoute(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createProject(
+        request: GRPCCore.ServerRequest<Hostnat_V1_CreateProjectRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Project> {
+        return GRPCCore.ServerResponse<Hostnat_V1_Project>(
+            message: try await self.createProject(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listProjects(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListProjectsResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ListProjectsResponse>(
+            message: try await self.listProjects(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createServerlessConnector(
+        request: GRPCCore.ServerRequest<Hostnat_V1_CreateServerlessConnectorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ServerlessConnector> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ServerlessConnector>(
+            message: try await self.createServerlessConnector(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getServerlessConnector(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ServerlessConnector> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ServerlessConnector>(
+            message: try await self.getServerlessConnector(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listServerlessConnectors(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListServerlessConnectorsResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ListServerlessConnectorsResponse>(
+            message: try await self.listServerlessConnectors(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deleteServerlessConnector(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>(
+            message: try await self.deleteServerlessConnector(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deployService(
+        request: GRPCCore.ServerRequest<Hostnat_V1_DeployServiceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ServerlessService> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ServerlessService>(
+            message: try await self.deployService(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getService(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ServerlessService> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ServerlessService>(
+            message: try await self.getService(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listServices(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListServicesResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ListServicesResponse>(
+            message: try await self.listServices(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deleteService(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ResourceName>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>(
+            message: try await self.deleteService(
                 request: request.message,
                 context: context
             ),
@@ -3921,6 +5896,449 @@ extension Hostnat_V1_AdminService {
             deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListHostsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListHostsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UpdateNetwork" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network peerings and the Google APIs range (update_mask: "peer_networks",
+        /// > "google_apis_range").
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_UpdateNetworkRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_UpdateNetworkRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Network` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func updateNetwork<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_UpdateNetworkRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_UpdateNetworkRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Network>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Network>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Firewall rules (enforced by hosts: egress before NAT, ingress after NAT is undone).
+        /// > Creates a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateFirewallRuleRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_CreateFirewallRuleRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_FirewallRule` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createFirewallRule<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_CreateFirewallRuleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_CreateFirewallRuleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_FirewallRule>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_FirewallRule>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_FirewallRule` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getFirewallRule<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_FirewallRule>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_FirewallRule>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListFirewallRules" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists firewall rules (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListFirewallRulesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listFirewallRules<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListFirewallRulesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListFirewallRulesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeleteFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_DeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deleteFirewallRule<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_DeleteResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Custom routes (a next hop other than the default Internet gateway bypasses NAT).
+        /// > Creates a route.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateRouteRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_CreateRouteRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Route` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createRoute<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_CreateRouteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_CreateRouteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Route>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Route>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one route.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Route` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getRoute<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Route>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Route>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListRoutes" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists routes (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListRoutesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listRoutes<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListRoutesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListRoutesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeleteRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a route.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_DeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deleteRoute<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_DeleteResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateProject" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Projects (Shared VPC).
+        /// > Creates a project, a Shared VPC host project, or a service project of one.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateProjectRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_CreateProjectRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Project` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createProject<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_CreateProjectRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_CreateProjectRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Project>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Project>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListProjects" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists projects.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListProjectsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listProjects<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListProjectsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListProjectsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless VPC Access connectors.
+        /// > Creates a connector and its min_instances instances.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateServerlessConnectorRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_CreateServerlessConnectorRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ServerlessConnector` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createServerlessConnector<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_CreateServerlessConnectorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_CreateServerlessConnectorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ServerlessConnector>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessConnector>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one connector.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ServerlessConnector` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getServerlessConnector<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ServerlessConnector>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessConnector>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListServerlessConnectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists connectors.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListServerlessConnectorsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listServerlessConnectors<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListServerlessConnectorsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListServerlessConnectorsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeleteServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a connector no service uses.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_DeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deleteServerlessConnector<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_DeleteResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeployService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless services (gcloud run deploy).
+        /// > Creates or replaces a service.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_DeployServiceRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_DeployServiceRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ServerlessService` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deployService<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_DeployServiceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_DeployServiceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ServerlessService>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessService>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one service.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ServerlessService` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getService<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ServerlessService>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessService>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListServices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists services.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListServicesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listServices<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListServicesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListServicesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeleteService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a service.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_DeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deleteService<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_DeleteResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4969,6 +7387,658 @@ extension Hostnat_V1_AdminService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "UpdateNetwork" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network peerings and the Google APIs range (update_mask: "peer_networks",
+        /// > "google_apis_range").
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_UpdateNetworkRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_UpdateNetworkRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Network` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func updateNetwork<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_UpdateNetworkRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_UpdateNetworkRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Network>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Network>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.UpdateNetwork.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CreateFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Firewall rules (enforced by hosts: egress before NAT, ingress after NAT is undone).
+        /// > Creates a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateFirewallRuleRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_CreateFirewallRuleRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_FirewallRule` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createFirewallRule<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_CreateFirewallRuleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_CreateFirewallRuleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_FirewallRule>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_FirewallRule>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.CreateFirewallRule.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_FirewallRule` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getFirewallRule<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_FirewallRule>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_FirewallRule>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.GetFirewallRule.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListFirewallRules" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists firewall rules (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListFirewallRulesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listFirewallRules<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListFirewallRulesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListFirewallRulesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.ListFirewallRules.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeleteFirewallRule" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a firewall rule.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_DeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deleteFirewallRule<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_DeleteResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.DeleteFirewallRule.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CreateRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Custom routes (a next hop other than the default Internet gateway bypasses NAT).
+        /// > Creates a route.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateRouteRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_CreateRouteRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Route` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createRoute<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_CreateRouteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_CreateRouteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Route>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Route>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.CreateRoute.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one route.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Route` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getRoute<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Route>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Route>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.GetRoute.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListRoutes" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists routes (ListRequest.network filters).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListRoutesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listRoutes<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListRoutesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListRoutesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.ListRoutes.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeleteRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a route.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_DeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deleteRoute<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_DeleteResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.DeleteRoute.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CreateProject" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Projects (Shared VPC).
+        /// > Creates a project, a Shared VPC host project, or a service project of one.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateProjectRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_CreateProjectRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Project` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createProject<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_CreateProjectRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_CreateProjectRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Project>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Project>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.CreateProject.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListProjects" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists projects.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListProjectsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listProjects<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListProjectsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListProjectsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.ListProjects.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CreateServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless VPC Access connectors.
+        /// > Creates a connector and its min_instances instances.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_CreateServerlessConnectorRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_CreateServerlessConnectorRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ServerlessConnector` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createServerlessConnector<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_CreateServerlessConnectorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_CreateServerlessConnectorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ServerlessConnector>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessConnector>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.CreateServerlessConnector.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one connector.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ServerlessConnector` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getServerlessConnector<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ServerlessConnector>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessConnector>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.GetServerlessConnector.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListServerlessConnectors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists connectors.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListServerlessConnectorsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listServerlessConnectors<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListServerlessConnectorsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListServerlessConnectorsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.ListServerlessConnectors.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeleteServerlessConnector" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a connector no service uses.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_DeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deleteServerlessConnector<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_DeleteResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.DeleteServerlessConnector.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeployService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Serverless services (gcloud run deploy).
+        /// > Creates or replaces a service.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_DeployServiceRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_DeployServiceRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ServerlessService` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deployService<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_DeployServiceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_DeployServiceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ServerlessService>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessService>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.DeployService.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads one service.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ServerlessService` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getService<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ServerlessService>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessService>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.GetService.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListServices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists services.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ListServicesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listServices<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListServicesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListServicesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.ListServices.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeleteService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deletes a service.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ResourceName` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_DeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deleteService<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ResourceName>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_DeleteResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.DeleteService.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -5846,6 +8916,563 @@ extension Hostnat_V1_AdminService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListHostsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UpdateNetwork" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Network peerings and the Google APIs range (update_mask: "peer_networks",
+    /// > "google_apis_range").
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_UpdateNetworkRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateNetwork<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_UpdateNetworkRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Network>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.updateNetwork(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_UpdateNetworkRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_Network>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateFirewallRule" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Firewall rules (enforced by hosts: egress before NAT, ingress after NAT is undone).
+    /// > Creates a firewall rule.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_CreateFirewallRuleRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createFirewallRule<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_CreateFirewallRuleRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_FirewallRule>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createFirewallRule(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_CreateFirewallRuleRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_FirewallRule>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetFirewallRule" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads one firewall rule.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getFirewallRule<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_FirewallRule>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getFirewallRule(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ResourceName>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_FirewallRule>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListFirewallRules" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists firewall rules (ListRequest.network filters).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listFirewallRules<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListFirewallRulesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listFirewallRules(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListFirewallRulesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteFirewallRule" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deletes a firewall rule.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteFirewallRule<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deleteFirewallRule(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ResourceName>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_DeleteResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateRoute" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Custom routes (a next hop other than the default Internet gateway bypasses NAT).
+    /// > Creates a route.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_CreateRouteRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createRoute<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_CreateRouteRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Route>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createRoute(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_CreateRouteRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_Route>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetRoute" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads one route.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getRoute<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Route>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getRoute(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ResourceName>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_Route>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListRoutes" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists routes (ListRequest.network filters).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listRoutes<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListRoutesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listRoutes(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListRoutesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteRoute" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deletes a route.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteRoute<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deleteRoute(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ResourceName>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_DeleteResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateProject" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Projects (Shared VPC).
+    /// > Creates a project, a Shared VPC host project, or a service project of one.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_CreateProjectRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createProject<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_CreateProjectRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Project>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createProject(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_CreateProjectRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_Project>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListProjects" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists projects.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listProjects<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListProjectsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listProjects(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListProjectsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateServerlessConnector" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Serverless VPC Access connectors.
+    /// > Creates a connector and its min_instances instances.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_CreateServerlessConnectorRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createServerlessConnector<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_CreateServerlessConnectorRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessConnector>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createServerlessConnector(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_CreateServerlessConnectorRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ServerlessConnector>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetServerlessConnector" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads one connector.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getServerlessConnector<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessConnector>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getServerlessConnector(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ResourceName>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ServerlessConnector>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServerlessConnectors" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists connectors.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServerlessConnectors<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListServerlessConnectorsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listServerlessConnectors(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListServerlessConnectorsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteServerlessConnector" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deletes a connector no service uses.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteServerlessConnector<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deleteServerlessConnector(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ResourceName>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_DeleteResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeployService" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Serverless services (gcloud run deploy).
+    /// > Creates or replaces a service.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_DeployServiceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deployService<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_DeployServiceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessService>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deployService(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_DeployServiceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ServerlessService>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetService" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads one service.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getService<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessService>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getService(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ResourceName>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ServerlessService>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServices" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists services.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServices<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListServicesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listServices(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListServicesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteService" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deletes a service.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ResourceName` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteService<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ResourceName>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deleteService(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ResourceName>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_DeleteResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -6845,6 +10472,639 @@ extension Hostnat_V1_AdminService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listHosts(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UpdateNetwork" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Network peerings and the Google APIs range (update_mask: "peer_networks",
+    /// > "google_apis_range").
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateNetwork<Result>(
+        _ message: Hostnat_V1_UpdateNetworkRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Network>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_UpdateNetworkRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.updateNetwork(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateFirewallRule" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Firewall rules (enforced by hosts: egress before NAT, ingress after NAT is undone).
+    /// > Creates a firewall rule.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createFirewallRule<Result>(
+        _ message: Hostnat_V1_CreateFirewallRuleRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_FirewallRule>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_CreateFirewallRuleRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createFirewallRule(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetFirewallRule" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads one firewall rule.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getFirewallRule<Result>(
+        _ message: Hostnat_V1_ResourceName,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_FirewallRule>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ResourceName>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getFirewallRule(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListFirewallRules" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists firewall rules (ListRequest.network filters).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listFirewallRules<Result>(
+        _ message: Hostnat_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListFirewallRulesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listFirewallRules(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteFirewallRule" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deletes a firewall rule.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteFirewallRule<Result>(
+        _ message: Hostnat_V1_ResourceName,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ResourceName>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deleteFirewallRule(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateRoute" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Custom routes (a next hop other than the default Internet gateway bypasses NAT).
+    /// > Creates a route.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createRoute<Result>(
+        _ message: Hostnat_V1_CreateRouteRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Route>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_CreateRouteRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createRoute(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetRoute" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads one route.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getRoute<Result>(
+        _ message: Hostnat_V1_ResourceName,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Route>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ResourceName>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getRoute(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListRoutes" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists routes (ListRequest.network filters).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listRoutes<Result>(
+        _ message: Hostnat_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListRoutesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listRoutes(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteRoute" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deletes a route.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteRoute<Result>(
+        _ message: Hostnat_V1_ResourceName,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ResourceName>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deleteRoute(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateProject" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Projects (Shared VPC).
+    /// > Creates a project, a Shared VPC host project, or a service project of one.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createProject<Result>(
+        _ message: Hostnat_V1_CreateProjectRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Project>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_CreateProjectRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createProject(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListProjects" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists projects.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listProjects<Result>(
+        _ message: Hostnat_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListProjectsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listProjects(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateServerlessConnector" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Serverless VPC Access connectors.
+    /// > Creates a connector and its min_instances instances.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createServerlessConnector<Result>(
+        _ message: Hostnat_V1_CreateServerlessConnectorRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessConnector>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_CreateServerlessConnectorRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createServerlessConnector(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetServerlessConnector" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads one connector.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getServerlessConnector<Result>(
+        _ message: Hostnat_V1_ResourceName,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessConnector>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ResourceName>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getServerlessConnector(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServerlessConnectors" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists connectors.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServerlessConnectors<Result>(
+        _ message: Hostnat_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListServerlessConnectorsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listServerlessConnectors(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteServerlessConnector" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deletes a connector no service uses.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteServerlessConnector<Result>(
+        _ message: Hostnat_V1_ResourceName,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ResourceName>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deleteServerlessConnector(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeployService" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Serverless services (gcloud run deploy).
+    /// > Creates or replaces a service.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deployService<Result>(
+        _ message: Hostnat_V1_DeployServiceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessService>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_DeployServiceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deployService(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetService" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads one service.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getService<Result>(
+        _ message: Hostnat_V1_ResourceName,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ServerlessService>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ResourceName>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getService(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServices" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists services.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServices<Result>(
+        _ message: Hostnat_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListServicesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listServices(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteService" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deletes a service.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteService<Result>(
+        _ message: Hostnat_V1_ResourceName,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ResourceName>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deleteService(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -209,6 +209,10 @@ public nonisolated struct Hostnat_V1_NicConfig: Sendable {
   /// binding get no Internet access unless external_ip applies to them.
   public var natBindings: [Hostnat_V1_NicNatBinding] = []
 
+  /// Private Google Access for the NIC's subnet (on by itself while a gateway translates the
+  /// subnet's primary range): traffic to the network's Google APIs range leaves untranslated.
+  public var privateGoogleAccess: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -709,6 +713,14 @@ public nonisolated struct Hostnat_V1_EdgeConfig: Sendable {
   /// When the controller computed it (Unix ms).
   public var generatedMs: Int64 = 0
 
+  /// Private Google Access: replies from the Google APIs ranges to a VM's internal IP go to the
+  /// VM's host (such traffic leaves hosts untranslated).
+  public var privateGoogleAccessRoutes: [Hostnat_V1_ExternalIpRoute] = []
+
+  /// Sources outside every VPC that talk to the Internet directly (serverless egress IPs): the
+  /// edge answers them at the underlay address they sent from.
+  public var directClientRanges: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1091,7 +1103,7 @@ nonisolated extension Hostnat_V1_NatSource: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Hostnat_V1_NicConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NicConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}subnet\0\u{1}network\0\u{3}primary_ip\0\u{3}alias_ranges\0\u{3}external_ip\0\u{3}nat_bindings\0\u{c}\u{8}\u{1}\u{c}\u{9}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}subnet\0\u{1}network\0\u{3}primary_ip\0\u{3}alias_ranges\0\u{3}external_ip\0\u{3}nat_bindings\0\u{4}\u{3}private_google_access\0\u{c}\u{8}\u{1}\u{c}\u{9}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1106,6 +1118,7 @@ nonisolated extension Hostnat_V1_NicConfig: SwiftProtobuf.Message, SwiftProtobuf
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.aliasRanges) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.externalIp) }()
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.natBindings) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.privateGoogleAccess) }()
       default: break
       }
     }
@@ -1133,6 +1146,9 @@ nonisolated extension Hostnat_V1_NicConfig: SwiftProtobuf.Message, SwiftProtobuf
     if !self.natBindings.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.natBindings, fieldNumber: 7)
     }
+    if self.privateGoogleAccess != false {
+      try visitor.visitSingularBoolField(value: self.privateGoogleAccess, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1144,6 +1160,7 @@ nonisolated extension Hostnat_V1_NicConfig: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.aliasRanges != rhs.aliasRanges {return false}
     if lhs.externalIp != rhs.externalIp {return false}
     if lhs.natBindings != rhs.natBindings {return false}
+    if lhs.privateGoogleAccess != rhs.privateGoogleAccess {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1975,7 +1992,7 @@ nonisolated extension Hostnat_V1_ExternalIpRoute: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EdgeConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}nat_routes\0\u{3}external_routes\0\u{3}generated_ms\0\u{c}\u{5}\u{b}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}nat_routes\0\u{3}external_routes\0\u{3}generated_ms\0\u{3}private_google_access_routes\0\u{3}direct_client_ranges\0\u{c}\u{7}\u{9}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1987,6 +2004,8 @@ nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.natRoutes) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.externalRoutes) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.generatedMs) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.privateGoogleAccessRoutes) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.directClientRanges) }()
       default: break
       }
     }
@@ -2005,6 +2024,12 @@ nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobu
     if self.generatedMs != 0 {
       try visitor.visitSingularInt64Field(value: self.generatedMs, fieldNumber: 4)
     }
+    if !self.privateGoogleAccessRoutes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.privateGoogleAccessRoutes, fieldNumber: 5)
+    }
+    if !self.directClientRanges.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.directClientRanges, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2013,6 +2038,8 @@ nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobu
     if lhs.natRoutes != rhs.natRoutes {return false}
     if lhs.externalRoutes != rhs.externalRoutes {return false}
     if lhs.generatedMs != rhs.generatedMs {return false}
+    if lhs.privateGoogleAccessRoutes != rhs.privateGoogleAccessRoutes {return false}
+    if lhs.directClientRanges != rhs.directClientRanges {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

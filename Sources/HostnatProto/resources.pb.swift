@@ -323,6 +323,53 @@ public nonisolated enum Hostnat_V1_FirewallDirection: SwiftProtobuf.Enum, Swift.
 
 }
 
+/// How a serverless service's egress enters the VPC (gcloud run deploy --vpc-egress).
+public nonisolated enum Hostnat_V1_VpcEgress: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Unset: PRIVATE_RANGES_ONLY, as in Cloud Run.
+  case unspecified // = 0
+
+  /// All outbound traffic goes through the VPC (connector or Direct VPC egress), so Internet
+  /// traffic is NATed by the network's gateway.
+  case allTraffic // = 1
+
+  /// Only RFC 1918 (and RFC 6598) destinations go through the VPC; Internet traffic leaves from
+  /// the serverless platform's own, ephemeral egress IP.
+  case privateRangesOnly // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .allTraffic
+    case 2: self = .privateRangesOnly
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .allTraffic: return 1
+    case .privateRangesOnly: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Hostnat_V1_VpcEgress] = [
+    .unspecified,
+    .allTraffic,
+    .privateRangesOnly,
+  ]
+
+}
+
 /// A VPC network. Subnets, routers, firewall rules and routes belong to exactly one network.
 public nonisolated struct Hostnat_V1_Network: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -433,6 +480,10 @@ public nonisolated struct Hostnat_V1_Router: Sendable {
   /// Creation time, in Unix milliseconds; set by the controller.
   public var createTimeMs: Int64 = 0
 
+  /// Project of the router; empty: the network's project. With Shared VPC, routers (and so NAT
+  /// gateways) live in the host project that owns the network.
+  public var project: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -526,6 +577,10 @@ public nonisolated struct Hostnat_V1_NatRule: Sendable {
 
   /// Free text.
   public var description_p: String = String()
+
+  /// The destination ranges `match` selects, as the controller compiled them; output only.
+  /// Hosts use these and never parse `match`.
+  public var destinationRanges: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -895,6 +950,9 @@ public nonisolated struct Hostnat_V1_Route: Sendable {
   /// Clears the value of `nextHop`. Subsequent reads from it will return its default value.
   public mutating func clearNextHop() {self._nextHop = nil}
 
+  /// Free text.
+  public var description_p: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -953,6 +1011,71 @@ public nonisolated struct Hostnat_V1_ServerlessConnector: Sendable {
   /// "READY" once its instances exist; output only.
   public var state: String = String()
 
+  /// Hosts its instances are placed on, round-robin. Empty: every agent host the controller
+  /// has seen.
+  public var hosts: [String] = []
+
+  /// Its instances now ("CONNECTOR-1", ...), VMs in its range that NAT like any other; output
+  /// only. Their number follows the load between min_instances and max_instances.
+  public var instances: [String] = []
+
+  /// Project of the connector.
+  public var project: String = String()
+
+  /// Serverless instances sending through it now (the load it scales on); output only.
+  public var load: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A serverless service (gcloud run deploy): N instances whose egress goes through a
+/// Serverless VPC Access connector, or straight from subnet IPs (Direct VPC egress), or
+/// neither (no VPC: Internet traffic from the platform's egress IP only).
+public nonisolated struct Hostnat_V1_ServerlessService: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unique name within the region.
+  public var name: String = String()
+
+  /// Region.
+  public var region: String = String()
+
+  /// Project.
+  public var project: String = String()
+
+  /// Instances running (Cloud Run scales these; here they are set on deploy). Default 1.
+  public var instances: UInt32 = 0
+
+  /// Connector name (same region), or empty.
+  public var vpcConnector: String = String()
+
+  /// Egress setting.
+  public var vpcEgress: Hostnat_V1_VpcEgress = .unspecified
+
+  /// Direct VPC egress: network and subnet the instances take IPs from (instead of a connector).
+  public var network: String = String()
+
+  /// Direct VPC egress subnet.
+  public var subnet: String = String()
+
+  /// Direct VPC egress: hosts its instances are placed on, round-robin (empty: every agent host
+  /// the controller has seen).
+  public var hosts: [String] = []
+
+  /// Direct VPC egress: the instances ("SERVICE-1", ...), VMs of the subnet; output only.
+  public var vpcInstances: [String] = []
+
+  /// The platform's ephemeral egress IP, used for traffic that does not enter the VPC; output
+  /// only. It changes on every deploy, like Cloud Run's.
+  public var serverlessEgressIp: String = String()
+
+  /// Deploy time (Unix ms); output only.
+  public var createTimeMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -984,6 +1107,10 @@ nonisolated extension Hostnat_V1_AddressStatus: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Hostnat_V1_FirewallDirection: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FIREWALL_DIRECTION_UNSPECIFIED\0\u{1}INGRESS\0\u{1}EGRESS\0")
+}
+
+nonisolated extension Hostnat_V1_VpcEgress: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0VPC_EGRESS_UNSPECIFIED\0\u{1}ALL_TRAFFIC\0\u{1}PRIVATE_RANGES_ONLY\0")
 }
 
 nonisolated extension Hostnat_V1_Network: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1143,7 +1270,7 @@ nonisolated extension Hostnat_V1_Subnet: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Hostnat_V1_Router: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Router"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}network\0\u{1}region\0\u{1}description\0\u{1}nats\0\u{3}create_time_ms\0\u{c}\u{7}\u{9}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}network\0\u{1}region\0\u{1}description\0\u{1}nats\0\u{3}create_time_ms\0\u{1}project\0\u{c}\u{8}\u{8}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1157,6 +1284,7 @@ nonisolated extension Hostnat_V1_Router: SwiftProtobuf.Message, SwiftProtobuf._M
       case 4: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.nats) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.createTimeMs) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.project) }()
       default: break
       }
     }
@@ -1181,6 +1309,9 @@ nonisolated extension Hostnat_V1_Router: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.createTimeMs != 0 {
       try visitor.visitSingularInt64Field(value: self.createTimeMs, fieldNumber: 6)
     }
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1191,6 +1322,7 @@ nonisolated extension Hostnat_V1_Router: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.description_p != rhs.description_p {return false}
     if lhs.nats != rhs.nats {return false}
     if lhs.createTimeMs != rhs.createTimeMs {return false}
+    if lhs.project != rhs.project {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1323,7 +1455,7 @@ nonisolated extension Hostnat_V1_NatTimeouts: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Hostnat_V1_NatRule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NatRule"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}rule_number\0\u{1}match\0\u{3}source_nat_active_ips\0\u{3}source_nat_drain_ips\0\u{1}description\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}rule_number\0\u{1}match\0\u{3}source_nat_active_ips\0\u{3}source_nat_drain_ips\0\u{1}description\0\u{3}destination_ranges\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1336,6 +1468,7 @@ nonisolated extension Hostnat_V1_NatRule: SwiftProtobuf.Message, SwiftProtobuf._
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.sourceNatActiveIps) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.sourceNatDrainIps) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.destinationRanges) }()
       default: break
       }
     }
@@ -1357,6 +1490,9 @@ nonisolated extension Hostnat_V1_NatRule: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.description_p.isEmpty {
       try visitor.visitSingularStringField(value: self.description_p, fieldNumber: 5)
     }
+    if !self.destinationRanges.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.destinationRanges, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1366,6 +1502,7 @@ nonisolated extension Hostnat_V1_NatRule: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.sourceNatActiveIps != rhs.sourceNatActiveIps {return false}
     if lhs.sourceNatDrainIps != rhs.sourceNatDrainIps {return false}
     if lhs.description_p != rhs.description_p {return false}
+    if lhs.destinationRanges != rhs.destinationRanges {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1920,7 +2057,7 @@ nonisolated extension Hostnat_V1_RouteNextHop: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Hostnat_V1_Route: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Route"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}network\0\u{3}dest_range\0\u{1}priority\0\u{3}next_hop\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}network\0\u{3}dest_range\0\u{1}priority\0\u{3}next_hop\0\u{1}description\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1933,6 +2070,7 @@ nonisolated extension Hostnat_V1_Route: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 3: try { try decoder.decodeSingularStringField(value: &self.destRange) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.priority) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._nextHop) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
       default: break
       }
     }
@@ -1958,6 +2096,9 @@ nonisolated extension Hostnat_V1_Route: SwiftProtobuf.Message, SwiftProtobuf._Me
     try { if let v = self._nextHop {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if !self.description_p.isEmpty {
+      try visitor.visitSingularStringField(value: self.description_p, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1967,6 +2108,7 @@ nonisolated extension Hostnat_V1_Route: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.destRange != rhs.destRange {return false}
     if lhs.priority != rhs.priority {return false}
     if lhs._nextHop != rhs._nextHop {return false}
+    if lhs.description_p != rhs.description_p {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2014,7 +2156,7 @@ nonisolated extension Hostnat_V1_Project: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Hostnat_V1_ServerlessConnector: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServerlessConnector"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}region\0\u{1}network\0\u{3}ip_cidr_range\0\u{1}subnet\0\u{3}min_instances\0\u{3}max_instances\0\u{1}state\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}region\0\u{1}network\0\u{3}ip_cidr_range\0\u{1}subnet\0\u{3}min_instances\0\u{3}max_instances\0\u{1}state\0\u{1}hosts\0\u{1}instances\0\u{1}project\0\u{1}load\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2030,6 +2172,10 @@ nonisolated extension Hostnat_V1_ServerlessConnector: SwiftProtobuf.Message, Swi
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.minInstances) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.maxInstances) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 9: try { try decoder.decodeRepeatedStringField(value: &self.hosts) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.instances) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.load) }()
       default: break
       }
     }
@@ -2060,6 +2206,18 @@ nonisolated extension Hostnat_V1_ServerlessConnector: SwiftProtobuf.Message, Swi
     if !self.state.isEmpty {
       try visitor.visitSingularStringField(value: self.state, fieldNumber: 8)
     }
+    if !self.hosts.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.hosts, fieldNumber: 9)
+    }
+    if !self.instances.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.instances, fieldNumber: 10)
+    }
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 11)
+    }
+    if self.load != 0 {
+      try visitor.visitSingularUInt32Field(value: self.load, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2072,6 +2230,95 @@ nonisolated extension Hostnat_V1_ServerlessConnector: SwiftProtobuf.Message, Swi
     if lhs.minInstances != rhs.minInstances {return false}
     if lhs.maxInstances != rhs.maxInstances {return false}
     if lhs.state != rhs.state {return false}
+    if lhs.hosts != rhs.hosts {return false}
+    if lhs.instances != rhs.instances {return false}
+    if lhs.project != rhs.project {return false}
+    if lhs.load != rhs.load {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hostnat_V1_ServerlessService: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServerlessService"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}region\0\u{1}project\0\u{1}instances\0\u{3}vpc_connector\0\u{3}vpc_egress\0\u{1}network\0\u{1}subnet\0\u{1}hosts\0\u{3}vpc_instances\0\u{3}serverless_egress_ip\0\u{3}create_time_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.region) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.instances) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.vpcConnector) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.vpcEgress) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.network) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.subnet) }()
+      case 9: try { try decoder.decodeRepeatedStringField(value: &self.hosts) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.vpcInstances) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.serverlessEgressIp) }()
+      case 12: try { try decoder.decodeSingularInt64Field(value: &self.createTimeMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.region.isEmpty {
+      try visitor.visitSingularStringField(value: self.region, fieldNumber: 2)
+    }
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 3)
+    }
+    if self.instances != 0 {
+      try visitor.visitSingularUInt32Field(value: self.instances, fieldNumber: 4)
+    }
+    if !self.vpcConnector.isEmpty {
+      try visitor.visitSingularStringField(value: self.vpcConnector, fieldNumber: 5)
+    }
+    if self.vpcEgress != .unspecified {
+      try visitor.visitSingularEnumField(value: self.vpcEgress, fieldNumber: 6)
+    }
+    if !self.network.isEmpty {
+      try visitor.visitSingularStringField(value: self.network, fieldNumber: 7)
+    }
+    if !self.subnet.isEmpty {
+      try visitor.visitSingularStringField(value: self.subnet, fieldNumber: 8)
+    }
+    if !self.hosts.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.hosts, fieldNumber: 9)
+    }
+    if !self.vpcInstances.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.vpcInstances, fieldNumber: 10)
+    }
+    if !self.serverlessEgressIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.serverlessEgressIp, fieldNumber: 11)
+    }
+    if self.createTimeMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createTimeMs, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hostnat_V1_ServerlessService, rhs: Hostnat_V1_ServerlessService) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.region != rhs.region {return false}
+    if lhs.project != rhs.project {return false}
+    if lhs.instances != rhs.instances {return false}
+    if lhs.vpcConnector != rhs.vpcConnector {return false}
+    if lhs.vpcEgress != rhs.vpcEgress {return false}
+    if lhs.network != rhs.network {return false}
+    if lhs.subnet != rhs.subnet {return false}
+    if lhs.hosts != rhs.hosts {return false}
+    if lhs.vpcInstances != rhs.vpcInstances {return false}
+    if lhs.serverlessEgressIp != rhs.serverlessEgressIp {return false}
+    if lhs.createTimeMs != rhs.createTimeMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -82,6 +82,7 @@ public enum HostnatMetrics {
     .init("hostnat_agent_dropped_sent_packets_total", .counter, "Outbound packets dropped because no NAT port could be allocated.", labels: vmLabels + ["reason"]),
     .init("hostnat_agent_nat_allocation_failed", .gauge, "1 if the VM had NAT allocation failures in the last interval.", labels: vmLabels),
     .init("hostnat_agent_dropped_packets_total", .counter, "Packets dropped on the host, by reason.", labels: ["reason"]),
+    .init("hostnat_agent_private_google_access_packets_total", .counter, "Packets to or from the Google APIs ranges, untranslated (Private Google Access).", labels: ["direction"]),
     .init("hostnat_agent_flows", .gauge, "Flows in the flow table."),
     .init("hostnat_agent_flow_table_capacity", .gauge, "Capacity of the flow table."),
     .init("hostnat_agent_config_version_applied", .gauge, "Version of the config in force (0 before the first)."),

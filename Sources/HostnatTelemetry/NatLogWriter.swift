@@ -42,6 +42,8 @@ extension DropReason {
     case .outOfResources: "OUT_OF_RESOURCES"
     case .flowTableFull: "FLOW_TABLE_FULL"
     case .unmatchedICMPError: "UNMATCHED_ICMP_ERROR"
+    case .firewallDenied: "FIREWALL_DENIED"
+    case .routedToNextHop: "ROUTED_TO_NEXT_HOP"
     }
   }
 }

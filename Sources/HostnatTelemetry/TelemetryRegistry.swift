@@ -149,12 +149,16 @@ extension TelemetryRegistry {
       (DropReason.noNATConfigured.cloudNATName, g.noNATConfigured),
       (DropReason.filteredInbound.cloudNATName, g.filteredInbound),
       (DropReason.unmatchedICMPError.cloudNATName, g.unmatchedICMPError),
+      (DropReason.firewallDenied.cloudNATName, g.firewallDeniedEgress + g.firewallDeniedIngress),
+      (DropReason.routedToNextHop.cloudNATName, g.routedToNextHop),
       ("NOT_CONFIGURED", l.notConfigured), ("MALFORMED_UNDERLAY", l.malformedUnderlay), ("UNKNOWN_VNI", l.unknownVNI),
       ("UNKNOWN_VM", l.unknownVM), ("NO_EDGE", l.noEdge), ("SEND_ERROR", l.sendErrors),
     ] + [DropReason.outOfResources, .endpointIndependenceConflict, .flowTableFull].map { ($0.cloudNATName, allocDrops[$0.cloudNATName] ?? 0) }
     for (reason, n) in byReason {
       counter("hostnat_agent_dropped_packets_total", labels: [("reason", reason)]).set(n)
     }
+    counter("hostnat_agent_private_google_access_packets_total", labels: [("direction", "out")]).set(g.privateGoogleAccessOut)
+    counter("hostnat_agent_private_google_access_packets_total", labels: [("direction", "in")]).set(g.privateGoogleAccessIn)
     gauge("hostnat_agent_flows").set(stats.flows)
     gauge("hostnat_agent_flow_table_capacity").set(stats.capacity)
     gauge("hostnat_agent_config_version_applied").set(stats.appliedVersion ?? 0)

@@ -69,6 +69,83 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
     #expect(vm2.portBlocks.isEmpty && vm2.natSourceRanges.isEmpty, "a subnet without NAT gets nothing")
   }
 
+  /// The VPC around the VMs: firewall rules, routes and the Google APIs range of their network,
+  /// the NIC's Private Google Access, and NAT rules with their blocks.
+  @Test func networkPolicyAndNatRulesBecomeEngineConfig() throws {
+    var host = snapshot(version: 4)
+    host.vms[0].nics[0].network = "vpc"
+    host.vms[0].nics[0].privateGoogleAccess = true
+    host.vms[1].nics[0].network = "vpc"
+    host.firewallRules = [
+      .with {
+        $0.name = "deny-dns"
+        $0.network = "vpc"
+        $0.direction = .egress
+        $0.priority = 900
+        $0.rules = [.with { $0.ipProtocol = "udp"; $0.ports = ["53", "5353-5354"] }]
+        $0.destinationRanges = ["192.0.2.0/24"]
+        $0.enableLogging = true
+      },
+      .with { $0.name = "ssh-in"; $0.network = "vpc"; $0.direction = .ingress; $0.allow = true; $0.rules = [.with { $0.ipProtocol = "tcp"; $0.ports = ["22"] }]; $0.sourceRanges = ["198.51.100.0/24"] },
+      .with { $0.name = "elsewhere"; $0.network = "other"; $0.allow = true },
+    ]
+    host.routes = [.with { $0.name = "via-vm"; $0.network = "vpc"; $0.destRange = "198.51.100.0/26"; $0.priority = 1000; $0.nextHop.instance = "vm-9" }]
+    host.googleApisRanges = ["vpc": "198.51.100.8/30"]
+    host.gateways[0].rules = [.with { $0.ruleNumber = 100; $0.destinationRanges = ["192.0.2.20/32"] }]
+    host.vms[0].nics[0].natBindings[0].portBlocks.append(.with { $0.natIp = "203.0.113.3"; $0.firstPort = 1024; $0.count = 64; $0.ruleNumber = 100 })
+
+    let config = try ConfigTranslation.engineConfig(host)
+    #expect(Set(config.networks.keys) == ["vpc"], "only networks the host's VMs are in")
+    let policy = try #require(config.networks["vpc"])
+    #expect(policy.firewallRules == [
+      FirewallRule(
+        name: "deny-dns", direction: .egress, priority: 900, allow: false, matches: [FirewallMatch(protocolNumber: 17, ports: [53...53, 5353...5354])],
+        ranges: [IPv4CIDR("192.0.2.0/24")!], logging: true),
+      FirewallRule(
+        name: "ssh-in", direction: .ingress, priority: 0, allow: true, matches: [FirewallMatch(protocolNumber: 6, ports: [22...22])],
+        ranges: [IPv4CIDR("198.51.100.0/24")!]),
+    ])
+    #expect(policy.routes == [CustomRoute(name: "via-vm", destination: IPv4CIDR("198.51.100.0/26")!, priority: 1000, nextHop: .instance("vm-9"))])
+    #expect(policy.googleAPIsRanges == [IPv4CIDR("198.51.100.8/30")!])
+    let vm1 = try #require(config.vms.first { $0.id == "vm-1" })
+    #expect(vm1.network == "vpc" && vm1.privateGoogleAccess)
+    #expect(vm1.gateway.rules == [NatRuleDestinations(ruleNumber: 100, destinations: [IPv4CIDR("192.0.2.20/32")!])])
+    #expect(vm1.portBlocks.last == PortBlock(natIP: IPv4Address(203, 0, 113, 3), ports: 1024..<1088, ruleNumber: 100))
+    #expect(config.vms.first { $0.id == "vm-2" }?.privateGoogleAccess == false)
+    // The engine takes it: a policy the translation produced is one the engine accepts.
+    let engine = try NATEngine(capacity: 64, config: config)
+    #expect(engine.capacity == 64)
+  }
+
+  @Test(arguments: [
+    ("fwproto", "firewallRules[r].ipProtocol"),
+    ("fwports", "firewallRules[r].ports"),
+    ("fwrange", "firewallRules[r]"),
+    ("route", "routes[x].destRange"),
+    ("hop", "routes[x].nextHop"),
+    ("google", "googleApisRanges[vpc]"),
+    ("rule", "rules[7].destinationRanges"),
+  ])
+  func badPoliciesAreRejectedWithTheField(breakage: String, expected: String) {
+    var config = snapshot(version: 1)
+    config.vms[0].nics[0].network = "vpc"
+    switch breakage {
+    case "fwproto": config.firewallRules = [.with { $0.name = "r"; $0.network = "vpc"; $0.rules = [.with { $0.ipProtocol = "bogus" }] }]
+    case "fwports": config.firewallRules = [.with { $0.name = "r"; $0.network = "vpc"; $0.rules = [.with { $0.ipProtocol = "tcp"; $0.ports = ["80-"] }] }]
+    case "fwrange": config.firewallRules = [.with { $0.name = "r"; $0.network = "vpc"; $0.sourceRanges = ["not-a-range"] }]
+    case "route": config.routes = [.with { $0.name = "x"; $0.network = "vpc"; $0.destRange = "300.0.0.0/8"; $0.nextHop.defaultInternetGateway = true }]
+    case "hop": config.routes = [.with { $0.name = "x"; $0.network = "vpc"; $0.destRange = "10.0.0.0/8" }]
+    case "google": config.googleApisRanges = ["vpc": "x"]
+    default: config.gateways[0].rules = [.with { $0.ruleNumber = 7; $0.destinationRanges = ["1.2.3.4/40"] }]
+    }
+    do {
+      _ = try ConfigTranslation.engineConfig(config)
+      Issue.record("accepted a bad \(breakage)")
+    } catch {
+      #expect(error.reason.contains(expected), "\(error.reason)")
+    }
+  }
+
   @Test(arguments: [
     ("primary", "vms[vm-1].primaryIp"),
     ("gateway", "natBindings.gateway"),

@@ -90,18 +90,6 @@ struct AdminServiceTests {
       let before = core.intent
       let versions = try core.store.read { try $0.versionCounter() }
 
-      func expectRefused(_ code: RPCError.Code, _ field: String, _ call: () async throws -> Void) async {
-        do {
-          try await call()
-          Issue.record("accepted; expected \(code) on \(field)")
-        } catch let error as RPCError {
-          #expect(error.code == code, "\(error)")
-          #expect(error.message.contains(field), "\(error.message) should name \(field)")
-        } catch {
-          Issue.record("unexpected \(error)")
-        }
-      }
-
       await expectRefused(.invalidArgument, "network.name") { _ = try await admin.createNetwork(.with { $0.network.name = "Bad_Name" }) }
       await expectRefused(.alreadyExists, "network.name") { _ = try await admin.createNetwork(.with { $0.network.name = "vpc" }) }
       await expectRefused(.notFound, "subnet.network") {

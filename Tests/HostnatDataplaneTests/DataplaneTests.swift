@@ -311,6 +311,57 @@ struct DataplaneTests {
     #expect(try receive(hostA, within: .milliseconds(50)).isEmpty)
   }
 
+  /// Private Google Access replies go to the VM's host by internal IP; a direct client (a
+  /// serverless platform's egress IP, no VPC) is answered where it sent from; other unowned
+  /// destinations stay dropped.
+  @Test func edgeRoutesPrivateGoogleAccessAndDirectClients() throws {
+    let hostA = try bindLoopback()
+    let client = try bindLoopback()
+    let edgeSocket = try bindLoopback()
+    defer { closeAll(hostA, client, edgeSocket) }
+    let edge = EdgeDataplane(socket: edgeSocket, servers: EchoServers())
+    let insideIP = IPv4Address(10, 9, 0, 4)
+    let platform = IPv4Address(198, 51, 100, 131)
+    try edge.setRoutes([], externalIPs: [insideIP: hostA.localAddress], directClients: [IPv4CIDR("198.51.100.128/25")!])
+    edge.start()
+    defer { edge.stop() }
+    try hostA.send(
+      Underlay.encapsulate(PacketBuilder.udp(source: insideIP, destination: server, sourcePort: 41000, destinationPort: 7), vni: Underlay.internetVNI),
+      to: edgeSocket.localAddress)
+    let pga = try receive(hostA)
+    try #require(pga.count == 1)
+    #expect(try innerPacket(pga[0].bytes).destination == insideIP, "the reply keeps the internal IP")
+    try client.send(
+      Underlay.encapsulate(PacketBuilder.udp(source: platform, destination: server, sourcePort: 41001, destinationPort: 7), vni: Underlay.internetVNI),
+      to: edgeSocket.localAddress)
+    let answered = try receive(client)
+    try #require(answered.count == 1)
+    #expect(try innerPacket(answered[0].bytes).destination == platform)
+    // Outside the direct-client range: nobody to answer.
+    try client.send(
+      Underlay.encapsulate(PacketBuilder.udp(source: IPv4Address(198, 51, 100, 5), destination: server, sourcePort: 41002, destinationPort: 7), vni: Underlay.internetVNI),
+      to: edgeSocket.localAddress)
+    #expect(eventually { edge.stats().droppedUnowned == 1 })
+    let s = edge.stats()
+    #expect(s.directClientPackets == 1 && s.directClientReplies == 1)
+    #expect(try receive(client, within: .milliseconds(50)).isEmpty)
+  }
+
+  /// Internet-side workloads speak VNI 2 to the edge.
+  @Test func internetClientDataplaneSpeaksVNI2() throws {
+    let edge = try bindLoopback()
+    let clientSocket = try bindLoopback()
+    defer { closeAll(edge, clientSocket) }
+    let plane = InternetClientDataplane(socket: clientSocket, agent: edge.localAddress, workloads: [(ip: vmIP, workload: OneShotWorkload(ip: vmIP))])
+    plane.start()
+    defer { plane.stop() }
+    let emitted = try receive(edge)
+    try #require(emitted.count == 1)
+    #expect(decap(emitted[0].bytes)?.vni == Underlay.internetVNI)
+    try edge.send(Underlay.encapsulate(PacketBuilder.udp(source: server, destination: vmIP, sourcePort: 7, destinationPort: 5000), vni: Underlay.overlayVNI), to: clientSocket.localAddress)
+    #expect(eventually { plane.stats().malformed == 1 }, "VNI 1 is not this side's")
+  }
+
   @Test func vmDataplaneDemuxesAndTicks() throws {
     let agent = try bindLoopback()
     let vmSocket = try bindLoopback()

@@ -10,6 +10,30 @@ import Testing
     #expect(file.trimmingCharacters(in: .whitespacesAndNewlines) == defaultTopologyYAML.trimmingCharacters(in: .whitespacesAndNewlines))
   }
 
+  /// deploy/lab/serverless.yaml (the seed's Cloud Run walkthrough) is embedded the same way.
+  @Test func embeddedServerlessIsTheDeployFile() throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let file = try String(contentsOf: root.appendingPathComponent("deploy/lab/serverless.yaml"), encoding: .utf8)
+    #expect(file.trimmingCharacters(in: .whitespacesAndNewlines) == serverlessTopologyYAML.trimmingCharacters(in: .whitespacesAndNewlines))
+    let t = Topology.serverless
+    #expect(t.connectors?.map(\.name) == ["cloudrun-connector"])
+    #expect(t.services?.filter { $0.connector == "cloudrun-connector" && $0.egress == "all-traffic" }.count == 3, "three services share the connector")
+    #expect(t.services?.contains { $0.egress == "private-ranges-only" } == true)
+    #expect(t.services?.contains { $0.subnet != nil } == true, "one Direct VPC egress service")
+    #expect(t.servers.allSatisfy { $0.ip.hasPrefix("192.0.2.") || $0.ip.hasPrefix("198.51.100.") }, "documentation ranges only")
+  }
+
+  @Test(arguments: [
+    ("connectors: [{ name: c, network: nonet, range: 10.8.0.0/28 }]", "connectors[0].network"),
+    ("services: [{ name: s, connector: noconn }]", "services[0].connector"),
+    ("services: [{ name: s, egress: sometimes }]", "services[0].egress"),
+  ])
+  func badServerlessFieldsAreNamed(extra: String, field: String) {
+    let yaml = "name: t\nregion: r\nnetworks: [{ name: n, subnets: [{ name: s1, range: 10.0.0.0/24 }] }]\nhosts: [h1]\ninstances: []\nservers: []\n" + extra
+    #expect(throws: LabError.self) { try Topology.parse(yaml: yaml) }
+    do { _ = try Topology.parse(yaml: yaml) } catch { #expect("\(error)".contains(field), "\(error)") }
+  }
+
   /// The default: 1 controller, 3 hosts, 6 VMs over 2 subnets, one subnet without NAT,
   /// a manual pool of 2 NAT IPs, logging on.
   @Test func defaultIsTheSeedExample() {

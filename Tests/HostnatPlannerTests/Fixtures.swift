@@ -23,8 +23,13 @@ enum Fixture {
   }
 
   /// Manual gateway over the whole network.
-  static func manual(_ ips: [String], name: String = "gw", minPorts: Int? = nil, drain: [String] = []) -> NatGateway {
-    NatGateway(name: name, router: "rt", natIpAllocateOption: .manualOnly, natIps: ips, drainNatIps: drain, minPortsPerVm: minPorts)
+  static func manual(_ ips: [String], name: String = "gw", minPorts: Int? = nil, drain: [String] = [], rules: [NatRule] = []) -> NatGateway {
+    NatGateway(name: name, router: "rt", natIpAllocateOption: .manualOnly, natIps: ips, drainNatIps: drain, minPortsPerVm: minPorts, rules: rules)
+  }
+
+  /// A NAT rule matching one destination range per rule number (198.51.<n % 256>.0/24).
+  static func rule(_ number: Int, _ ips: [String], drain: [String] = []) -> NatRule {
+    NatRule(ruleNumber: number, match: "inIpRange(destination.ip, \"198.51.\(number % 256).0/24\")", sourceNatActiveIps: ips, sourceNatDrainIps: drain)
   }
 
   static func dynamic(_ ips: [String], name: String = "gw", min: Int = 32, max: Int = 256) -> NatGateway {
@@ -62,22 +67,34 @@ struct SeededRandom: RandomNumberGenerator {
 }
 
 extension NatPlanner {
-  /// Every owned range: held (active or drained) and quarantined, with its owner.
-  var ownedRanges: [(range: NatPortRange, owner: String)] {
-    var result: [(NatPortRange, String)] = []
-    for allocation in allAllocations {
-      for range in allocation.natIpPortRanges + allocation.drainNatIpPortRanges { result.append((range, allocation.nic.description)) }
-    }
-    for block in quarantinedBlocks { result.append((block.range, "quarantine#\(block.id) of \(block.nic)")) }
-    return result
-  }
+  /// Pairs of owned ranges (held on default or rule NAT IPs, active or drained, and
+  /// quarantined) that share a NAT IP:port.
+  var overlaps: [String] { overlaps(in: allAllocations) }
 
-  /// Pairs of owned ranges that share a NAT IP:port.
-  var overlaps: [String] {
-    let sorted = ownedRanges.sorted { $0.range < $1.range }
+  /// `overlaps`, for `allocations` the caller already has (the property tests call this after
+  /// every step: owners are only named when there is a problem).
+  func overlaps(in allocations: [NicNatAllocation]) -> [String] {
+    // Owner: allocation index and rule number (-1: default NAT IPs), or -1 and a quarantine index.
+    var owned: [(range: NatPortRange, owner: Int, detail: Int)] = []
+    for (i, allocation) in allocations.enumerated() {
+      for range in allocation.natIpPortRanges { owned.append((range, i, -1)) }
+      for range in allocation.drainNatIpPortRanges { owned.append((range, i, -1)) }
+      for rule in allocation.ruleAllocations {
+        for range in rule.natIpPortRanges { owned.append((range, i, rule.ruleNumber)) }
+        for range in rule.drainNatIpPortRanges { owned.append((range, i, rule.ruleNumber)) }
+      }
+    }
+    let quarantine = quarantinedBlocks
+    for (q, block) in quarantine.enumerated() { owned.append((block.range, -1, q)) }
+    func name(_ entry: (range: NatPortRange, owner: Int, detail: Int)) -> String {
+      if entry.owner < 0 { return "quarantine#\(quarantine[entry.detail].id) of \(quarantine[entry.detail].nic)" }
+      let nic = allocations[entry.owner].nic
+      return entry.detail < 0 ? "\(nic)" : "\(nic) rule \(entry.detail)"
+    }
+    owned.sort { $0.range < $1.range }
     var problems: [String] = []
-    for (a, b) in zip(sorted, sorted.dropFirst()) where a.range.natIp == b.range.natIp && b.range.firstPort <= a.range.lastPort {
-      problems.append("\(a.range) (\(a.owner)) overlaps \(b.range) (\(b.owner))")
+    for (a, b) in zip(owned, owned.dropFirst()) where a.range.natIp == b.range.natIp && b.range.firstPort <= a.range.lastPort {
+      problems.append("\(a.range) (\(name(a))) overlaps \(b.range) (\(name(b)))")
     }
     return problems
   }
@@ -88,11 +105,24 @@ extension NatPlanner {
     for allocation in allAllocations {
       result[allocation.nic.instance, default: []] += allocation.natIpPortRanges.map { "\(allocation.nic.gateway) \($0)" }
         + allocation.drainNatIpPortRanges.map { "\(allocation.nic.gateway) drain \($0)" }
+        + allocation.ruleAllocations.flatMap { rule in
+          rule.natIpPortRanges.map { "\(allocation.nic.gateway) rule \(rule.ruleNumber) \($0)" }
+            + rule.drainNatIpPortRanges.map { "\(allocation.nic.gateway) rule \(rule.ruleNumber) drain \($0)" }
+        }
     }
     return result
   }
 
   func ports(_ instance: String, gateway: String = "gw") -> [String] {
     allocation(NicRef(instance: instance, gateway: gateway))?.natIpPortRanges.map(\.description) ?? []
+  }
+
+  /// The NIC's allocation on one NAT rule of the gateway.
+  func rule(_ number: Int, of instance: String, gateway: String = "gw") -> RuleAllocation? {
+    allocation(NicRef(instance: instance, gateway: gateway))?.ruleAllocations.first { $0.ruleNumber == number }
+  }
+
+  func rulePorts(_ number: Int, of instance: String, gateway: String = "gw") -> [String] {
+    rule(number, of: instance, gateway: gateway)?.natIpPortRanges.map(\.description) ?? []
   }
 }

@@ -236,6 +236,75 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
       "auto pool address twice", field: "autoNatIpPools[r2].natIps[0]", reason: "already in the auto-allocation pool",
       InvalidIntent.with(autoPool: ["198.51.100.1"]) { $0.autoNatIpPools.append(AutoNatIpPool(region: "r2", natIps: ["198.51.100.1"])) }),
 
+    // Gateways: NAT rules.
+    .init(
+      "duplicate rule number", field: "natGateways[gw].rules[1].ruleNumber", reason: "duplicate rule number 100 (also rules[0])",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, ["203.0.113.2"]), Fixture.rule(100, ["203.0.113.3"])])])),
+    .init(
+      "rule number above 65000", field: "natGateways[gw].rules[0].ruleNumber", reason: "between 1 and 65000 (got 65001",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(65001, ["203.0.113.2"])])])),
+    .init(
+      "negative rule number", field: "natGateways[gw].rules[0].ruleNumber", reason: "between 1 and 65000 (got -1",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(-1, ["203.0.113.2"])])])),
+    .init(
+      "rule number 0, which hosts use for the default IPs", field: "natGateways[gw].rules[0].ruleNumber",
+      reason: "between 1 and 65000 (got 0; 0 stands for the gateway's default IPs)",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(0, ["203.0.113.2"])])])),
+    .init(
+      "rule match with &&", field: "natGateways[gw].rules[100].match", reason: #"unexpected "&&" at 28: only || is supported"#,
+      InvalidIntent.with(gateways: [
+        Fixture.manual(
+          ["203.0.113.1"],
+          rules: [NatRule(ruleNumber: 100, match: #"destination.ip == "1.2.3.4" && destination.ip == "1.2.3.5""#, sourceNatActiveIps: ["203.0.113.2"])])
+      ])),
+    .init(
+      "rule match with host bits", field: "natGateways[gw].rules[7].match", reason: "has host bits set",
+      InvalidIntent.with(gateways: [
+        Fixture.manual(["203.0.113.1"], rules: [NatRule(ruleNumber: 7, match: #"inIpRange(destination.ip, "1.2.3.4/24")"#, sourceNatActiveIps: ["203.0.113.2"])])
+      ])),
+    .init(
+      "rule without NAT IPs", field: "natGateways[gw].rules[100].sourceNatActiveIps", reason: "at least one NAT IP",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, [])])])),
+    .init(
+      "malformed rule NAT IP", field: "natGateways[gw].rules[100].sourceNatActiveIps[0]", reason: "'203.0.113' is not an IPv4 address",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, ["203.0.113"])])])),
+    .init(
+      "rule NAT IP listed twice", field: "natGateways[gw].rules[100].sourceNatActiveIps[1]", reason: "more than once",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, ["203.0.113.2", "203.0.113.2"])])])),
+    .init(
+      "rule NAT IP both active and drained", field: "natGateways[gw].rules[100].sourceNatDrainIps[0]", reason: "more than once",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, ["203.0.113.2"], drain: ["203.0.113.2"])])])),
+    .init(
+      "NAT IP in two rules", field: "natGateways[gw].rules[200].sourceNatActiveIps[0]", reason: "already a NAT IP of rule 100 of this gateway",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, ["203.0.113.2"]), Fixture.rule(200, ["203.0.113.2"])])])),
+    .init(
+      "rule NAT IP also a default NAT IP", field: "natGateways[gw].rules[100].sourceNatActiveIps[0]", reason: "already a default NAT IP of this gateway",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, ["203.0.113.1"])])])),
+    .init(
+      "rule NAT IP also a drained default NAT IP", field: "natGateways[gw].rules[100].sourceNatDrainIps[0]", reason: "already a default NAT IP of this gateway",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, ["203.0.113.2"], drain: ["203.0.113.1"])])])),
+    .init(
+      "rule NAT IP of another gateway", field: "natGateways[gw2].rules[5].sourceNatActiveIps[0]", reason: "already a NAT IP of gateway 'gw'",
+      InvalidIntent.with(gateways: [
+        NatGateway(
+          name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .allSubnetworksAllPrimaryIpRanges, natIpAllocateOption: .manualOnly,
+          natIps: ["203.0.113.1"]),
+        NatGateway(
+          name: "gw2", router: "rt2", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"], rules: [Fixture.rule(5, ["203.0.113.1"])]),
+      ])),
+    .init(
+      "NAT IP of another gateway's rule", field: "natGateways[gw2].natIps[0]", reason: "already a NAT IP of rule 5 of gateway 'gw'",
+      InvalidIntent.with(gateways: [
+        Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(5, ["203.0.113.2"])]),
+        NatGateway(name: "gw2", router: "rt2", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"]),
+      ])),
+    .init(
+      "rule NAT IP from the auto pool", field: "natGateways[gw].rules[100].sourceNatActiveIps[0]", reason: "auto-allocation pool of region 'r1'",
+      InvalidIntent.with(gateways: [NatGateway(name: "gw", router: "rt", rules: [Fixture.rule(100, ["203.0.113.9"])])], autoPool: ["203.0.113.9"])),
+    .init(
+      "draining a rule IP that never was active", field: "natGateways[gw].rules[100].sourceNatDrainIps[0]", reason: "only IPs already active in the rule",
+      InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, ["203.0.113.2"], drain: ["203.0.113.3"])])])),
+
     // Instances.
     .init(
       "NIC IP outside its subnet", field: "instances[x].networkInterfaces[0].networkIP", reason: "outside the primary range",

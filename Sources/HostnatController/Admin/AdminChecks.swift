@@ -44,7 +44,10 @@ enum AdminChecks {
   /// only takes reserved static addresses for manual pools).
   static func natAddresses(_ nat: Hostnat_V1_NatGateway, region: String, intent: StoredIntent) throws {
     let reserved = intent.addresses.filter { $0.region == region }
-    for (field, names) in [("nat.natIps", nat.natIps), ("nat.drainNatIps", nat.drainNatIps)] {
+    let ruleIPs = nat.rules.flatMap { rule in
+      [("nat.rules[\(rule.ruleNumber)].sourceNatActiveIps", rule.sourceNatActiveIps), ("nat.rules[\(rule.ruleNumber)].sourceNatDrainIps", rule.sourceNatDrainIps)]
+    }
+    for (field, names) in [("nat.natIps", nat.natIps), ("nat.drainNatIps", nat.drainNatIps)] + ruleIPs {
       for (index, name) in names.enumerated() where !reserved.contains(where: { $0.name == name || $0.address == name }) {
         throw AdminError(.notFound, field: "\(field)[\(index)]", reason: "\(name) is not a reserved address in \(region)")
       }
@@ -57,7 +60,7 @@ enum AdminChecks {
     let all = [
       "source_subnetwork_ip_ranges_to_nat", "subnetworks", "nat_ip_allocate_option", "nat_ips", "drain_nat_ips",
       "min_ports_per_vm", "max_ports_per_vm", "enable_dynamic_port_allocation", "enable_endpoint_independent_mapping",
-      "timeouts", "log_config",
+      "timeouts", "log_config", "rules",
     ]
     for path in mask.isEmpty ? all : mask {
       switch path {
@@ -77,6 +80,12 @@ enum AdminChecks {
         }
       case "timeouts": nat.timeouts = update.timeouts
       case "log_config": nat.logConfig = update.logConfig
+      case "rules":
+        nat.rules = update.rules.map { rule in
+          var rule = rule
+          rule.destinationRanges = []  // output only
+          return rule
+        }
       default:
         throw AdminError(.invalidArgument, field: "updateMask", reason: "\(path) cannot be updated on a NAT gateway")
       }
@@ -89,7 +98,10 @@ enum AdminChecks {
     address.status = .reserved
     address.user = ""
     for router in intent.routers where router.region == address.region {
-      for nat in router.nats where (nat.natIps + nat.drainNatIps).contains(where: { $0 == address.name || $0 == address.address }) {
+      for nat in router.nats
+      where (nat.natIps + nat.drainNatIps + nat.rules.flatMap { $0.sourceNatActiveIps + $0.sourceNatDrainIps })
+        .contains(where: { $0 == address.name || $0 == address.address })
+      {
         address.status = .inUse
         address.user = "routers/\(router.name)/nats/\(nat.name)"
       }

@@ -83,12 +83,16 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func getSubnet(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_Subnet {
-    try rpc { try AdminChecks.find(core.intent.subnets, "subnet", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) } }
+    try rpc {
+      let intent = core.intent
+      return PolicyBuilder.effective(try AdminChecks.find(intent.subnets, "subnet", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }, intent)
+    }
   }
 
   public func listSubnets(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListSubnetsResponse {
     .with {
-      $0.subnets = core.intent.subnets
+      let intent = core.intent
+      $0.subnets = intent.subnets.map { PolicyBuilder.effective($0, intent) }
         .filter { (request.region.isEmpty || $0.region == request.region) && (request.network.isEmpty || $0.network == request.network) }
         .sorted { ($0.region, $0.name) < ($1.region, $1.name) }
     }
@@ -105,7 +109,14 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
         for path in mask {
           switch path {
           case "secondary_ranges": intent.subnets[index].secondaryRanges = request.subnet.secondaryRanges
-          case "private_ip_google_access": intent.subnets[index].privateIpGoogleAccess = request.subnet.privateIpGoogleAccess
+          case "private_ip_google_access":
+            // Cloud NAT: while a gateway translates the primary range, PGA stays on.
+            if !request.subnet.privateIpGoogleAccess, PolicyBuilder.natPrimarySubnets(intent).contains(request.subnet.name) {
+              throw AdminError(
+                .failedPrecondition, field: "subnet.privateIpGoogleAccess",
+                reason: "a NAT gateway translates the primary range of \(request.subnet.name), so Private Google Access is on and cannot be turned off")
+            }
+            intent.subnets[index].privateIpGoogleAccess = request.subnet.privateIpGoogleAccess
           default: throw AdminError(.invalidArgument, field: "updateMask", reason: "\(path) cannot be updated on a subnet")
           }
         }
@@ -351,6 +362,11 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
     try rpc {
       try deleting(request.name) { intent in
         _ = try AdminChecks.find(intent.instances, "instance", request.name) { $0.name == request.name }
+        if let owner = intent.connectors.first(where: { $0.instances.contains(request.name) }).map({ "connector \($0.name)" })
+          ?? intent.services.first(where: { $0.vpcInstances.contains(request.name) }).map({ "service \($0.name)" })
+        {
+          throw AdminError(.failedPrecondition, field: "name", reason: "instance \(request.name) is managed by \(owner); change that instead")
+        }
         intent.instances.removeAll { $0.name == request.name }
       }
     }
@@ -375,6 +391,15 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
               $0.minExtraNatIpsNeeded = Int32(status.minExtraNatIpsNeeded)
               $0.numVmEndpointsWithNatMappings = Int32(status.numVmEndpointsWithNatMappings)
               $0.vmsWithoutNat = status.vmNicsWithoutNat.map(\.instance)
+              $0.ruleStatus = status.ruleStatus.map { rule in
+                .with {
+                  $0.ruleNumber = UInt32(rule.ruleNumber)
+                  $0.activeNatIps = rule.activeNatIps
+                  $0.drainNatIps = rule.drainNatIps
+                  $0.minExtraIpsNeeded = Int32(rule.minExtraIpsNeeded)
+                  $0.numVmEndpointsWithNatMappings = Int32(rule.numVmEndpointsWithNatMappings)
+                }
+              }
             }
           }
         }
@@ -405,6 +430,15 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
                 $0.drainNatIpPortRanges = mapping.drainNatIpPortRanges.map(\.description)
                 $0.numTotalNatPorts = Int32(mapping.numTotalNatPorts)
                 $0.numTotalDrainNatPorts = Int32(mapping.numTotalDrainNatPorts)
+                $0.ruleMappings = mapping.ruleMappings.map { rule in
+                  .with {
+                    $0.ruleNumber = UInt32(rule.ruleNumber)
+                    $0.natIpPortRanges = rule.natIpPortRanges.map(\.description)
+                    $0.drainNatIpPortRanges = rule.drainNatIpPortRanges.map(\.description)
+                    $0.numTotalNatPorts = Int32(rule.natIpPortRanges.reduce(0) { $0 + $1.portCount })
+                    $0.numTotalDrainNatPorts = Int32(rule.drainNatIpPortRanges.reduce(0) { $0 + $1.portCount })
+                  }
+                }
               }
             }
           }

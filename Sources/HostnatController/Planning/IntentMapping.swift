@@ -8,7 +8,14 @@ public struct StoredIntent: Sendable, Equatable {
   /// Routers with their NAT gateways.
   public var routers: [Hostnat_V1_Router] = []
   public var addresses: [Hostnat_V1_Address] = []
+  /// Includes the VMs the controller manages itself: serverless connector instances and Direct
+  /// VPC egress service instances (see ServerlessModel).
   public var instances: [Hostnat_V1_Instance] = []
+  public var firewallRules: [Hostnat_V1_FirewallRule] = []
+  public var routes: [Hostnat_V1_Route] = []
+  public var projects: [Hostnat_V1_Project] = []
+  public var connectors: [Hostnat_V1_ServerlessConnector] = []
+  public var services: [Hostnat_V1_ServerlessService] = []
 
   public init() {}
 }
@@ -121,7 +128,12 @@ public enum IntentMapping {
       tcpEstablishedIdleTimeoutSec: optional(timeouts.tcpEstablishedIdleTimeoutSec),
       tcpTransitoryIdleTimeoutSec: optional(timeouts.tcpTransitoryIdleTimeoutSec),
       tcpTimeWaitTimeoutSec: optional(timeouts.tcpTimeWaitTimeoutSec),
-      logConfig: .init(enable: nat.logConfig.enable, filter: filter)
+      logConfig: .init(enable: nat.logConfig.enable, filter: filter),
+      rules: nat.rules.map {
+        NatRule(
+          ruleNumber: Int($0.ruleNumber), match: $0.match, sourceNatActiveIps: resolve($0.sourceNatActiveIps),
+          sourceNatDrainIps: resolve($0.sourceNatDrainIps), description: $0.description_p)
+      }
     )
   }
 

@@ -16,6 +16,7 @@ public enum SnapshotBuilder {
     let networkOfSubnet = Dictionary(stored.subnets.map { ($0.name, $0.network) }, uniquingKeysWith: { first, _ in first })
     let routerByKey = Dictionary(stored.routers.map { ("\($0.region)/\($0.name)", $0) }, uniquingKeysWith: { first, _ in first })
     let lease = ownershipLeaseSec(planner)
+    let privateGoogleAccess = PolicyBuilder.privateGoogleAccessSubnets(stored)
     var configs: [String: Hostnat_V1_HostConfig] = [:]
     for instance in stored.instances {
       let allocations = planner.allocations(instance: instance.name)
@@ -30,6 +31,7 @@ public enum SnapshotBuilder {
         config.aliasRanges = nic.aliasIpRanges.map(\.ipCidrRange)
         config.externalIp = nic.externalIp
         config.natBindings = allocations.filter { $0.nic.nicIndex == index }.map(binding)
+        config.privateGoogleAccess = privateGoogleAccess.contains(nic.subnet)
         vm.nics.append(config)
       }
       var host = configs[instance.host] ?? Hostnat_V1_HostConfig.with {
@@ -43,6 +45,13 @@ public enum SnapshotBuilder {
       let keys = Set(config.vms.flatMap { $0.nics.flatMap { $0.natBindings.map(\.gateway) } })
       config.gateways = keys.sorted().compactMap { key in
         planner.status(gateway: key).map { gatewayConfig(key: key, status: $0, routers: routerByKey) }
+      }
+      // The VPC around the host's VMs: every network one of their NICs is in.
+      let networks = Set(config.vms.flatMap { $0.nics.map(\.network) })
+      config.firewallRules = stored.firewallRules.filter { networks.contains($0.network) }.sorted { ($0.network, $0.priority, $0.name) < ($1.network, $1.priority, $1.name) }
+      config.routes = stored.routes.filter { networks.contains($0.network) }.sorted { ($0.network, $0.name) < ($1.network, $1.name) }
+      for network in stored.networks where networks.contains(network.name) && !network.googleApisRange.isEmpty {
+        config.googleApisRanges[network.name] = network.googleApisRange
       }
       configs[hostID] = config
     }
@@ -60,7 +69,8 @@ public enum SnapshotBuilder {
     for instance in stored.instances {
       guard let underlay = underlays[instance.host], !underlay.isEmpty else { continue }
       for allocation in planner.allocations(instance: instance.name) {
-        for range in allocation.natIpPortRanges + allocation.drainNatIpPortRanges {
+        let ruleRanges = allocation.ruleAllocations.flatMap { $0.natIpPortRanges + $0.drainNatIpPortRanges }
+        for range in allocation.natIpPortRanges + allocation.drainNatIpPortRanges + ruleRanges {
           config.natRoutes.append(.with {
             $0.natIp = "\(range.natIp)"
             $0.firstPort = UInt32(range.firstPort)
@@ -78,6 +88,23 @@ public enum SnapshotBuilder {
         })
       }
     }
+    // Private Google Access: replies from the Google APIs range come back to internal IPs.
+    let pga = PolicyBuilder.privateGoogleAccessSubnets(stored)
+    let withGoogleRange = Set(stored.networks.filter { !$0.googleApisRange.isEmpty }.map(\.name))
+    let networkOfSubnet = Dictionary(stored.subnets.map { ($0.name, $0.network) }, uniquingKeysWith: { first, _ in first })
+    for instance in stored.instances {
+      guard let underlay = underlays[instance.host], !underlay.isEmpty else { continue }
+      for nic in instance.networkInterfaces
+      where pga.contains(nic.subnet) && nic.externalIp.isEmpty && withGoogleRange.contains(networkOfSubnet[nic.subnet] ?? "") {
+        config.privateGoogleAccessRoutes.append(.with {
+          $0.externalIp = nic.networkIp
+          $0.hostID = instance.host
+          $0.underlayAddress = underlay
+        })
+      }
+    }
+    config.privateGoogleAccessRoutes.sort { $0.externalIp < $1.externalIp }
+    if !stored.services.isEmpty { config.directClientRanges = [ServerlessModel.egressRange] }
     config.natRoutes.sort { ($0.natIp, $0.firstPort) < ($1.natIp, $1.firstPort) }
     config.externalRoutes.sort { $0.externalIp < $1.externalIp }
     return config
@@ -107,15 +134,20 @@ public enum SnapshotBuilder {
     binding.portBlocks =
       allocation.natIpPortRanges.map { block($0, drained: false) }
       + allocation.drainNatIpPortRanges.map { block($0, drained: true) }
+    for rule in allocation.ruleAllocations {
+      binding.portBlocks += rule.natIpPortRanges.map { block($0, drained: false, rule: rule.ruleNumber) }
+        + rule.drainNatIpPortRanges.map { block($0, drained: true, rule: rule.ruleNumber) }
+    }
     return binding
   }
 
-  static func block(_ range: NatPortRange, drained: Bool) -> Hostnat_V1_PortBlock {
+  static func block(_ range: NatPortRange, drained: Bool, rule: Int = 0) -> Hostnat_V1_PortBlock {
     .with {
       $0.natIp = "\(range.natIp)"
       $0.firstPort = UInt32(range.firstPort)
       $0.count = UInt32(range.portCount)
       $0.drained = drained
+      $0.ruleNumber = UInt32(rule)
     }
   }
 
@@ -128,7 +160,16 @@ public enum SnapshotBuilder {
       config.region = parts[0]
       config.router = parts[1]
       config.name = parts[2]
-      config.network = routers["\(parts[0])/\(parts[1])"]?.network ?? ""
+      let router = routers["\(parts[0])/\(parts[1])"]
+      config.network = router?.network ?? ""
+      // Hosts get each rule with its match compiled to ranges; IPs as the planner resolved them.
+      if let nat = router?.nats.first(where: { $0.name == parts[2] }) {
+        config.rules = nat.rules.sorted { $0.ruleNumber < $1.ruleNumber }.map { rule in
+          var rule = rule
+          rule.destinationRanges = (try? NatRuleMatch.destinationRanges(rule.match)) ?? []
+          return rule
+        }
+      }
     }
     config.timeouts = .with {
       $0.udpIdleTimeoutSec = UInt32(status.timeouts.udpIdleSec)

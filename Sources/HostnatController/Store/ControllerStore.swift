@@ -33,6 +33,7 @@ public enum StoreError: Error, CustomStringConvertible, Equatable {
 /// The kinds of intent the controller stores. The raw value is the `kind` column.
 public enum ResourceKind: String, Sendable, CaseIterable {
   case network, subnet, router, address, instance
+  case firewallRule, route, project, connector, service
 }
 
 /// One NAT IP:port block held by one VM NIC, as recorded in the allocation history.

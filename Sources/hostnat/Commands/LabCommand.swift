@@ -133,14 +133,29 @@ struct LabScenario: AsyncParsableCommand {
       if list || name == nil {
         let width = (Scenario.all.map(\.name.count).max() ?? 0) + 2
         for s in Scenario.all { print(s.name.padding(toLength: width, withPad: " ", startingAt: 0) + s.summary) }
+        for (name, summary) in [(ServerlessEgressRunner.name, ServerlessEgressRunner.summary), (VPCEdgesRunner.name, VPCEdgesRunner.summary)] {
+          print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "(own lab: deploy/lab/serverless.yaml) " + summary)
+        }
         return
-      }
-      guard let scenario = Scenario.named(name ?? "") else {
-        throw LabError("no scenario \(name ?? ""); known: \(Scenario.all.map(\.name).joined(separator: ", "))")
       }
       let directory: String = dir ?? (NSTemporaryDirectory() + "hostnat-scenario-\(getpid())")
       let quiet = json
       let say: @Sendable (String) -> Void = { line in if !quiet { print(line) } }
+      if name == ServerlessEgressRunner.name {
+        let report = try await ServerlessEgressRunner(lab: Lab(dir: directory, say: say)).run()
+        if quiet { print(report.json()) }
+        if !report.passed { throw ExitCode(1) }
+        return
+      }
+      if name == VPCEdgesRunner.name {
+        let report = try await VPCEdgesRunner(lab: Lab(dir: directory, say: say)).run()
+        if quiet { print(report.json()) }
+        if !report.passed { throw ExitCode(1) }
+        return
+      }
+      guard let scenario = Scenario.named(name ?? "") else {
+        throw LabError("no scenario \(name ?? ""); known: \((Scenario.all.map(\.name) + [ServerlessEgressRunner.name, VPCEdgesRunner.name]).joined(separator: ", "))")
+      }
       let report = try await ScenarioRunner(lab: Lab(dir: directory, say: say), scenario: scenario).run()
       if quiet { print(report.json()) }
       if !report.passed { throw ExitCode(1) }

@@ -1,0 +1,351 @@
+import Foundation
+import HostnatAgent
+import HostnatController
+public import HostnatDataplane
+public import HostnatPackets
+import HostnatProto
+import HostnatWorkload
+import SwiftProtobuf
+
+/// The embedded copy of deploy/lab/serverless.yaml (a test keeps the two identical).
+public let serverlessTopologyYAML = #"""
+# The seed's Cloud Run walkthrough (Cloud NAT with Cloud Run via Serverless VPC Access) as a lab.
+# cloudrun-vpc has a connector on its own /28 (10.8.0.0/28, min 2 / max 10 instances), a Cloud
+# NAT gateway on every subnet with one reserved static IP, and serverless services:
+#   service-a, service-b, service-c  share the connector with all-traffic egress: all three must be
+#                                    seen from the gateway's static NAT IP;
+#   nat-test-private                 uses the connector with private-ranges-only: its Internet
+#                                    traffic bypasses the VPC and leaves from the platform's
+#                                    ephemeral egress IP (198.51.100.128/25), never the NAT IP;
+#   my-api-service                   Direct VPC egress from cloudrun-direct-subnet, all-traffic:
+#                                    its instances are VMs of the subnet and get the NAT IP.
+# The edge's what-is-my-IP server (192.0.2.10, "ifconfig.me") reports the source it sees.
+# 198.51.100.8/30 stands for the Google APIs range (private.googleapis.com): Private Google Access,
+# on for every subnet Cloud NAT translates, reaches it without NAT.
+# `hostnat lab scenario serverless-egress --json` runs this lab and reports the IP per service;
+# `hostnat lab scenario vpc-edges --json` adds NAT rules, firewall rules and routes to it.
+name: serverless
+region: us-central1
+networks:
+  - name: cloudrun-vpc
+    googleApisRange: 198.51.100.8/30
+    subnets:
+      - { name: cloudrun-direct-subnet, range: 10.9.0.0/24 }
+addresses:
+  - { name: cloudrun-nat-ip, address: 203.0.113.10 }
+routers:
+  - name: cloudrun-nat-router
+    network: cloudrun-vpc
+    nats:
+      - name: cloudrun-nat-gateway
+        natIps: [cloudrun-nat-ip]
+        minPortsPerVm: 512
+        logging: ALL
+hosts: [host-1, host-2]
+instances:
+  - { name: vm-1, host: host-1, subnet: cloudrun-direct-subnet, ip: 10.9.0.200 }
+connectors:
+  - { name: cloudrun-connector, network: cloudrun-vpc, range: 10.8.0.0/28, minInstances: 2, maxInstances: 10 }
+services:
+  - { name: service-a, connector: cloudrun-connector, egress: all-traffic }
+  - { name: service-b, connector: cloudrun-connector, egress: all-traffic }
+  - { name: service-c, connector: cloudrun-connector, egress: all-traffic }
+  - { name: nat-test-private, connector: cloudrun-connector, egress: private-ranges-only }
+  - { name: my-api-service, instances: 2, network: cloudrun-vpc, subnet: cloudrun-direct-subnet, egress: all-traffic }
+servers:
+  - { ip: 192.0.2.10, services: [udp-echo, tcp-echo, icmp-echo, whoami] }
+  - { ip: 192.0.2.20, services: [udp-echo, tcp-echo, icmp-echo, whoami] }
+  - { ip: 192.0.2.30, services: [stun, whoami, icmp-echo, filtering-probe] }
+  - { ip: 198.51.100.8, services: [whoami, udp-echo] }
+"""#
+
+extension Topology {
+  /// The seed's Cloud Run walkthrough (deploy/lab/serverless.yaml).
+  public static var serverless: Topology {
+    // The embedded text is checked by a test; a failure here is a build defect.
+    try! parse(yaml: serverlessTopologyYAML)
+  }
+}
+
+/// What `lab scenario serverless-egress --json` prints: the checks, and per service where its
+/// requests entered the network and which source IPs the what-is-my-IP server saw.
+public struct ServerlessEgressReport: Codable, Sendable, JSONReport {
+  public struct Service: Codable, Sendable {
+    public var name: String
+    public var vpc_egress: String
+    /// "connector:NAME", "direct:NETWORK/SUBNET" or "none".
+    public var vpc: String
+    /// Per request: "connector-instance:NAME", "vpc-instance:NAME" or "platform:IP".
+    public var paths: [String]
+    /// Source IPs the server saw (sorted, unique).
+    public var seen_from: [String]
+    /// Where a request to a private range (10.0.0.0/8) would enter: computed, not sent.
+    public var private_range_path: String
+    public var serverless_egress_ip: String
+  }
+  public var scenario: String
+  public var passed: Bool
+  public var checks: [Check]
+  public var nat_ip: String
+  public var services: [Service]
+  public var connector_instances_before: [String]
+  public var connector_instances_scaled: [String]
+  public var connector_instances_after: [String]
+  public var dir: String
+}
+
+/// The serverless-egress scenario: brings up the seed's Cloud Run lab, sends a what-is-my-IP
+/// request from every service instance the way its egress setting routes it, and checks which
+/// source the server saw; then scales the connector with load and checks the new instances NAT.
+public struct ServerlessEgressRunner: Sendable {
+  public static let name = "serverless-egress"
+  public static let summary = "the seed's Cloud Run walkthrough: services through a shared connector get the static NAT IP, private-ranges-only does not, the connector scales and its new instances NAT"
+
+  public var lab: Lab
+  public init(lab: Lab) { self.lab = lab }
+
+  public func run() async throws -> ServerlessEgressReport {
+    let topology = Topology.serverless
+    let region = topology.region
+    let natIP = topology.addresses?.first?.address ?? ""
+    let checks = LabDemoRunner.Checks(say: lab.say)
+    let state = try await lab.up(topology, topologyName: "serverless")
+    var report = ServerlessEgressReport(
+      scenario: Self.name, passed: false, checks: [], nat_ip: natIP, services: [], connector_instances_before: [],
+      connector_instances_scaled: [], connector_instances_after: [], dir: lab.dir)
+    do {
+      let admin = try LabAdmin(controller: state.controller)
+      try await lab.waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
+      lab.say("\nscenario \(Self.name): \(Self.summary)")
+      let whoami = IPv4Address(topology.servers.first { $0.services.contains("whoami") }?.ip ?? "192.0.2.10")!
+
+      var (services, connectors, instances) = try await Self.read(admin)
+      let connector = connectors.first { $0.name == "cloudrun-connector" }
+      report.connector_instances_before = connector?.instances ?? []
+      checks.add(
+        "connector READY at its minimum", connector?.state == "READY" && connector?.instances.count == Int(connector?.minInstances ?? 0),
+        "cloudrun-connector: \(connector?.state ?? "missing"), instances \(connector?.instances.joined(separator: ",") ?? "")")
+
+      let seen = try await probe(services: services, connectors: connectors, instances: instances, state: state, server: whoami)
+      for service in services {
+        let conn = connectors.first { $0.name == service.vpcConnector }
+        let k = Int(max(1, service.instances))
+        let paths = (0..<k).map { Self.describe(ServerlessModel.path(service, instance: $0, to: whoami, connector: conn)) }
+        report.services.append(.init(
+          name: service.name, vpc_egress: service.vpcEgress == .allTraffic ? "all-traffic" : "private-ranges-only",
+          vpc: !service.vpcConnector.isEmpty ? "connector:\(service.vpcConnector)" : (service.subnet.isEmpty ? "none" : "direct:\(service.network)/\(service.subnet)"),
+          paths: paths, seen_from: (seen[service.name] ?? []).sorted(),
+          private_range_path: Self.describe(ServerlessModel.path(service, instance: 0, to: IPv4Address(10, 0, 0, 9), connector: conn)),
+          serverless_egress_ip: service.serverlessEgressIp))
+      }
+      for s in report.services {
+        if s.vpc_egress == "all-traffic" {
+          checks.add("\(s.name) is seen from the static NAT IP", s.seen_from == [natIP], "\(s.vpc), \(s.vpc_egress): seen from \(s.seen_from.joined(separator: ",")) via \(s.paths.joined(separator: " "))")
+        } else {
+          checks.add(
+            "\(s.name) bypasses the VPC for the Internet", s.seen_from == [s.serverless_egress_ip] && !s.seen_from.contains(natIP),
+            "\(s.vpc), \(s.vpc_egress): seen from \(s.seen_from.joined(separator: ",")) (platform egress IP \(s.serverless_egress_ip)); private ranges still go \(s.private_range_path)")
+        }
+      }
+      let shared = report.services.filter { $0.vpc == "connector:cloudrun-connector" && $0.vpc_egress == "all-traffic" }
+      checks.add(
+        "services sharing the connector share the NAT IP", shared.count >= 3 && Set(shared.flatMap(\.seen_from)) == [natIP],
+        "\(shared.map(\.name).joined(separator: ", ")) → \(Set(shared.flatMap(\.seen_from)).sorted().joined(separator: ","))")
+
+      // Load: service-a grows to 12 instances; the connector follows (15 serverless instances at
+      // 4 per connector instance → 4 instances), and the new instances get ports and NAT.
+      /// Redeploys service-a (connector, all-traffic) with `instances` instances and waits until
+      /// every host holds the result.
+      func deployServiceA(instances: UInt32) async throws {
+        try await admin.with { client, options in
+          _ = try await client.deployService(.with {
+            $0.service = .with {
+              $0.name = "service-a"
+              $0.region = region
+              $0.instances = instances
+              $0.vpcConnector = "cloudrun-connector"
+              $0.vpcEgress = .allTraffic
+            }
+          }, options: options)
+        }
+        try await lab.waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
+      }
+      try await deployServiceA(instances: 12)
+      (services, connectors, instances) = try await Self.read(admin)
+      let grown = connectors.first { $0.name == "cloudrun-connector" }
+      report.connector_instances_scaled = grown?.instances ?? []
+      let added = (grown?.instances ?? []).filter { !report.connector_instances_before.contains($0) }
+      checks.add(
+        "the connector scales out with load", (grown?.instances.count ?? 0) == ServerlessModel.desiredInstances(grown ?? .init(), load: 15) && !added.isEmpty,
+        "load \(grown?.load ?? 0) serverless instances → \(grown?.instances.count ?? 0) connector instances (added \(added.joined(separator: ",")))")
+      let mapping = try await admin.with { client, options in
+        try await client.getNatMappingInfo(.with { $0.region = region; $0.router = "cloudrun-nat-router" }, options: options)
+      }
+      let withPorts = added.filter { name in
+        mapping.result.first { $0.instanceName == name }.map { $0.interfaceNatMappings.contains { $0.numTotalNatPorts > 0 } } ?? false
+      }
+      checks.add("added connector instances get NAT ports", !added.isEmpty && withPorts.count == added.count, "\(withPorts.count)/\(added.count) have ports")
+      let scaledSeen = try await probe(
+        services: services.filter { $0.name == "service-a" }, connectors: connectors, instances: instances, state: state, server: whoami)
+      checks.add(
+        "service-a, spread over the grown connector, is still seen from the NAT IP", scaledSeen["service-a"] == [natIP],
+        "seen from \((scaledSeen["service-a"] ?? []).sorted().joined(separator: ","))")
+
+      try await deployServiceA(instances: 1)
+      (_, connectors, _) = try await Self.read(admin)
+      report.connector_instances_after = connectors.first { $0.name == "cloudrun-connector" }?.instances ?? []
+      checks.add(
+        "the connector scales back in to its minimum", report.connector_instances_after.count == Int(grown?.minInstances ?? 2),
+        "\(report.connector_instances_after.joined(separator: ","))")
+      let holders = Self.blockHolders(state: state, hosts: topology.hosts)
+      checks.add("no NAT IP:port block is held by two VMs", holders.doubled.isEmpty, holders.doubled.isEmpty ? "\(holders.count) NAT IP:ports, each held by one VM" : holders.doubled.joined(separator: "; "))
+    } catch {
+      checks.add("scenario ran to the end", false, "\(error)")
+    }
+    try? await lab.down()
+    report.checks = checks.list
+    report.passed = !checks.list.isEmpty && checks.list.allSatisfy(\.passed)
+    lab.say("\n\(report.passed ? "PASSED" : "FAILED"): \(checks.list.filter(\.passed).count)/\(checks.list.count) checks held")
+    return report
+  }
+
+  static func describe(_ path: ServerlessModel.EgressPath) -> String {
+    switch path {
+    case .connector(let instance): "connector-instance:\(instance)"
+    case .vpcInstance(let name): "vpc-instance:\(name)"
+    case .platform(let ip): "platform:\(ip)"
+    }
+  }
+
+  static func read(_ admin: LabAdmin) async throws -> ([Hostnat_V1_ServerlessService], [Hostnat_V1_ServerlessConnector], [Hostnat_V1_Instance]) {
+    try await admin.with { client, options in
+      (
+        try await client.listServices(.init(), options: options).services,
+        try await client.listServerlessConnectors(.init(), options: options).connectors,
+        try await client.listInstances(.init(), options: options).instances
+      )
+    }
+  }
+
+  /// Sends what-is-my-IP requests from every instance of `services` along its egress path and
+  /// returns, per service, the source IPs the server reported. Requests that enter the VPC leave
+  /// from a VM's IP (a connector instance, which SNATs its clients to its own IP on distinct
+  /// ports, or a Direct VPC egress instance) through that VM's host agent; the rest leave from
+  /// the platform's egress IP straight to the edge.
+  func probe(
+    services: [Hostnat_V1_ServerlessService], connectors: [Hostnat_V1_ServerlessConnector], instances: [Hostnat_V1_Instance],
+    state: LabState, server: IPv4Address
+  ) async throws -> [String: Set<String>] {
+    var requests: [WhoamiProbe.Request] = []
+    for service in services {
+      let connector = connectors.first { $0.name == service.vpcConnector && $0.region == service.region }
+      for k in 0..<Int(max(1, service.instances)) {
+        switch ServerlessModel.path(service, instance: k, to: server, connector: connector) {
+        case .connector(let name), .vpcInstance(let name):
+          guard let vm = instances.first(where: { $0.name == name }), let ip = IPv4Address(vm.networkInterfaces.first?.networkIp ?? "") else {
+            throw LabError("\(service.name): instance \(name) has no IP")
+          }
+          requests.append(.init(label: service.name, source: ip, host: vm.host, server: server))
+        case .platform(let egress):
+          guard let ip = IPv4Address(egress) else { throw LabError("\(service.name): no platform egress IP") }
+          requests.append(.init(label: service.name, source: ip, host: nil, server: server))
+        }
+      }
+    }
+    return try await WhoamiProbe.run(requests, state: state)
+  }
+
+  /// Every active NAT IP:port block the agents hold, and those held by two VMs.
+  static func blockHolders(state: LabState, hosts: [String]) -> (count: Int, doubled: [String]) {
+    var owner: [String: String] = [:]
+    var doubled: [String] = []
+    for host in hosts {
+      guard let config = state.heldConfig(host) else { continue }
+      for vm in config.vms {
+        for block in vm.nics.flatMap({ $0.natBindings.flatMap(\.portBlocks) }) {
+          for port in stride(from: Int(block.firstPort), to: Int(block.firstPort + block.count), by: 1) {
+            let key = "\(block.natIp):\(port)"
+            if let other = owner[key], other != vm.instance { doubled.append("\(key): \(other) and \(vm.instance)") }
+            owner[key] = vm.instance
+          }
+        }
+      }
+    }
+    return (owner.count, Array(doubled.prefix(5)))
+  }
+}
+
+/// What-is-my-IP requests sent from chosen source IPs, as if a VM (through its host's agent) or an
+/// Internet client (straight to the edge) sent them. The lab's VMs run their own processes; these
+/// sources are VMs without one (connector and service instances, probe VMs) or platform IPs, so
+/// the agent learns this process as their underlay address. Bounded: about 3 s at 2 requests a
+/// second per request.
+public enum WhoamiProbe {
+  public struct Request: Sendable {
+    public var label: String
+    public var source: IPv4Address
+    /// The host whose agent the source sits behind; nil: on the Internet.
+    public var host: String?
+    public var server: IPv4Address
+    public init(label: String, source: IPv4Address, host: String?, server: IPv4Address) {
+      self.label = label
+      self.source = source
+      self.host = host
+      self.server = server
+    }
+  }
+
+  /// Source IPs the server saw, per request label (labels without an answer map to []).
+  public static func run(_ requests: [Request], state: LabState, seconds: Double = 3) async throws -> [String: Set<String>] {
+    struct Source {
+      var ip: IPv4Address
+      var host: String?
+      var flows: [(label: String, server: IPv4Address, port: UInt16)] = []
+    }
+    var sources: [UInt32: Source] = [:]
+    var nextPort: UInt16 = 41_000
+    for r in requests {
+      var s = sources[r.source.value] ?? Source(ip: r.source, host: r.host)
+      s.flows.append((r.label, r.server, nextPort))
+      nextPort += 1
+      sources[r.source.value] = s
+    }
+    // One data plane per next hop (each agent, and the edge), holding every source behind it.
+    var planes: [(stop: @Sendable () -> Void, reports: @Sendable () -> [(IPv4Address, WorkloadReport)])] = []
+    defer { for plane in planes { plane.stop() } }
+    for (host, group) in Dictionary(grouping: sources.values, by: { $0.host ?? "" }) {
+      let next = host.isEmpty ? state.edge : (state.process("agent/\(host)")?.address ?? "")
+      guard let hop = HostnatDataplane.SocketAddress(next) else { throw LabError("no underlay address for \(host.isEmpty ? "the edge" : host)") }
+      let workloads = group.map { s in
+        (ip: s.ip, workload: Workload(
+          name: "\(s.ip)", ip: s.ip,
+          spec: WorkloadSpec(flows: s.flows.map { .whoami(server: $0.server, srcPort: $0.port, ratePerSec: 2) }),
+          seed: UInt64(s.ip.value)))
+      }
+      let socket = try UDPSocket(binding: HostnatDataplane.SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0))
+      if host.isEmpty {
+        let plane = InternetClientDataplane(socket: socket, agent: hop, workloads: workloads)
+        plane.start()
+        planes.append((stop: { plane.stop() }, reports: { plane.withWorkloads { ws in ws.map { ($0.ip, $0.workload.report(now: DataplaneClock.now())) } } }))
+      } else {
+        let plane = VMDataplane(socket: socket, agent: hop, workloads: workloads)
+        plane.start()
+        planes.append((stop: { plane.stop() }, reports: { plane.withWorkloads { ws in ws.map { ($0.ip, $0.workload.report(now: DataplaneClock.now())) } } }))
+      }
+    }
+    try await Task.sleep(for: .seconds(seconds))
+    var seen: [String: Set<String>] = [:]
+    for r in requests { seen[r.label] = seen[r.label] ?? [] }
+    for plane in planes {
+      for (ip, report) in plane.reports() {
+        guard let source = sources[ip.value] else { continue }
+        for (index, flow) in report.flows.enumerated() where index < source.flows.count {
+          for mapping in flow.mappings {
+            seen[source.flows[index].label, default: []].insert(String(mapping.split(separator: ":").first ?? ""))
+          }
+        }
+      }
+    }
+    return seen
+  }
+}

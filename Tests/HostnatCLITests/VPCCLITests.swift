@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+
+/// The network around NAT through the real binary: the seed's Cloud Run walkthrough typed as in
+/// the seed (connector, NAT, three services), the gcloud-style commands for firewall rules,
+/// routes, NAT rules, projects and peering, and the two lab scenarios end to end.
+@Suite(.timeLimit(.minutes(6)))
+struct VPCCLITests {
+  @Test func theSeedsCloudRunCommandsAndTheVPCCommands() async throws {
+    let directory = try TemporaryDirectory()
+    let controller = try await ControllerProcess(dataDirectory: directory.path, extraArguments: [])
+    let region = "us-central1"
+    let seed: [[String]] = [
+      ["networks", "create", "cloudrun-vpc", "--google-apis-range", "198.51.100.8/30"],
+      ["compute", "networks", "vpc-access", "connectors", "create", "cloudrun-connector", "--network", "cloudrun-vpc", "--region", region,
+       "--range", "10.8.0.0/28", "--min-instances", "2", "--max-instances", "10", "--hosts", "host-a,host-b"],
+      ["routers", "create", "cloudrun-nat-router", "--network", "cloudrun-vpc", "--region", region],
+      ["addresses", "create", "cloudrun-nat-ip", "--region", region],
+      ["routers", "nats", "create", "cloudrun-nat-gateway", "--router", "cloudrun-nat-router", "--region", region,
+       "--nat-external-ip-pool", "cloudrun-nat-ip", "--nat-all-subnet-ip-ranges", "--enable-dynamic-port-allocation",
+       "--min-ports-per-vm", "512", "--max-ports-per-vm", "4096"],
+      ["run", "deploy", "service-a", "--image", "gcr.io/p/service-a:latest", "--region", region, "--vpc-connector", "cloudrun-connector", "--vpc-egress", "all-traffic"],
+      ["run", "deploy", "service-b", "--region", region, "--vpc-connector", "cloudrun-connector", "--vpc-egress", "all-traffic"],
+      ["run", "deploy", "service-c", "--region", region, "--vpc-connector", "cloudrun-connector", "--vpc-egress", "all-traffic", "--instances", "9"],
+    ]
+    for command in seed {
+      let result = try await controller.cli(command)
+      try #require(result.exitCode == 0, "\(command): \(result.stderr)")
+    }
+    let connector = try #require(try await controller.json(["compute", "networks", "vpc-access", "connectors", "describe", "cloudrun-connector", "--region", region]) as? [String: Any])
+    #expect(connector["state"] as? String == "READY")
+    #expect(connector["ipCidrRange"] as? String == "10.8.0.0/28" && connector["network"] as? String == "cloudrun-vpc")
+    #expect((connector["instances"] as? [String])?.count == 3, "11 serverless instances at 4 per connector instance: \(connector)")
+    let services = try #require(try await controller.json(["run", "services", "list"]) as? [[String: Any]])
+    #expect(services.map { $0["name"] as? String } == ["service-a", "service-b", "service-c"])
+    #expect(services.allSatisfy { $0["vpcEgress"] as? String == "ALL_TRAFFIC" })
+    let mapping = try #require(try await controller.json(["routers", "get-nat-mapping-info", "cloudrun-nat-router", "--region", region]) as? [[String: Any]])
+    #expect(Set(mapping.compactMap { $0["instanceName"] as? String }) == ["cloudrun-connector-1", "cloudrun-connector-2", "cloudrun-connector-3"])
+
+    let more: [[String]] = [
+      ["firewall-rules", "create", "deny-dns", "--network", "cloudrun-vpc", "--direction", "EGRESS", "--action", "deny",
+       "--rules", "udp:53,tcp:53", "--destination-ranges", "192.0.2.0/24", "--priority", "900", "--enable-logging"],
+      ["routes", "create", "via-vpn", "--network", "cloudrun-vpc", "--destination-range", "198.51.100.64/26", "--next-hop-vpn-tunnel", "tunnel-1"],
+      ["addresses", "create", "rule-ip", "--region", region, "--addresses", "203.0.113.77"],
+      ["routers", "nats", "rules", "create", "100", "--nat", "cloudrun-nat-gateway", "--router", "cloudrun-nat-router", "--region", region,
+       "--match", #"destination.ip == "203.0.113.7" || inIpRange(destination.ip, "203.0.113.0/28")"#, "--source-nat-active-ips", "rule-ip"],
+      ["projects", "create", "host-proj", "--shared-vpc-host"],
+      ["projects", "create", "svc-proj", "--shared-vpc-host-project", "host-proj"],
+      ["networks", "create", "peer-vpc"],
+      ["networks", "peerings", "create", "p1", "--network", "cloudrun-vpc", "--peer-network", "peer-vpc"],
+    ]
+    for command in more {
+      let result = try await controller.cli(command)
+      try #require(result.exitCode == 0, "\(command): \(result.stderr)")
+    }
+    let rules = try #require(try await controller.json(["firewall-rules", "list"]) as? [[String: Any]])
+    let rule = try #require(rules.first)
+    #expect(rule["direction"] as? String == "EGRESS" && rule["priority"] as? Int == 900 && rule["enableLogging"] as? Bool == true)
+    #expect((rule["rules"] as? [[String: Any]])?.map { $0["ipProtocol"] as? String } == ["udp", "tcp"])
+    let routes = try #require(try await controller.json(["routes", "list"]) as? [[String: Any]])
+    #expect((routes.first?["nextHop"] as? [String: Any])?["vpnTunnel"] as? String == "tunnel-1")
+    let natRules = try #require(try await controller.json(["routers", "nats", "rules", "list", "--nat", "cloudrun-nat-gateway", "--router", "cloudrun-nat-router", "--region", region]) as? [[String: Any]])
+    #expect(natRules.first?["ruleNumber"] as? Int == 100 && natRules.first?["sourceNatActiveIps"] as? [String] == ["rule-ip"])
+    let network = try #require(try await controller.json(["networks", "describe", "cloudrun-vpc"]) as? [String: Any])
+    #expect(network["peerNetworks"] as? [String] == ["peer-vpc"] && network["googleApisRange"] as? String == "198.51.100.8/30")
+
+    // Refusals name the field and change nothing.
+    let refusals: [([String], String)] = [
+      (["firewall-rules", "create", "x", "--network", "cloudrun-vpc", "--action", "maybe", "--rules", "tcp"], "--action"),
+      (["firewall-rules", "create", "x", "--network", "cloudrun-vpc", "--action", "allow", "--rules", "tcp:99999"], "ports[0]"),
+      (["routes", "create", "x", "--network", "cloudrun-vpc", "--destination-range", "10.0.0.0/8"], "--next-hop-instance"),
+      (["routers", "nats", "rules", "create", "200", "--nat", "cloudrun-nat-gateway", "--router", "cloudrun-nat-router", "--region", region,
+        "--match", "source.ip == \"10.0.0.1\"", "--source-nat-active-ips", "rule-ip"], "match"),
+      (["run", "deploy", "svc-x", "--region", region, "--vpc-connector", "cloudrun-connector", "--vpc-egress", "sometimes"], "--vpc-egress"),
+      (["compute", "networks", "vpc-access", "connectors", "create", "c2", "--network", "cloudrun-vpc", "--region", region, "--range", "10.9.0.0/24"], "ipCidrRange"),
+      (["instances", "delete", "cloudrun-connector-1"], "managed by connector cloudrun-connector"),
+      (["routers", "create", "r-svc", "--network", "peer-vpc", "--region", region, "--project", "svc-proj"], "project"),
+    ]
+    for (command, field) in refusals {
+      let result = try await controller.cli(command)
+      #expect(result.exitCode != 0 && result.stderr.contains("ERROR: (hostnat.") && result.stderr.contains(field), "\(command): \(result.stderr)")
+    }
+    #expect((try await controller.json(["routes", "list"]) as? [[String: Any]])?.count == 1)
+    #expect((try await controller.json(["instances", "list"]) as? [[String: Any]])?.count == 3)
+  }
+
+  static func scenario(_ name: String) async throws -> [String: Any] {
+    let dir = try TemporaryDirectory()
+    let run = try await Hostnat.run(["lab", "scenario", name, "--dir", dir.path + "/lab", "--json"], timeout: .seconds(150))
+    defer { labDownNow(dir.path + "/lab") }
+    let line = run.stdout.split(separator: "\n").last.map(String.init) ?? ""
+    let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(run.stdout) \(run.stderr)")
+    let checks = (report["checks"] as? [[String: Any]]) ?? []
+    let failed = checks.filter { ($0["passed"] as? Bool) != true }.map { "\($0["name"] ?? "?"): \($0["detail"] ?? "")" }
+    #expect(run.exitCode == 0 && report["passed"] as? Bool == true, "\(name): \(failed) \(run.stderr)")
+    #expect(report["scenario"] as? String == name)
+    return report
+  }
+
+  /// The seed's walkthrough on a live lab: which source IP each service was seen from.
+  @Test func serverlessEgressReportsTheSourceIPPerService() async throws {
+    let report = try await Self.scenario("serverless-egress")
+    let natIP = try #require(report["nat_ip"] as? String)
+    #expect(natIP == "203.0.113.10")
+    let services = Dictionary(uniqueKeysWithValues: ((report["services"] as? [[String: Any]]) ?? []).map { ($0["name"] as? String ?? "", $0) })
+    for name in ["service-a", "service-b", "service-c", "my-api-service"] {
+      #expect(services[name]?["seen_from"] as? [String] == [natIP], "\(name): \(services[name] ?? [:])")
+    }
+    let privateOnly = try #require(services["nat-test-private"])
+    let egress = try #require(privateOnly["serverless_egress_ip"] as? String)
+    #expect(egress.hasPrefix("198.51.100.") && privateOnly["seen_from"] as? [String] == [egress], "\(privateOnly)")
+    #expect((privateOnly["private_range_path"] as? String)?.hasPrefix("connector-instance:cloudrun-connector-") == true)
+    #expect((report["connector_instances_before"] as? [String])?.count == 2)
+    #expect((report["connector_instances_scaled"] as? [String])?.count == 4)
+    #expect((report["connector_instances_after"] as? [String])?.count == 2)
+  }
+
+  @Test func vpcEdgesOnALiveLab() async throws {
+    let report = try await Self.scenario("vpc-edges")
+    let names = ((report["checks"] as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String }
+    for expected in ["Private Google Access leaves with the internal IP, never the NAT IP", "a NAT rule picks the NAT IP by destination",
+                     "an egress deny rule drops before NAT, and only what it matches", "a route to a next-hop instance takes its destination away from NAT",
+                     "a service project's VM is NATed by its Shared VPC host project's gateway", "peering does not carry NAT",
+                     "each NIC is NATed by its own network's gateway"] {
+      #expect(names.contains(expected), "\(expected) missing from \(names)")
+    }
+  }
+}
