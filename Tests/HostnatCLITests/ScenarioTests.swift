@@ -2,13 +2,15 @@ import Foundation
 import Testing
 
 /// Every failure scenario on one shared lab (to keep CI time down): each must pass, and each
-/// ends with the cluster-wide check that no NAT IP:port block is held by two hosts.
+/// ends with the cluster-wide check that no NAT IP:port block is held by two hosts. Then the two
+/// scenarios with their own lab (serverless-egress, vpc-edges): one lab at a time, since two
+/// labs' traffic on 2 cores starves the scenarios' own timing.
 @Suite(.serialized, .timeLimit(.minutes(15)))
 struct ScenarioTests {
   @Test func listNamesEveryScenario() async throws {
     let list = try await Hostnat.run(["lab", "scenario", "--list"])
     #expect(list.exitCode == 0)
-    for name in ["controller-kill", "controller-pause", "control-partition", "agent-restart", "edge-restart", "control-chaos", "bad-config", "drain-ip", "remove-ip-undrained", "controller-crash-during-writes", "port-exhaustion", "dpa-crash"] {
+    for name in ["controller-kill", "controller-pause", "control-partition", "agent-restart", "edge-restart", "control-chaos", "bad-config", "drain-ip", "remove-ip-undrained", "controller-crash-during-writes", "port-exhaustion", "dpa-crash", "serverless-egress", "vpc-edges"] {
       #expect(list.stdout.contains(name), "\(name) missing from --list")
     }
     let unknown = try await Hostnat.run(["lab", "scenario", "no-such-thing"])
@@ -36,5 +38,34 @@ struct ScenarioTests {
     }
     let down = try await Hostnat.run(["lab", "down", "--dir", lab], timeout: .seconds(60))
     #expect(down.exitCode == 0)
+  }
+
+  /// The seed's walkthrough on a live lab: which source IP each service was seen from.
+  @Test func serverlessEgressReportsTheSourceIPPerService() async throws {
+    let report = try await VPCCLITests.scenario("serverless-egress")
+    let natIP = try #require(report["nat_ip"] as? String)
+    #expect(natIP == "203.0.113.10")
+    let services = Dictionary(uniqueKeysWithValues: ((report["services"] as? [[String: Any]]) ?? []).map { ($0["name"] as? String ?? "", $0) })
+    for name in ["service-a", "service-b", "service-c", "my-api-service"] {
+      #expect(services[name]?["seen_from"] as? [String] == [natIP], "\(name): \(services[name] ?? [:])")
+    }
+    let privateOnly = try #require(services["nat-test-private"])
+    let egress = try #require(privateOnly["serverless_egress_ip"] as? String)
+    #expect(egress.hasPrefix("198.51.100.") && privateOnly["seen_from"] as? [String] == [egress], "\(privateOnly)")
+    #expect((privateOnly["private_range_path"] as? String)?.hasPrefix("connector-instance:cloudrun-connector-") == true)
+    #expect((report["connector_instances_before"] as? [String])?.count == 2)
+    #expect((report["connector_instances_scaled"] as? [String])?.count == 4)
+    #expect((report["connector_instances_after"] as? [String])?.count == 2)
+  }
+
+  @Test func vpcEdgesOnALiveLab() async throws {
+    let report = try await VPCCLITests.scenario("vpc-edges")
+    let names = ((report["checks"] as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String }
+    for expected in ["Private Google Access leaves with the internal IP, never the NAT IP", "a NAT rule picks the NAT IP by destination",
+                     "an egress deny rule drops before NAT, and only what it matches", "a route to a next-hop instance takes its destination away from NAT",
+                     "a service project's VM is NATed by its Shared VPC host project's gateway", "peering does not carry NAT",
+                     "each NIC is NATed by its own network's gateway"] {
+      #expect(names.contains(expected), "\(expected) missing from \(names)")
+    }
   }
 }

@@ -2,8 +2,9 @@ import Foundation
 import Testing
 
 /// The network around NAT through the real binary: the seed's Cloud Run walkthrough typed as in
-/// the seed (connector, NAT, three services), the gcloud-style commands for firewall rules,
-/// routes, NAT rules, projects and peering, and the two lab scenarios end to end.
+/// the seed (connector, NAT, three services), and the gcloud-style commands for firewall rules,
+/// routes, NAT rules, projects and peering. (The two lab scenarios run in ScenarioTests, one lab
+/// at a time.)
 @Suite(.timeLimit(.minutes(6)))
 struct VPCCLITests {
   @Test func theSeedsCloudRunCommandsAndTheVPCCommands() async throws {
@@ -95,34 +96,5 @@ struct VPCCLITests {
     #expect(run.exitCode == 0 && report["passed"] as? Bool == true, "\(name): \(failed) \(run.stderr)")
     #expect(report["scenario"] as? String == name)
     return report
-  }
-
-  /// The seed's walkthrough on a live lab: which source IP each service was seen from.
-  @Test func serverlessEgressReportsTheSourceIPPerService() async throws {
-    let report = try await Self.scenario("serverless-egress")
-    let natIP = try #require(report["nat_ip"] as? String)
-    #expect(natIP == "203.0.113.10")
-    let services = Dictionary(uniqueKeysWithValues: ((report["services"] as? [[String: Any]]) ?? []).map { ($0["name"] as? String ?? "", $0) })
-    for name in ["service-a", "service-b", "service-c", "my-api-service"] {
-      #expect(services[name]?["seen_from"] as? [String] == [natIP], "\(name): \(services[name] ?? [:])")
-    }
-    let privateOnly = try #require(services["nat-test-private"])
-    let egress = try #require(privateOnly["serverless_egress_ip"] as? String)
-    #expect(egress.hasPrefix("198.51.100.") && privateOnly["seen_from"] as? [String] == [egress], "\(privateOnly)")
-    #expect((privateOnly["private_range_path"] as? String)?.hasPrefix("connector-instance:cloudrun-connector-") == true)
-    #expect((report["connector_instances_before"] as? [String])?.count == 2)
-    #expect((report["connector_instances_scaled"] as? [String])?.count == 4)
-    #expect((report["connector_instances_after"] as? [String])?.count == 2)
-  }
-
-  @Test func vpcEdgesOnALiveLab() async throws {
-    let report = try await Self.scenario("vpc-edges")
-    let names = ((report["checks"] as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String }
-    for expected in ["Private Google Access leaves with the internal IP, never the NAT IP", "a NAT rule picks the NAT IP by destination",
-                     "an egress deny rule drops before NAT, and only what it matches", "a route to a next-hop instance takes its destination away from NAT",
-                     "a service project's VM is NATed by its Shared VPC host project's gateway", "peering does not carry NAT",
-                     "each NIC is NATed by its own network's gateway"] {
-      #expect(names.contains(expected), "\(expected) missing from \(names)")
-    }
   }
 }

@@ -204,12 +204,15 @@ struct ControlProtocolTests {
     try await withGRPCServer(transport: transport.server, services: [service]) { _ in
       try await withGRPCClient(transport: transport.client) { client in
         let started = ContinuousClock.now
-        await #expect(throws: RPCError.self) {
+        let error = await #expect(throws: RPCError.self) {
           // Says hello, then never answers anything (heartbeats from the controller keep coming).
           try await agentStream(client, hello: .with { $0.hostID = "host-z"; $0.bootID = "b" }) { _ in [] }
         }
         let elapsed = ContinuousClock.now - started
-        #expect(elapsed >= .seconds(3) && elapsed < .seconds(10), "ended after \(elapsed)")
+        // The cause, not a wall-clock ceiling: under the full suite on 2 cores the check's own
+        // timer can run many seconds late (it took 21 s in CI), while the lower bound always holds.
+        #expect(error?.message.contains("no message from the host for") == true, "\(String(describing: error))")
+        #expect(elapsed >= .seconds(3), "ended after \(elapsed)")
         #expect(service.registry.status("host-z")?.connected == false)
       }
       service.registry.shutdown()

@@ -300,16 +300,16 @@ struct RandomWorld {
   }
 }
 
-/// Long CPU-bound runs, one at a time and yielding every few steps: the whole test run shares one
+/// Long CPU-bound runs, one at a time and yielding after every step: the whole test run shares one
 /// cooperative pool (two threads on CI), and five of these at once starved the timing tests of
 /// other suites for 20-40 s.
 @Suite(.serialized) struct PropertyTests {
   @Test(arguments: [1, 2, 3] as [UInt64])
   func randomChangesNeverShareOrMovePorts(seed: UInt64) async throws {
     var world = try RandomWorld(seed: seed)
-    for i in 0..<1200 {
+    for _ in 0..<1200 {
       try world.step()
-      if i % 20 == 0 { await Task.yield() }
+      await Task.yield()
     }
     // Something happened: VMs got ports and some waited, blocks were quarantined and released.
     #expect(world.planner.instanceCount > 50)
@@ -330,10 +330,10 @@ struct RandomWorld {
   @Test func sameSequenceSameResult() async throws {
     var first = try RandomWorld(seed: 42)
     var second = try RandomWorld(seed: 42)
-    for i in 0..<600 {
+    for _ in 0..<600 {
       try first.step()
       try second.step()
-      if i % 20 == 0 { await Task.yield() }
+      await Task.yield()
     }
     #expect(first.log == second.log)
     #expect(first.planner.snapshot() == second.planner.snapshot())
@@ -342,9 +342,9 @@ struct RandomWorld {
 
   @Test func aFullReplanKeepsEveryAllocation() async throws {
     var world = try RandomWorld(seed: 7)
-    for i in 0..<400 {
+    for _ in 0..<400 {
       try world.step()
-      if i % 20 == 0 { await Task.yield() }
+      await Task.yield()
     }
     let before = world.planner.allAllocations
     try world.planner.apply(world.planner.intent)
