@@ -97,7 +97,7 @@ struct NetworksCommand: AsyncParsableCommand {
 struct SubnetsCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "subnets", abstract: "Regional subnets of a network.",
-    subcommands: [Create.self, Describe.self, List.self, Delete.self])
+    subcommands: [Create.self, Update.self, Describe.self, List.self, Delete.self])
 
   struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a subnet.")
@@ -135,6 +135,28 @@ struct SubnetsCommand: AsyncParsableCommand {
         let created = try await admin.createSubnet(.with { $0.subnet = subnet }, options: AdminSession.callOptions)
         Console.err("Created [regions/\(created.region)/subnetworks/\(created.name)].\n")
         Render.subnets([created], format: global.format ?? .table, single: true)
+      }
+    }
+  }
+
+  struct Update: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Turn Private Google Access on or off (it stays on while a NAT gateway translates the subnet).")
+    @OptionGroup var global: GlobalOptions
+    @Argument var name: String
+    @Option(help: "Region of the subnet.") var region: String?
+    @Flag(inversion: .prefixedNo, help: "Private Google Access.") var enablePrivateIpGoogleAccess: Bool
+
+    func run() async throws {
+      try await AdminSession(command: "networks.subnets.update", global: global).run { admin in
+        let subnet = try await admin.updateSubnet(
+          .with {
+            $0.subnet.name = name
+            $0.subnet.region = region ?? ""
+            $0.subnet.privateIpGoogleAccess = enablePrivateIpGoogleAccess
+            $0.updateMask = ["private_ip_google_access"]
+          }, options: AdminSession.callOptions)
+        Render.subnets([subnet], format: global.format ?? .table, single: true)
       }
     }
   }

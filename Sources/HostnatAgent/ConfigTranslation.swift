@@ -16,9 +16,10 @@ public struct ConfigRejection: Error, Equatable, CustomStringConvertible, Sendab
 public enum ConfigTranslation {
   /// The engine config for a host snapshot.
   public static func engineConfig(_ host: Hostnat_V1_HostConfig) throws(ConfigRejection) -> EngineConfig {
-    var gateways: [String: Hostnat_V1_GatewayConfig] = [:]
+    // Each gateway's settings (rules included) once, however many NICs it serves.
+    var gateways: [String: GatewaySettings] = [:]
     for gateway in host.gateways {
-      guard gateways.updateValue(gateway, forKey: gateway.key) == nil else {
+      guard gateways.updateValue(try gatewaySettings(gateway), forKey: gateway.key) == nil else {
         throw ConfigRejection("gateways[\(gateway.key)]: listed twice")
       }
     }
@@ -45,20 +46,10 @@ public enum ConfigTranslation {
         var blocks: [PortBlock] = []
         var settings = GatewaySettings(name: "none")
         if let binding = nic.natBindings.first {
-          guard let gateway = gateways[binding.gateway] else {
+          guard let gatewaySettings = gateways[binding.gateway] else {
             throw ConfigRejection("vms[\(id)].natBindings.gateway: \(binding.gateway.debugDescription) is not among the snapshot's gateways")
           }
-          settings = gatewaySettings(gateway)
-          for rule in gateway.rules {
-            var destinations: [IPv4CIDR] = []
-            for text in rule.destinationRanges {
-              guard let cidr = IPv4CIDR(text) else {
-                throw ConfigRejection("gateways[\(gateway.key)].rules[\(rule.ruleNumber)].destinationRanges: \(text.debugDescription) is not a CIDR range")
-              }
-              destinations.append(cidr)
-            }
-            settings.rules.append(NatRuleDestinations(ruleNumber: Int(rule.ruleNumber), destinations: destinations))
-          }
+          settings = gatewaySettings
           for source in binding.natSources {
             guard let cidr = IPv4CIDR(source.ipCidrRange) else {
               throw ConfigRejection("vms[\(id)].natSources: \(source.ipCidrRange.debugDescription) is not a CIDR range")
@@ -143,7 +134,7 @@ public enum ConfigTranslation {
     vm.nics.count > 1 ? "\(vm.instance)/\(nic.name)" : vm.instance
   }
 
-  static func gatewaySettings(_ gateway: Hostnat_V1_GatewayConfig) -> GatewaySettings {
+  static func gatewaySettings(_ gateway: Hostnat_V1_GatewayConfig) throws(ConfigRejection) -> GatewaySettings {
     func seconds(_ value: UInt32, _ fallback: Int64) -> Duration { .seconds(value == 0 ? fallback : Int64(value)) }
     let t = gateway.timeouts
     let filter: LogFilter =
@@ -152,6 +143,17 @@ public enum ConfigTranslation {
       case .translationsOnly: .translationsOnly
       default: .all
       }
+    var rules: [NatRuleDestinations] = []
+    for rule in gateway.rules {
+      var destinations: [IPv4CIDR] = []
+      for text in rule.destinationRanges {
+        guard let cidr = IPv4CIDR(text) else {
+          throw ConfigRejection("gateways[\(gateway.key)].rules[\(rule.ruleNumber)].destinationRanges: \(text.debugDescription) is not a CIDR range")
+        }
+        destinations.append(cidr)
+      }
+      rules.append(NatRuleDestinations(ruleNumber: Int(rule.ruleNumber), destinations: destinations))
+    }
     return GatewaySettings(
       name: gateway.key,
       endpointIndependentMapping: gateway.endpointIndependentMapping,
@@ -159,7 +161,7 @@ public enum ConfigTranslation {
         udp: seconds(t.udpIdleTimeoutSec, 30), icmp: seconds(t.icmpIdleTimeoutSec, 30),
         tcpEstablished: seconds(t.tcpEstablishedIdleTimeoutSec, 1200),
         tcpTransitory: seconds(t.tcpTransitoryIdleTimeoutSec, 30), tcpTimeWait: seconds(t.tcpTimeWaitTimeoutSec, 120)),
-      logging: LoggingConfig(enabled: gateway.logConfig.enable, filter: filter)
+      logging: LoggingConfig(enabled: gateway.logConfig.enable, filter: filter), rules: rules
     )
   }
 }

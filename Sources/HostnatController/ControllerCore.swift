@@ -399,18 +399,21 @@ public final class ControllerCore: Sendable {
     return push?.version
   }
 
-  static func sameRoutes(_ a: Hostnat_V1_EdgeConfig, _ b: Hostnat_V1_EdgeConfig) -> Bool {
-    a.natRoutes == b.natRoutes && a.externalRoutes == b.externalRoutes
-      && a.privateGoogleAccessRoutes == b.privateGoogleAccessRoutes && a.directClientRanges == b.directClientRanges
+  /// Same content: everything but the version and the time stamp (so a field added to a config
+  /// is compared without touching this).
+  static func sameContent(_ a: Hostnat_V1_HostConfig, _ b: Hostnat_V1_HostConfig) -> Bool {
+    equalIgnoringStamps(a, b) { $0.version = 0; $0.generatedMs = 0 }
   }
 
-  static func sameContent(_ a: Hostnat_V1_HostConfig, _ b: Hostnat_V1_HostConfig) -> Bool {
+  static func sameRoutes(_ a: Hostnat_V1_EdgeConfig, _ b: Hostnat_V1_EdgeConfig) -> Bool {
+    equalIgnoringStamps(a, b) { $0.version = 0; $0.generatedMs = 0 }
+  }
+
+  static func equalIgnoringStamps<C: Equatable>(_ a: C, _ b: C, clear: (inout C) -> Void) -> Bool {
     var a = a
     var b = b
-    a.version = 0
-    b.version = 0
-    a.generatedMs = 0
-    b.generatedMs = 0
+    clear(&a)
+    clear(&b)
     return a == b
   }
 

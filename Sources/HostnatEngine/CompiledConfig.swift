@@ -130,10 +130,9 @@ final class CompiledConfig {
     var natRules: [CompiledNatRule] = []
     var natRuleRanges: [(UInt32, UInt32)] = []
     var policies = CompiledPolicies()
-    var networkCache: [String: Int] = [:]
     var anyPrimaries: [(UInt32, Int)] = []
     for (index, vm) in config.vms.enumerated() {
-      let network = try policies.network(named: vm.network, in: config.networks, cache: &networkCache)
+      let network = try policies.network(named: vm.network, in: config.networks)
       anyPrimaries.append((vm.primaryIP.value, index))
       guard seen.updateValue(index, forKey: vm.id) == nil else { throw .duplicateVM(id: vm.id) }
       let drainedSet = Set(vm.gateway.drainedNatIPs.map(\.value))
@@ -185,7 +184,8 @@ final class CompiledConfig {
           endpointIndependent: vm.gateway.endpointIndependentMapping, logMask: mask, blockStart: blockStart,
           blockCount: blocks.count - blockStart, drainedStart: drainedStart, drainedCount: drained.count - drainedStart,
           groupStart: groupStart, groupCount: groups.count - groupStart, ruleStart: ruleStart,
-          ruleCount: natRules.count - ruleStart, hasRules: natRules.count > ruleStart || vm.portBlocks.contains { $0.ruleNumber != 0 },
+          ruleCount: natRules.count - ruleStart,
+          hasRules: natRules.count > ruleStart || groups[groupStart...].contains { $0.ruleNumber != 0 },
           udpTimeout: Self.ns(t.udp), icmpTimeout: Self.ns(t.icmp),
           tcpEstablished: Self.ns(t.tcpEstablished), tcpTransitory: Self.ns(t.tcpTransitory),
           tcpTimeWait: Self.ns(t.tcpTimeWait), network: network, privateGoogleAccess: vm.privateGoogleAccess))
@@ -270,6 +270,7 @@ final class CompiledConfig {
     mappedPorts.deallocate()
     blocksByAddress.deallocate()
     byAnyPrimary.deallocate()
+    policies.deallocate()
   }
 
   // MARK: EIM port use
@@ -361,23 +362,11 @@ final class CompiledConfig {
   func oneToOneVM(external address: UInt32) -> Int { Self.find(byExternal, count: externalCount, address) }
 
   /// VM an internal address belongs to: its NAT source ranges, else its primary IP; or -1.
-  func vm(internal address: UInt32) -> Int {
-    let v = natVM(for: address)
-    return v >= 0 ? v : Self.find(byAnyPrimary, count: ids.count, address)
-  }
+  func vm(internal address: UInt32) -> Int { vm(internal: address, natVM: natVM(for: address)) }
 
-  /// Whether VM `vm` may keep a flow on natIP:port: the port is in one of its blocks (active or
-  /// drained), or the NAT IP is drained for it (drained flows continue even if the block was dropped).
-  func owns(vm: Int, natIP: UInt32, natPort: UInt16) -> Bool {
-    let v = vms[vm]
-    let port = UInt32(natPort)
-    for b in v.blockStart..<(v.blockStart + v.blockCount) {
-      let block = blocks[b]
-      if block.natIP == natIP && port >= block.start && port < block.start + block.count { return true }
-    }
-    for d in v.drainedStart..<(v.drainedStart + v.drainedCount) where drained[d] == natIP { return true }
-    return false
-  }
+  /// `vm(internal:)` given `natVM(for: address)`.
+  @inline(__always)
+  func vm(internal address: UInt32, natVM v: Int) -> Int { v >= 0 ? v : Self.find(byAnyPrimary, count: ids.count, address) }
 
   /// Rule number of the NAT rule VM `vm` uses towards `destination`: the lowest-numbered rule whose
   /// destinations contain it, else 0 (the default NAT IPs).
@@ -385,10 +374,7 @@ final class CompiledConfig {
     let v = vms[vm]
     for r in v.ruleStart..<(v.ruleStart &+ v.ruleCount) {
       let rule = natRules[r]
-      for i in rule.rangeStart..<(rule.rangeStart &+ rule.rangeCount) {
-        let range = natRuleRanges[i]
-        if destination >= range.0 && destination <= range.1 { return rule.ruleNumber }
-      }
+      if PolicyTables.inRanges(natRuleRanges, rule.rangeStart, rule.rangeCount, destination) { return rule.ruleNumber }
     }
     return 0
   }
@@ -404,7 +390,9 @@ final class CompiledConfig {
 
   /// The rule a mapping or flow on natIP:port of VM `vm` belongs to: its block's rule; for a drained
   /// NAT IP whose block was dropped, the rule of the VM's other blocks on that IP, or `anyRule` when
-  /// none is left to tell; -1 when the VM does not own natIP:port (see `owns`).
+  /// none is left to tell; -1 when the VM does not own natIP:port. The VM owns it (and may keep a flow
+  /// on it) when the port is in one of its blocks (active or drained), or the NAT IP is drained for it
+  /// (drained flows continue even if the block was dropped).
   func rule(vm: Int, natIP: UInt32, natPort: UInt16) -> Int {
     let v = vms[vm]
     let port = UInt32(natPort)

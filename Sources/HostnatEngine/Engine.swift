@@ -186,30 +186,25 @@ public final class NATEngine {
   func recheck(_ slot: Int) -> Bool {
     let f = table.flows[slot]
     let vm = config.natVM(for: f.insideIP)
-    if vm >= 0, config.owns(vm: vm, natIP: f.natIP, natPort: f.natPort),
-      config.vms[vm].network < 0 || stillUsesNAT(config.vms[vm], remoteIP: f.remoteIP),
-      !config.vms[vm].hasRules || ruleStillMatches(vm, f)
-    {
-      table.flows[slot].generation = table.generation
-      table.flows[slot].vmIndex = UInt16(truncatingIfNeeded: vm)
-      return true
+    if vm >= 0 {
+      let v = config.vms[vm]
+      // -1: the VM no longer owns the flow's NAT IP:port.
+      let r = config.rule(vm: vm, natIP: f.natIP, natPort: f.natPort)
+      let p = config.policies
+      if r != -1,
+        v.network < 0 || p.usesNAT(p.networks[v.network], pga: v.privateGoogleAccess, f.remoteIP),
+        // NAT rules are chosen per connection by destination: a flow on one rule's IPs cannot
+        // continue once its destination belongs to another rule (or to the default IPs).
+        !v.hasRules || r == CompiledConfig.anyRule || r == config.natRule(vm: vm, destination: f.remoteIP)
+      {
+        table.flows[slot].generation = table.generation
+        table.flows[slot].vmIndex = UInt16(truncatingIfNeeded: vm)
+        return true
+      }
     }
     removeFlow(slot)
     globalCounters.flowsEndedByConfig &+= 1
     return false
-  }
-
-  /// NAT rules are chosen per connection by destination: a flow on one rule's IPs cannot continue
-  /// once its destination belongs to another rule (or to the default IPs).
-  func ruleStillMatches(_ vm: Int, _ f: FlowSlot) -> Bool {
-    let r = config.rule(vm: vm, natIP: f.natIP, natPort: f.natPort)
-    return r == CompiledConfig.anyRule || r == config.natRule(vm: vm, destination: f.remoteIP)
-  }
-
-  func stillUsesNAT(_ vm: CompiledVM, remoteIP: UInt32) -> Bool {
-    let p = config.policies
-    let net = p.networks[vm.network]
-    return p.routesToInternet(net, remoteIP) && !(vm.privateGoogleAccess && p.isGoogleAPI(net, remoteIP))
   }
 
   func removeFlow(_ slot: Int) {
@@ -388,9 +383,10 @@ public final class NATEngine {
     var slot = table.findInside(proto: t.proto, insideIP: t.src, insidePort: t.srcPort, remoteIP: t.dst, remotePort: t.dstPort)
     if slot >= 0 && !isLive(slot, now: now) { slot = -1 }
     if slot < 0 {
-      slot = createFlow(t, now: now, reason: &reason)
+      let oneToOne = config.primaryCount > 0 ? config.oneToOneVM(primary: t.src) : -1
+      slot = createFlow(t, oneToOne: oneToOne, now: now, reason: &reason)
       if slot == -2 {
-        let verdict = oneToOneOut(b, t)
+        let verdict = oneToOneOut(b, t, vm: oneToOne)
         if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: b.loadBE32(at: 12), now: now) }
         return verdict
       }
@@ -417,24 +413,25 @@ public final class NATEngine {
   }
 
   @inline(never)
-  func oneToOneOut(_ b: UnsafeMutableRawBufferPointer, _ t: Tuple) -> Verdict {
-    let vm = config.vms[config.oneToOneVM(primary: t.src)]
+  func oneToOneOut(_ b: UnsafeMutableRawBufferPointer, _ t: Tuple, vm vmIndex: Int) -> Verdict {
+    let vm = config.vms[vmIndex]
     Self.rewriteSource(b, t, ip: vm.externalIP, port: t.srcPort)
     globalCounters.oneToOneOut &+= 1
     return .forward
   }
 
-  /// New flow for an outbound packet that matched none. Returns the slot, -1 (drop, `reason` set,
-  /// counted and logged), -2 (the source is a primary IP with 1:1 NAT: translate statelessly), or
-  /// -4 (Private Google Access: forward unchanged).
+  /// New flow for an outbound packet that matched none. `oneToOne` is the VM whose primary IP with
+  /// 1:1 NAT is the source, or -1. Returns the slot, -1 (drop, `reason` set, counted and logged), -2
+  /// (the source is a primary IP with 1:1 NAT: translate statelessly), or -4 (Private Google Access:
+  /// forward unchanged).
   @inline(never)
-  func createFlow(_ t: Tuple, now: UInt64, reason: inout DropReason) -> Int {
+  func createFlow(_ t: Tuple, oneToOne: Int, now: UInt64, reason: inout DropReason) -> Int {
+    let vmIndex = config.natVM(for: t.src)
     if config.hasPolicies {
-      let r = egressPolicy(t, now: now, reason: &reason)
+      let r = egressPolicy(t, oneToOne: oneToOne, natVM: vmIndex, now: now, reason: &reason)
       if r != 0 { return r }
     }
-    let vmIndex = config.natVM(for: t.src)
-    if config.primaryCount > 0, config.oneToOneVM(primary: t.src) >= 0 { return -2 }
+    if oneToOne >= 0 { return -2 }
     guard vmIndex >= 0 else {
       reason = .noNATConfigured
       _ = drop(.noNATConfigured, t, now: now)
@@ -760,11 +757,11 @@ public final class NATEngine {
   /// Egress firewall, routes and Private Google Access, in the order the VPC applies them, for an
   /// outbound packet with no NAT flow (a new connection, or any packet of the stateless 1:1 and PGA
   /// paths, whose firewall state lives in `connTrack`). Returns 0 to go on with 1:1 or NAT, -1 to
-  /// drop (`reason` set, counted, logged), or -4 to forward the packet unchanged (PGA).
+  /// drop (`reason` set, counted, logged), or -4 to forward the packet unchanged (PGA). `oneToOne`
+  /// and `natVM` are the source's 1:1 VM and NAT-range VM (or -1), as `createFlow` found them.
   @inline(never)
-  func egressPolicy(_ t: Tuple, now: UInt64, reason: inout DropReason) -> Int {
-    let oneToOne = config.primaryCount > 0 ? config.oneToOneVM(primary: t.src) : -1
-    let vmIndex = oneToOne >= 0 ? oneToOne : config.vm(internal: t.src)
+  func egressPolicy(_ t: Tuple, oneToOne: Int, natVM: Int, now: UInt64, reason: inout DropReason) -> Int {
+    let vmIndex = oneToOne >= 0 ? oneToOne : config.vm(internal: t.src, natVM: natVM)
     guard vmIndex >= 0 else { return 0 }
     let vm = config.vms[vmIndex]
     guard vm.network >= 0 else { return 0 }
@@ -775,13 +772,15 @@ public final class NATEngine {
     let stateless = oneToOne >= 0 || pga
     // Echo requests carry their identifier in srcPort and 0 in dstPort: the same key as the reply.
     var tracked = false
+    var set = 0
+    var expiry: UInt64 = 0
     if stateless {
-      tracked = connTrack.refresh(
-        t.proto, t.src, t.srcPort, t.dst, t.dstPort, now: now, expiresAt: now &+ trackTimeout(vm, t.proto))
+      expiry = now &+ trackTimeout(vm, t.proto)
+      set = connTrack.refresh(t.proto, t.src, t.srcPort, t.dst, t.dstPort, now: now, expiresAt: expiry)
+      tracked = set == ConnTrackTable.hit
     }
     if !tracked {
-      let rule = p.firewall(
-        net, ingress: false, remote: t.dst, proto: t.proto, port: t.dstPort, hasPorts: t.kind == Self.kindTCP || t.kind == Self.kindUDP)
+      let rule = p.firewall(net, ingress: false, remote: t.dst, proto: t.proto, port: t.dstPort)
       if rule >= 0 && !p.rules[rule].allow {
         reason = .firewallDenied
         globalCounters.firewallDeniedEgress &+= 1
@@ -795,7 +794,7 @@ public final class NATEngine {
       return vmDrop(.routedToNextHop, vmIndex, t, natIP: 0, natPort: 0, now: now, reason: &reason)
     }
     if stateless && !tracked {
-      connTrack.insert(t.proto, t.src, t.srcPort, t.dst, t.dstPort, expiresAt: now &+ trackTimeout(vm, t.proto))
+      connTrack.insert(at: set, t.proto, t.src, t.srcPort, t.dst, t.dstPort, expiresAt: expiry)
     }
     guard pga else { return 0 }
     config.counters[vmIndex].privateGoogleAccessPackets &+= 1
@@ -813,12 +812,11 @@ public final class NATEngine {
     let insidePort = echo ? t.srcPort : t.dstPort
     let remotePort = echo ? 0 : t.srcPort
     let expiry = now &+ trackTimeout(vm, t.proto)
-    if connTrack.refresh(t.proto, insideIP, insidePort, t.src, remotePort, now: now, expiresAt: expiry) { return true }
-    let rule = p.firewall(
-      p.networks[vm.network], ingress: true, remote: t.src, proto: t.proto, port: t.dstPort,
-      hasPorts: t.kind == Self.kindTCP || t.kind == Self.kindUDP)
+    let set = connTrack.refresh(t.proto, insideIP, insidePort, t.src, remotePort, now: now, expiresAt: expiry)
+    if set == ConnTrackTable.hit { return true }
+    let rule = p.firewall(p.networks[vm.network], ingress: true, remote: t.src, proto: t.proto, port: t.dstPort)
     if rule >= 0 && p.rules[rule].allow {
-      connTrack.insert(t.proto, insideIP, insidePort, t.src, remotePort, expiresAt: expiry)
+      connTrack.insert(at: set, t.proto, insideIP, insidePort, t.src, remotePort, expiresAt: expiry)
       return true
     }
     globalCounters.firewallDeniedIngress &+= 1

@@ -142,12 +142,11 @@ struct CompiledPolicies {
   /// Address ranges as (first, last): rule ranges and Google APIs ranges.
   var ranges: [(UInt32, UInt32)] = []
   var routes: [CompiledRoute] = []
-  var names: [String] = []
+  /// Network name → index in `networks`, or -1 when the network has no policy.
+  var cache: [String: Int] = [:]
 
   /// Index of the compiled network named `name`, compiling it on first use; -1 when it has no policy.
-  mutating func network(
-    named name: String, in policies: [String: NetworkPolicy], cache: inout [String: Int]
-  ) throws(EngineError) -> Int {
+  mutating func network(named name: String, in policies: [String: NetworkPolicy]) throws(EngineError) -> Int {
     if let i = cache[name] { return i }
     guard let policy = policies[name] else {
       cache[name] = -1
@@ -211,14 +210,14 @@ struct CompiledPolicies {
     n.googleCount = ranges.count - n.googleStart
     let index = networks.count
     networks.append(n)
-    names.append(name)
     cache[name] = index
     return index
   }
 }
 
 /// The compiled policies in raw buffers (no array bounds checks or retain/release on the packet path).
-final class PolicyTables {
+/// A plain struct of buffer pointers owned by its `CompiledConfig`, which frees them (`deallocate`).
+struct PolicyTables {
   let networks: UnsafeMutableBufferPointer<CompiledNetwork>
   let rules: UnsafeMutableBufferPointer<CompiledRule>
   let matches: UnsafeMutableBufferPointer<CompiledMatch>
@@ -240,7 +239,8 @@ final class PolicyTables {
     routes = copy(p.routes)
   }
 
-  deinit {
+  /// Frees the buffers; called once, by the owning `CompiledConfig`'s deinit.
+  func deallocate() {
     networks.deallocate()
     rules.deallocate()
     matches.deallocate()
@@ -249,8 +249,12 @@ final class PolicyTables {
     routes.deallocate()
   }
 
+  /// Whether one of the address ranges `ranges[start..<start + count]` (as (first, last)) contains
+  /// `address`.
   @inline(__always)
-  func inRanges(_ start: Int, _ count: Int, _ address: UInt32) -> Bool {
+  static func inRanges(
+    _ ranges: UnsafeMutableBufferPointer<(UInt32, UInt32)>, _ start: Int, _ count: Int, _ address: UInt32
+  ) -> Bool {
     for i in start..<(start &+ count) {
       let r = ranges[i]
       if address >= r.0 && address <= r.1 { return true }
@@ -259,13 +263,14 @@ final class PolicyTables {
   }
 
   /// The first rule (in precedence order) of one direction matching the packet: its index, or -1 for
-  /// the implied rule. `port` is ignored unless `hasPorts` (TCP/UDP).
-  func firewall(_ n: CompiledNetwork, ingress: Bool, remote: UInt32, proto: UInt8, port: UInt16, hasPorts: Bool) -> Int {
+  /// the implied rule. `port` is ignored unless the protocol has ports (TCP/UDP).
+  func firewall(_ n: CompiledNetwork, ingress: Bool, remote: UInt32, proto: UInt8, port: UInt16) -> Int {
+    let hasPorts = proto == IPProtocol.tcp || proto == IPProtocol.udp
     let start = ingress ? n.ingressStart : n.egressStart
     let count = ingress ? n.ingressCount : n.egressCount
     for i in start..<(start &+ count) {
       let rule = rules[i]
-      if rule.rangeCount > 0 && !inRanges(rule.rangeStart, rule.rangeCount, remote) { continue }
+      if rule.rangeCount > 0 && !Self.inRanges(ranges, rule.rangeStart, rule.rangeCount, remote) { continue }
       if rule.matchCount == 0 { return i }
       for m in rule.matchStart..<(rule.matchStart &+ rule.matchCount) {
         let match = matches[m]
@@ -292,7 +297,14 @@ final class PolicyTables {
   }
 
   @inline(__always)
-  func isGoogleAPI(_ n: CompiledNetwork, _ address: UInt32) -> Bool { inRanges(n.googleStart, n.googleCount, address) }
+  func isGoogleAPI(_ n: CompiledNetwork, _ address: UInt32) -> Bool { Self.inRanges(ranges, n.googleStart, n.googleCount, address) }
+
+  /// Whether traffic to `destination` goes through NAT: routed to the Internet gateway, and not to the
+  /// Google APIs ranges when Private Google Access applies (`pga`).
+  @inline(__always)
+  func usesNAT(_ n: CompiledNetwork, pga: Bool, _ destination: UInt32) -> Bool {
+    routesToInternet(n, destination) && !(pga && isGoogleAPI(n, destination))
+  }
 }
 
 /// Connection tracking for the paths that keep no NAT flow (1:1 external IPs and Private Google
@@ -330,11 +342,15 @@ struct ConnTrackTable: ~Copyable {
     return (Int(truncatingIfNeeded: h) & (sets - 1)) &* ways
   }
 
-  /// True when the connection is tracked and live; its expiry is then pushed to `expiresAt`.
+  /// Returned by `refresh` for a tracked connection.
+  static let hit = -1
+
+  /// `hit` when the connection is tracked and live (its expiry is then pushed to `expiresAt`);
+  /// otherwise the base of its set, for `insert`.
   func refresh(
     _ proto: UInt8, _ insideIP: UInt32, _ insidePort: UInt16, _ remoteIP: UInt32, _ remotePort: UInt16, now: UInt64,
     expiresAt: UInt64
-  ) -> Bool {
+  ) -> Int {
     let base = Self.set(proto, insideIP, insidePort, remoteIP, remotePort)
     for i in base..<(base &+ Self.ways) {
       let e = entries[i]
@@ -342,17 +358,17 @@ struct ConnTrackTable: ~Copyable {
         && e.remotePort == remotePort && e.proto == proto
       {
         entries[i].expiresAt = expiresAt
-        return true
+        return Self.hit
       }
     }
-    return false
+    return base
   }
 
-  /// Starts tracking a connection (the caller found it untracked).
+  /// Starts tracking a connection in its set `base` (as `refresh` returned it, finding it untracked).
   func insert(
-    _ proto: UInt8, _ insideIP: UInt32, _ insidePort: UInt16, _ remoteIP: UInt32, _ remotePort: UInt16, expiresAt: UInt64
+    at base: Int, _ proto: UInt8, _ insideIP: UInt32, _ insidePort: UInt16, _ remoteIP: UInt32, _ remotePort: UInt16,
+    expiresAt: UInt64
   ) {
-    let base = Self.set(proto, insideIP, insidePort, remoteIP, remotePort)
     var victim = base
     for i in base..<(base &+ Self.ways) where entries[i].expiresAt < entries[victim].expiresAt { victim = i }
     entries[victim] = Entry(

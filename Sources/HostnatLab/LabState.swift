@@ -67,3 +67,41 @@ extension LabState {
   /// Hosts with an agent in this lab, in lab order.
   public var agentHosts: [String] { processes.filter { $0.name.hasPrefix("agent/") }.map { String($0.name.dropFirst("agent/".count)) } }
 }
+
+/// A NAT IP:port block an agent holds now, and whose it is.
+struct HeldPortBlock {
+  var ip: String
+  var ports: Range<UInt32>
+  var host: String
+  var vm: String
+}
+
+extension LabState {
+  /// Every NAT IP:port block (active and drained) in the configs the agents of `hosts` hold.
+  func heldPortBlocks(hosts: [String]) -> [HeldPortBlock] {
+    var blocks: [HeldPortBlock] = []
+    for host in hosts {
+      for vm in heldConfig(host)?.vms ?? [] {
+        for block in vm.nics.flatMap({ $0.natBindings.flatMap(\.portBlocks) }) {
+          blocks.append(HeldPortBlock(ip: block.natIp, ports: block.firstPort..<(block.firstPort + block.count), host: host, vm: vm.instance))
+        }
+      }
+    }
+    return blocks
+  }
+
+  /// Pairs of blocks that overlap on one NAT IP while `owner` tells them apart: the invariant
+  /// "no NAT IP:port is owned twice", per host or per VM.
+  static func clashes(_ blocks: [HeldPortBlock], owner: (HeldPortBlock) -> String) -> [String] {
+    var clashes: [String] = []
+    for i in blocks.indices {
+      for j in blocks.indices where j > i {
+        let a = blocks[i], b = blocks[j]
+        if a.ip == b.ip, owner(a) != owner(b), a.ports.overlaps(b.ports) {
+          clashes.append("\(a.ip):\(a.ports) held by \(owner(a)) and \(owner(b))")
+        }
+      }
+    }
+    return clashes
+  }
+}

@@ -144,29 +144,10 @@ public final class ScenarioContext: @unchecked Sendable {
 
   /// The cluster-wide invariant: no NAT IP:port is in blocks held by two hosts at once.
   func checkNoBlockOwnedTwice() {
-    var owners: [(ip: String, range: Range<UInt32>, host: String)] = []
-    for host in topology.hosts {
-      for vm in heldConfig(host)?.vms ?? [] {
-        for nic in vm.nics {
-          for binding in nic.natBindings {
-            for block in binding.portBlocks {
-              owners.append((block.natIp, block.firstPort..<(block.firstPort + block.count), host))
-            }
-          }
-        }
-      }
-    }
-    var clashes: [String] = []
-    for i in owners.indices {
-      for j in owners.indices where j > i {
-        let a = owners[i], b = owners[j]
-        if a.ip == b.ip, a.host != b.host, a.range.overlaps(b.range) {
-          clashes.append("\(a.ip):\(a.range) on \(a.host) and \(b.host)")
-        }
-      }
-    }
+    let blocks = state.heldPortBlocks(hosts: topology.hosts)
+    let clashes = LabState.clashes(blocks, owner: \.host)
     check("no NAT IP:port owned by two hosts", clashes.isEmpty,
-      clashes.isEmpty ? "\(owners.count) blocks held across \(topology.hosts.count) hosts, none shared" : clashes.joined(separator: "; "))
+      clashes.isEmpty ? "\(blocks.count) blocks held across \(topology.hosts.count) hosts, none shared" : clashes.joined(separator: "; "))
   }
 }
 

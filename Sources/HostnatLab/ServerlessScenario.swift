@@ -16,7 +16,7 @@ public let serverlessTopologyYAML = #"""
 #                                    seen from the gateway's static NAT IP;
 #   nat-test-private                 uses the connector with private-ranges-only: its Internet
 #                                    traffic bypasses the VPC and leaves from the platform's
-#                                    ephemeral egress IP (198.51.100.128/25), never the NAT IP;
+#                                    ephemeral egress IP (192.0.2.192/26), never the NAT IP;
 #   my-api-service                   Direct VPC egress from cloudrun-direct-subnet, all-traffic:
 #                                    its instances are VMs of the subnet and get the NAT IP.
 # The edge's what-is-my-IP server (192.0.2.10, "ifconfig.me") reports the source it sees.
@@ -197,8 +197,11 @@ public struct ServerlessEgressRunner: Sendable {
       checks.add(
         "the connector scales back in to its minimum", report.connector_instances_after.count == Int(grown?.minInstances ?? 2),
         "\(report.connector_instances_after.joined(separator: ","))")
-      let holders = Self.blockHolders(state: state, hosts: topology.hosts)
-      checks.add("no NAT IP:port block is held by two VMs", holders.doubled.isEmpty, holders.doubled.isEmpty ? "\(holders.count) NAT IP:ports, each held by one VM" : holders.doubled.joined(separator: "; "))
+      let blocks = state.heldPortBlocks(hosts: topology.hosts)
+      let clashes = LabState.clashes(blocks, owner: \.vm)
+      checks.add(
+        "no NAT IP:port block is held by two VMs", clashes.isEmpty,
+        clashes.isEmpty ? "\(blocks.count) blocks, each held by one VM" : clashes.prefix(5).joined(separator: "; "))
     } catch {
       checks.add("scenario ran to the end", false, "\(error)")
     }
@@ -253,25 +256,6 @@ public struct ServerlessEgressRunner: Sendable {
       }
     }
     return try await WhoamiProbe.run(requests, state: state)
-  }
-
-  /// Every active NAT IP:port block the agents hold, and those held by two VMs.
-  static func blockHolders(state: LabState, hosts: [String]) -> (count: Int, doubled: [String]) {
-    var owner: [String: String] = [:]
-    var doubled: [String] = []
-    for host in hosts {
-      guard let config = state.heldConfig(host) else { continue }
-      for vm in config.vms {
-        for block in vm.nics.flatMap({ $0.natBindings.flatMap(\.portBlocks) }) {
-          for port in stride(from: Int(block.firstPort), to: Int(block.firstPort + block.count), by: 1) {
-            let key = "\(block.natIp):\(port)"
-            if let other = owner[key], other != vm.instance { doubled.append("\(key): \(other) and \(vm.instance)") }
-            owner[key] = vm.instance
-          }
-        }
-      }
-    }
-    return (owner.count, Array(doubled.prefix(5)))
   }
 }
 

@@ -212,13 +212,18 @@ public struct NatGateway: Hashable, Sendable {
 /// gateway. Draining works as for the gateway: an IP moves from `sourceNatActiveIps` to
 /// `sourceNatDrainIps`, and only an IP that already is one of this rule's IPs can be drained.
 public struct NatRule: Hashable, Sendable {
-  /// 0...65000, unique within the gateway; the lowest-numbered matching rule wins.
+  /// 1...65000 (`validNumbers`), unique within the gateway; the lowest-numbered matching rule
+  /// wins. Cloud NAT also allows 0, but hostnat's hosts use rule number 0 for the gateway's
+  /// default NAT IPs.
   public var ruleNumber: Int
   /// A CEL expression over `destination.ip`; see `NatRuleMatch` for the accepted subset.
   public var match: String
   public var sourceNatActiveIps: [String]
   public var sourceNatDrainIps: [String]
   public var description: String
+
+  /// The rule numbers the planner accepts, in an intent and in a snapshot.
+  static let validNumbers = 1...65000
 
   public init(ruleNumber: Int, match: String, sourceNatActiveIps: [String] = [], sourceNatDrainIps: [String] = [], description: String = "") {
     self.ruleNumber = ruleNumber

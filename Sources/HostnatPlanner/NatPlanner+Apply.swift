@@ -167,7 +167,6 @@ extension NatPlanner {
   /// The NIC's unit on the gateway's default pool and one on each of its rules' pools.
   private mutating func addUnitsIfMissing(record id: Int32, nic: Int32, gateway g: Int32) {
     addUnitIfMissing(record: id, nic: nic, pool: g)
-    if config.rules.isEmpty { return }
     for p in config.rulePools(ofGateway: Int(g)) { addUnitIfMissing(record: id, nic: nic, pool: Int32(p)) }
   }
 
@@ -191,18 +190,17 @@ extension NatPlanner {
       guard let s = slotByAddress[address].map(Int.init) else { return false }
       return slots[s].owner >= 0 && !slots[s].auto && gateways[Int(slots[s].owner)].key == key
     }
-    for gateway in newConfig.gateways {
-      for (j, address) in gateway.drained.enumerated() where !known(address, in: PoolKey(gateway: gateway.spec.name, rule: -1)) {
+    // In pool order: every gateway's default IPs, then the rules.
+    for p in 0..<newConfig.poolCount {
+      let key = newConfig.key(ofPool: p)
+      for (j, address) in newConfig.drained(ofPool: p).enumerated() where !known(address, in: key) {
+        if key.rule < 0 {
+          throw fail(
+            "natGateways[\(key.gateway)].drainNatIps[\(j)]",
+            "\(PlannerIPv4Address(address)) is not one of this gateway's NAT IPs: only existing, manually configured NAT IPs can be drained")
+        }
         throw fail(
-          "natGateways[\(gateway.spec.name)].drainNatIps[\(j)]",
-          "\(PlannerIPv4Address(address)) is not one of this gateway's NAT IPs: only existing, manually configured NAT IPs can be drained")
-      }
-    }
-    for rule in newConfig.rules {
-      let name = newConfig.gateways[Int(rule.gateway)].spec.name
-      for (j, address) in rule.drained.enumerated() where !known(address, in: PoolKey(gateway: name, rule: Int32(rule.ruleNumber))) {
-        throw fail(
-          "natGateways[\(name)].rules[\(rule.ruleNumber)].sourceNatDrainIps[\(j)]",
+          "natGateways[\(key.gateway)].rules[\(key.rule)].sourceNatDrainIps[\(j)]",
           "\(PlannerIPv4Address(address)) is not one of this rule's NAT IPs: only IPs already active in the rule can be drained")
       }
     }
@@ -221,6 +219,8 @@ extension NatPlanner {
     var newPoolIndex: [PoolKey: Int32] = [:]
     for p in 0..<newConfig.poolCount { newPoolIndex[newConfig.key(ofPool: p)] = Int32(p) }
     let gatewayMap: [Int32] = gateways.map { newPoolIndex[$0.key] ?? -1 }
+    // Per old pool: its gateway is not in the new intent (for the removal reason).
+    let gatewayGone: [Bool] = gateways.map { newConfig.gatewayIndex[$0.name] == nil }
     if !recordIDs.isEmpty {
       var kept = [Bool](repeating: false, count: max(records.count, Int(nextNew)))
       for id in ids { kept[Int(id)] = true }
@@ -230,8 +230,7 @@ extension NatPlanner {
           let newGateway = gatewayMap[Int(units[Int(u)].gateway)]
           if newGateway < 0 {
             // A deleted rule takes its NAT IPs away from the NIC; a deleted gateway everything.
-            let gatewayGone = newConfig.gatewayIndex[gateways[Int(units[Int(u)].gateway)].name] == nil
-            removeUnit(Int(u), reason: gatewayGone ? .gatewayRemoved : .natIpRemoved)
+            removeUnit(Int(u), reason: gatewayGone[Int(units[Int(u)].gateway)] ? .gatewayRemoved : .natIpRemoved)
           } else if !Self.serves(compiled[i], nic: units[Int(u)].nic, gateway: Int32(newConfig.gateway(ofPool: Int(newGateway)))) {
             removeUnit(Int(u), reason: .noLongerTranslated)
           }
@@ -243,17 +242,14 @@ extension NatPlanner {
     for g in gateways.indices {
       let ng = Int(gatewayMap[g])
       var wanted: Set<UInt32> = []
-      if ng >= newConfig.gateways.count {
-        let rule = newConfig.rules[ng - newConfig.gateways.count]
-        wanted = Set(rule.active + rule.drained)
-      } else if ng >= 0 {
-        let cg = newConfig.gateways[ng]
-        if cg.auto {
-          for s in gateways[g].pool where slots[Int(s)].auto && newConfig.autoPoolRegion[slots[Int(s)].address] == cg.region {
+      if ng >= 0 {
+        if newConfig.isAuto(ofPool: ng) {
+          let region = newConfig.gateways[ng].region
+          for s in gateways[g].pool where slots[Int(s)].auto && newConfig.autoPoolRegion[slots[Int(s)].address] == region {
             wanted.insert(slots[Int(s)].address)
           }
         } else {
-          wanted = Set(cg.active + cg.drained)
+          wanted = Set(newConfig.active(ofPool: ng) + newConfig.drained(ofPool: ng))
         }
       }
       for s in gateways[g].pool where !wanted.contains(slots[Int(s)].address) { detached.append(s) }
@@ -277,8 +273,7 @@ extension NatPlanner {
     for p in 0..<newConfig.poolCount {
       let key = newConfig.key(ofPool: p)
       let cg = newConfig.gateways[newConfig.gateway(ofPool: p)]
-      // Rule IPs are always manual.
-      let auto = p < newConfig.gateways.count && cg.auto
+      let auto = newConfig.isAuto(ofPool: p)
       let policy = newConfig.policy(ofPool: p)
       if let g = oldIndex[key] {
         var state = gateways[g]
@@ -307,21 +302,16 @@ extension NatPlanner {
     // C. Pools: manual ones in the intent's order (active, then drained), auto ones as taken.
     for g in 0..<newConfig.poolCount {
       var pool: [Int32] = []
-      let isRule = g >= newConfig.gateways.count
-      let auto = !isRule && newConfig.gateways[g].auto
-      let (active, drained) =
-        isRule
-        ? (newConfig.rules[g - newConfig.gateways.count].active, newConfig.rules[g - newConfig.gateways.count].drained)
-        : (newConfig.gateways[g].active, newConfig.gateways[g].drained)
+      let auto = newConfig.isAuto(ofPool: g)
       if auto {
         pool = gateways[g].pool
       } else {
-        for address in active {
+        for address in newConfig.active(ofPool: g) {
           let s = slotByAddress[address] ?? makeSlot(address: address)
           slots[Int(s)].drained = false
           pool.append(s)
         }
-        for address in drained {
+        for address in newConfig.drained(ofPool: g) {
           let s = slotByAddress[address]!
           slots[Int(s)].drained = true
           pool.append(s)

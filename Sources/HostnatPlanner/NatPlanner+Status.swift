@@ -60,7 +60,7 @@ extension NatPlanner {
 
   /// The NIC's rule units on gateway `g`, by rule number.
   func ruleAllocations(record r: Int32, nic: Int32, gateway g: Int) -> [RuleAllocation] {
-    guard !config.rules.isEmpty, !config.ruleRanges[g].isEmpty else { return [] }
+    guard !config.ruleRanges[g].isEmpty else { return [] }
     var result: [RuleAllocation] = []
     for u in records[Int(r)].units where units[Int(u)].nic == nic {
       let p = Int(units[Int(u)].gateway)
@@ -100,23 +100,33 @@ extension NatPlanner {
     guard let g32 = config.gatewayIndex[name] else { return nil }
     let g = Int(g32)
     let cg = config.gateways[g]
+    let rulePools = config.rulePools(ofGateway: g)
+    // NICs holding active ports, per pool of this gateway (default pool first), in one pass.
+    var mapped = [Int](repeating: 0, count: 1 + rulePools.count)
+    for u in units.indices where units[u].live {
+      let p = Int(units[u].gateway)
+      let i = p == g ? 0 : rulePools.contains(p) ? 1 + p - rulePools.lowerBound : -1
+      if i >= 0 && activePorts(u) > 0 { mapped[i] += 1 }
+    }
     let pool = poolStatus(g)
-    let rules = config.rulePools(ofGateway: g).map { p in
+    let rules = rulePools.map { p in
       let rule = poolStatus(p)
       return NatRuleStatus(
-        ruleNumber: Int(gateways[p].ruleNumber), activeNatIps: rule.user, drainNatIps: rule.drain, minExtraIpsNeeded: rule.extra,
-        numVmEndpointsWithNatMappings: rule.mapped)
+        ruleNumber: Int(gateways[p].ruleNumber), destinationRanges: config.rules[p - config.gateways.count].destinations,
+        activeNatIps: rule.user, drainNatIps: rule.drain, minExtraIpsNeeded: rule.extra,
+        numVmEndpointsWithNatMappings: mapped[1 + p - rulePools.lowerBound])
     }
     return NatGatewayStatus(
       name: name, autoAllocatedNatIps: pool.auto, userAllocatedNatIps: pool.user, drainUserAllocatedNatIps: pool.drain,
-      minExtraNatIpsNeeded: pool.extra, numVmEndpointsWithNatMappings: pool.mapped, vmNicsWithoutNat: pool.waiting,
+      minExtraNatIpsNeeded: pool.extra, numVmEndpointsWithNatMappings: mapped[0], vmNicsWithoutNat: pool.waiting,
       minPortsPerVm: cg.policy.minPorts, maxPortsPerVm: cg.policy.maxPorts, enableDynamicPortAllocation: cg.policy.dynamic,
       enableEndpointIndependentMapping: cg.endpointIndependentMapping, timeouts: cg.timeouts, logConfig: cg.spec.logConfig,
       ruleStatus: rules)
   }
 
-  /// One pool's NAT IPs, the NICs holding ports on it, and what its waiting NICs lack.
-  private func poolStatus(_ g: Int) -> (auto: [String], user: [String], drain: [String], extra: Int, mapped: Int, waiting: [NicRef]) {
+  /// One pool's NAT IPs and what its waiting NICs lack. The NICs holding ports on it are counted
+  /// by `status(gateway:)`, for all of a gateway's pools in one pass over the units.
+  private func poolStatus(_ g: Int) -> (auto: [String], user: [String], drain: [String], extra: Int, waiting: [NicRef]) {
     var auto: [String] = []
     var user: [String] = []
     var drain: [String] = []
@@ -129,8 +139,6 @@ extension NatPlanner {
         for l in PortSpace.minLevel...PortSpace.maxLevel { available[l] += slot.space.freeCount(level: l) }
       }
     }
-    var mapped = 0
-    for u in units.indices where units[u].live && units[u].gateway == Int32(g) && activePorts(u) > 0 { mapped += 1 }
     var waiting: [NicRef] = []
     var needed = [Int](repeating: 0, count: 16)
     for entry in gateways[g].pending {
@@ -145,7 +153,7 @@ extension NatPlanner {
         deficit -= size
       }
     }
-    return (auto, user, drain, Self.extraNatIpsNeeded(blocksNeeded: needed, blocksAvailable: available), mapped, waiting)
+    return (auto, user, drain, Self.extraNatIpsNeeded(blocksNeeded: needed, blocksAvailable: available), waiting)
   }
 
   /// Every gateway's status, in intent order.

@@ -125,8 +125,8 @@ public enum NatRuleMatch {
       try advance()
       if token == .end { throw error("empty match expression: \(NatRuleMatch.expectedTerm)", at: 0) }
       let ranges = try disjunction()
+      // `disjunction()` has already refused "&&".
       guard token == .end else {
-        if token == .symbol("&&") { throw unexpected("only || is supported") }
         if token == .symbol(")") { throw unexpected("no matching \"(\"") }
         throw unexpected("expected || or the end of the expression")
       }
@@ -148,10 +148,7 @@ public enum NatRuleMatch {
       case .symbol("("):
         try advance()
         let ranges = try disjunction()
-        guard token == .symbol(")") else {
-          if token == .symbol("&&") { throw unexpected("only || is supported") }
-          throw unexpected("expected \")\" or ||")
-        }
+        guard token == .symbol(")") else { throw unexpected("expected \")\" or ||") }
         try advance()
         return ranges
       case .identifier("destination.ip"):

@@ -136,6 +136,9 @@ public struct NatGatewayStatus: Hashable, Sendable {
 /// A NAT rule as get-status shows it.
 public struct NatRuleStatus: Hashable, Sendable {
   public var ruleNumber: Int
+  /// The destinations the rule's match selects: normalized CIDR strings, exactly as
+  /// `NatRuleMatch.destinationRanges(match)` returns them.
+  public var destinationRanges: [String]
   public var activeNatIps: [String]
   public var drainNatIps: [String]
   /// How many more NAT IPs the rule needs so that every NIC of the gateway gets its ports on the

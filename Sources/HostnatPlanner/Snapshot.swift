@@ -106,7 +106,12 @@ extension NatPlanner {
     epoch = snapshot.epoch
     nextQuarantineID = snapshot.nextQuarantineID
     var gatewayByKey: [PoolKey: Int] = [:]
-    func gateway(_ name: String, rule: Int?, auto: Bool) -> Int {
+    /// The pool of `name` and `rule` (nil: the default pool), made on first use. `field` names
+    /// the rule number for an error.
+    func gateway(_ name: String, rule: Int?, auto: Bool, field: @autoclosure () -> String) throws(PlannerValidationError) -> Int {
+      if let rule, !NatRule.validNumbers.contains(rule) {
+        throw fail(field(), "must be between \(NatRule.validNumbers.lowerBound) and \(NatRule.validNumbers.upperBound) (got \(rule))")
+      }
       let key = PoolKey(gateway: name, rule: rule.map(Int32.init) ?? -1)
       if let g = gatewayByKey[key] { return g }
       gateways.append(GatewayState(name: name, ruleNumber: key.rule, auto: auto, region: "", policy: nil))
@@ -130,7 +135,8 @@ extension NatPlanner {
       if let name = ip.gateway {
         slots[Int(s)].auto = ip.auto
         slots[Int(s)].drained = ip.drained
-        appendToPool(gateway(name, rule: ip.ruleNumber, auto: ip.auto), slot: s)
+        let g = try gateway(name, rule: ip.ruleNumber, auto: ip.auto, field: "snapshot.natIps[\(i)].ruleNumber")
+        appendToPool(g, slot: s)
       }
     }
 
@@ -145,10 +151,7 @@ extension NatPlanner {
         nextArrival += 1
         recordIDs[allocation.instance] = r
       }
-      if let rule = allocation.ruleNumber, !(0...65000).contains(rule) {
-        throw fail("\(field).ruleNumber", "must be between 0 and 65000 (got \(rule))")
-      }
-      let g = gateway(allocation.gateway, rule: allocation.ruleNumber, auto: false)
+      let g = try gateway(allocation.gateway, rule: allocation.ruleNumber, auto: false, field: "\(field).ruleNumber")
       if records[Int(r)].units.contains(where: { units[Int($0)].nic == Int32(allocation.nicIndex) && units[Int($0)].gateway == Int32(g) }) {
         throw fail(
           field,

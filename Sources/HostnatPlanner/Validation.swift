@@ -73,11 +73,10 @@ struct CompiledRule: Sendable {
   /// Index of the gateway in `CompiledConfig.gateways`.
   var gateway: Int32
   var ruleNumber: Int
+  /// `NatRuleMatch.destinationRanges` of the rule's match.
   var destinations: [String]
   var active: [UInt32]
   var drained: [UInt32]
-  /// Static `minPortsPerVm` of the gateway: rule IPs get no dynamic port allocation.
-  var policy: PortPolicy
 }
 
 /// Names a pool of NAT IPs across re-plans: a gateway's default pool (`rule` -1) or one of its
@@ -111,7 +110,24 @@ struct CompiledConfig: Sendable {
   @inline(__always)
   func gateway(ofPool p: Int) -> Int { p < gateways.count ? p : Int(rules[p - gateways.count].gateway) }
 
-  func policy(ofPool p: Int) -> PortPolicy { p < gateways.count ? gateways[p].policy : rules[p - gateways.count].policy }
+  /// A rule pool gets the gateway's static `minPortsPerVm`: no dynamic port allocation on rule
+  /// IPs, so every NIC holds exactly minPortsPerVm there. A limitation of this emulation (Cloud
+  /// NAT grows rule mappings too); it keeps rule pools out of grant/reclaim, which the hosts
+  /// drive for the default NAT IPs only.
+  func policy(ofPool p: Int) -> PortPolicy {
+    if p < gateways.count { return gateways[p].policy }
+    let minPorts = gateways[Int(rules[p - gateways.count].gateway)].policy.minPorts
+    return PortPolicy(dynamic: false, minPorts: minPorts, maxPorts: minPorts)
+  }
+
+  /// The pool's active NAT IPs as the intent lists them (empty for an auto-allocating gateway).
+  func active(ofPool p: Int) -> [UInt32] { p < gateways.count ? gateways[p].active : rules[p - gateways.count].active }
+
+  /// The pool's drained NAT IPs as the intent lists them.
+  func drained(ofPool p: Int) -> [UInt32] { p < gateways.count ? gateways[p].drained : rules[p - gateways.count].drained }
+
+  /// Whether the pool takes auto-allocated NAT IPs: rule IPs are always manual.
+  func isAuto(ofPool p: Int) -> Bool { p < gateways.count && gateways[p].auto }
 
   func key(ofPool p: Int) -> PoolKey {
     p < gateways.count
@@ -240,6 +256,30 @@ extension CompiledConfig {
       case (false, let rule?): "is already a NAT IP of rule \(rule) of gateway '\(owner.gateway)'"
       }
     }
+    /// The IPs of one pool (the gateway's default IPs or a rule's): parsed, owned by no other
+    /// pool and in no auto-allocation pool; each is claimed for `owner`.
+    func claimNatIps(
+      path: String, active activeList: (name: String, texts: [String]), drained drainedList: (name: String, texts: [String]),
+      owner me: (gateway: String, rule: Int?)
+    ) throws(PlannerValidationError) -> (active: [UInt32], drained: [UInt32]) {
+      var active: [UInt32] = []
+      var drained: [UInt32] = []
+      for (isActive, list) in [(true, activeList), (false, drainedList)] {
+        for (j, text) in list.texts.enumerated() {
+          let field = "\(path).\(list.name)[\(j)]"
+          let address = try parseAddress(text, field: field)
+          if let owner = natIpOwner[address] {
+            throw fail(field, owner == me ? "\(text) is listed more than once" : "\(text) \(ownerText(owner, me: me))")
+          }
+          if let region = config.autoPoolRegion[address] {
+            throw fail(field, "\(text) belongs to the auto-allocation pool of region '\(region)'")
+          }
+          natIpOwner[address] = me
+          if isActive { active.append(address) } else { drained.append(address) }
+        }
+      }
+      return (active, drained)
+    }
     var rulesByGateway: [[CompiledRule]] = []
     for (i, spec) in source.natGateways.enumerated() {
       guard !spec.name.isEmpty else { throw fail("natGateways[\(i)].name", "must not be empty") }
@@ -270,20 +310,8 @@ extension CompiledConfig {
         if !spec.drainNatIps.isEmpty { throw fail("\(path).drainNatIps", "only manually allocated NAT IPs can be drained") }
       case .manualOnly:
         if spec.natIps.isEmpty && spec.drainNatIps.isEmpty { throw fail("\(path).natIps", "MANUAL_ONLY allocation needs at least one NAT IP") }
-        for (listName, list) in [("natIps", spec.natIps), ("drainNatIps", spec.drainNatIps)] {
-          for (j, text) in list.enumerated() {
-            let field = "\(path).\(listName)[\(j)]"
-            let address = try parseAddress(text, field: field)
-            if let owner = natIpOwner[address] {
-              throw fail(field, owner == (spec.name, nil) ? "\(text) is listed more than once" : "\(text) \(ownerText(owner, me: (spec.name, nil)))")
-            }
-            if let region = config.autoPoolRegion[address] {
-              throw fail(field, "\(text) belongs to the auto-allocation pool of region '\(region)'")
-            }
-            natIpOwner[address] = (spec.name, nil)
-            if listName == "natIps" { active.append(address) } else { drained.append(address) }
-          }
-        }
+        (active, drained) = try claimNatIps(
+          path: path, active: ("natIps", spec.natIps), drained: ("drainNatIps", spec.drainNatIps), owner: (spec.name, nil))
       }
 
       // Which ranges: at most one gateway per range of a network in a region.
@@ -364,14 +392,14 @@ extension CompiledConfig {
           }
         }
       }
-      // Rules, in the gateway's pool numbering order (by rule number). Their IPs are checked
-      // against every address seen so far, so a clash is reported at the later one.
+      // Rules, in intent order (pools are numbered by rule number, see `rulesByGateway`). Their
+      // IPs are checked against every address seen so far, so a clash is reported at the later one.
       var rules: [CompiledRule] = []
       var ruleNumbers: [Int: Int] = [:]
       for (k, rule) in spec.rules.enumerated() {
         // Cloud NAT allows 0; hostnat's hosts use rule number 0 for the gateway's default IPs.
-        guard (1...65000).contains(rule.ruleNumber) else {
-          throw fail("\(path).rules[\(k)].ruleNumber", "must be between 1 and 65000 (got \(rule.ruleNumber); 0 stands for the gateway's default IPs)")
+        guard NatRule.validNumbers.contains(rule.ruleNumber) else {
+          throw fail("\(path).rules[\(k)].ruleNumber", "must be between \(NatRule.validNumbers.lowerBound) and \(NatRule.validNumbers.upperBound) (got \(rule.ruleNumber); 0 stands for the gateway's default IPs)")
         }
         if let earlier = ruleNumbers.updateValue(k, forKey: rule.ruleNumber) {
           throw fail("\(path).rules[\(k)].ruleNumber", "duplicate rule number \(rule.ruleNumber) (also rules[\(earlier)])")
@@ -388,30 +416,11 @@ extension CompiledConfig {
         if rule.sourceNatActiveIps.isEmpty && rule.sourceNatDrainIps.isEmpty {
           throw fail("\(rulePath).sourceNatActiveIps", "a rule needs at least one NAT IP")
         }
-        var active: [UInt32] = []
-        var drained: [UInt32] = []
-        for (listName, list) in [("sourceNatActiveIps", rule.sourceNatActiveIps), ("sourceNatDrainIps", rule.sourceNatDrainIps)] {
-          for (j, text) in list.enumerated() {
-            let field = "\(rulePath).\(listName)[\(j)]"
-            let address = try parseAddress(text, field: field)
-            let me: (gateway: String, rule: Int?) = (spec.name, rule.ruleNumber)
-            if let owner = natIpOwner[address] {
-              throw fail(field, owner == me ? "\(text) is listed more than once" : "\(text) \(ownerText(owner, me: me))")
-            }
-            if let region = config.autoPoolRegion[address] {
-              throw fail(field, "\(text) belongs to the auto-allocation pool of region '\(region)'")
-            }
-            natIpOwner[address] = me
-            if listName == "sourceNatActiveIps" { active.append(address) } else { drained.append(address) }
-          }
-        }
-        // No dynamic port allocation on rule IPs: every NIC holds exactly minPortsPerVm there.
-        // A limitation of this emulation (Cloud NAT grows rule mappings too); it keeps rule
-        // pools out of grant/reclaim, which the hosts drive for the default NAT IPs only.
-        rules.append(
-          CompiledRule(
-            gateway: index, ruleNumber: rule.ruleNumber, destinations: destinations, active: active, drained: drained,
-            policy: PortPolicy(dynamic: false, minPorts: policy.minPorts, maxPorts: policy.minPorts)))
+        let (active, drained) = try claimNatIps(
+          path: rulePath, active: ("sourceNatActiveIps", rule.sourceNatActiveIps), drained: ("sourceNatDrainIps", rule.sourceNatDrainIps),
+          owner: (spec.name, rule.ruleNumber))
+        // Rule pools take their (static) port policy from the gateway: `policy(ofPool:)`.
+        rules.append(CompiledRule(gateway: index, ruleNumber: rule.ruleNumber, destinations: destinations, active: active, drained: drained))
       }
       rulesByGateway.append(rules.sorted { $0.ruleNumber < $1.ruleNumber })
 

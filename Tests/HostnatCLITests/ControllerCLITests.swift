@@ -346,6 +346,7 @@ struct ControllerCLITests {
     (["--listen", "127.0.0.1:0", "--auto-nat-pool", "us-east1=10.0.0.0/24"], "--auto-nat-pool"),
     (["--listen", "127.0.0.1:0", "--auto-nat-pool", "a=198.51.100.0/25", "--auto-nat-pool", "b=198.51.100.64/26"], "overlaps"),
     (["--listen", "127.0.0.1:0", "--auto-nat-pool", "us-east1=203.0.113.0/26"], "reserved addresses"),
+    (["--listen", "127.0.0.1:0", "--auto-nat-pool", "us-east1=192.0.2.224/27"], "serverless egress"),
     (["--listen", "127.0.0.1:0", "--auto-nat-pool", "us-east1"], "REGION=CIDR"),
     (["--listen", "127.0.0.1:0", "--heartbeat-ms", "0"], "--heartbeat-ms"),
   ])

@@ -145,7 +145,7 @@ struct VPCTests {
       _ = try await admin.updateSubnet(.with { $0.subnet.name = "subnet-2"; $0.subnet.privateIpGoogleAccess = true; $0.updateMask = ["private_ip_google_access"] })
       #expect(try config(core, "host-b").vms.first?.nics.first?.privateGoogleAccess == true, "asked for on subnet-2")
 
-      let edge = try SnapshotBuilder.edgeConfig(core.intent, planner: core.planner, underlays: ["host-a": "127.0.0.1:1", "host-b": "127.0.0.1:2"])
+      let edge = SnapshotBuilder.edgeConfig(core.intent, planner: core.planner, underlays: ["host-a": "127.0.0.1:1", "host-b": "127.0.0.1:2"])
       #expect(edge.privateGoogleAccessRoutes.map { "\($0.externalIp)>\($0.hostID)" } == ["10.240.0.2>host-a", "172.16.0.2>host-b"])
       await expectRefused(.invalidArgument, "networks[vpc].googleApisRange") {
         _ = try await admin.updateNetwork(.with { $0.network.name = "vpc"; $0.network.googleApisRange = "198.51.100.9/30"; $0.updateMask = ["google_apis_range"] })
@@ -292,7 +292,7 @@ struct VPCTests {
       #expect(try config(core, "host-b").vms.first { $0.instance == "conn-2" }?.nics.first?.natBindings.first?.portBlocks.isEmpty == false, "connector instances NAT like any VM")
 
       let deployed = try await admin.deployService(.with { $0.service = .with { $0.name = "svc"; $0.region = "r1"; $0.instances = 9; $0.vpcConnector = "conn"; $0.vpcEgress = .allTraffic } })
-      #expect(deployed.serverlessEgressIp.hasPrefix("198.51.100."))
+      #expect(ServerlessModel.egressPool.contains(deployed.serverlessEgressIp))
       let grown = try await admin.getServerlessConnector(.with { $0.name = "conn"; $0.region = "r1" })
       #expect(grown.instances == ["conn-1", "conn-2", "conn-3"], "9 instances want 3 connector instances; max is 3")
       #expect(grown.load == 9)

@@ -321,8 +321,8 @@ struct DataplaneTests {
     defer { closeAll(hostA, client, edgeSocket) }
     let edge = EdgeDataplane(socket: edgeSocket, servers: EchoServers())
     let insideIP = IPv4Address(10, 9, 0, 4)
-    let platform = IPv4Address(198, 51, 100, 131)
-    try edge.setRoutes([], externalIPs: [insideIP: hostA.localAddress], directClients: [IPv4CIDR("198.51.100.128/25")!])
+    let platform = IPv4Address(192, 0, 2, 195)
+    try edge.setRoutes([], externalIPs: [insideIP: hostA.localAddress], directClients: [IPv4CIDR("192.0.2.192/26")!])
     edge.start()
     defer { edge.stop() }
     try hostA.send(
@@ -339,7 +339,7 @@ struct DataplaneTests {
     #expect(try innerPacket(answered[0].bytes).destination == platform)
     // Outside the direct-client range: nobody to answer.
     try client.send(
-      Underlay.encapsulate(PacketBuilder.udp(source: IPv4Address(198, 51, 100, 5), destination: server, sourcePort: 41002, destinationPort: 7), vni: Underlay.internetVNI),
+      Underlay.encapsulate(PacketBuilder.udp(source: IPv4Address(192, 0, 2, 5), destination: server, sourcePort: 41002, destinationPort: 7), vni: Underlay.internetVNI),
       to: edgeSocket.localAddress)
     #expect(eventually { edge.stats().droppedUnowned == 1 })
     let s = edge.stats()

@@ -38,8 +38,8 @@ import Testing
     #expect(status.numVmEndpointsWithNatMappings == 10)
     #expect(
       status.ruleStatus == [
-        NatRuleStatus(ruleNumber: 100, activeNatIps: [b], drainNatIps: [], minExtraIpsNeeded: 0, numVmEndpointsWithNatMappings: 10),
-        NatRuleStatus(ruleNumber: 200, activeNatIps: [c, d], drainNatIps: [], minExtraIpsNeeded: 0, numVmEndpointsWithNatMappings: 10),
+        NatRuleStatus(ruleNumber: 100, destinationRanges: ["198.51.100.0/24"], activeNatIps: [b], drainNatIps: [], minExtraIpsNeeded: 0, numVmEndpointsWithNatMappings: 10),
+        NatRuleStatus(ruleNumber: 200, destinationRanges: ["198.51.200.0/24"], activeNatIps: [c, d], drainNatIps: [], minExtraIpsNeeded: 0, numVmEndpointsWithNatMappings: 10),
       ])
   }
 
@@ -280,6 +280,27 @@ import Testing
     #expect(upgraded.ports("vm0") == ["203.0.113.1:1024-1087"])
     #expect(upgraded.rulePorts(1, of: "vm1") == ["203.0.113.2:1088-1151"])
     #expect(upgraded.overlaps.isEmpty)
+  }
+
+  /// A rule number outside 1...65000 in a snapshot is an error, for NAT IPs as for allocations
+  /// (above Int32.max it used to crash; -1 landed in the default pool).
+  @Test(arguments: [0, -1, 65001, Int(Int32.max) + 1])
+  func badRuleNumbersInASnapshotAreRefused(number: Int) throws {
+    let gateway = Fixture.manual([Fixture.ip(1)], rules: [Fixture.rule(1, [Fixture.ip(2)])])
+    let planner = try NatPlanner(intent: Fixture.intent(gateways: [gateway], instances: Fixture.vms(0..<1)))
+    let snapshot = planner.snapshot()
+    let ip = try #require(snapshot.natIps.firstIndex { $0.ruleNumber == 1 })
+    let allocation = try #require(snapshot.allocations.firstIndex { $0.ruleNumber == 1 })
+    var badIp = snapshot
+    badIp.natIps[ip].ruleNumber = number
+    #expect(throws: PlannerValidationError(field: "snapshot.natIps[\(ip)].ruleNumber", reason: "must be between 1 and 65000 (got \(number))")) {
+      try NatPlanner(intent: planner.intent, restoring: badIp)
+    }
+    var badAllocation = snapshot
+    badAllocation.allocations[allocation].ruleNumber = number
+    #expect(throws: PlannerValidationError(field: "snapshot.allocations[\(allocation)].ruleNumber", reason: "must be between 1 and 65000 (got \(number))")) {
+      try NatPlanner(intent: planner.intent, restoring: badAllocation)
+    }
   }
 }
 

@@ -134,8 +134,8 @@ extension AdminService {
     request: Hostnat_V1_CreateServerlessConnectorRequest, context: ServerContext
   ) async throws -> Hostnat_V1_ServerlessConnector {
     var connector = request.connector
-    let hosts = try agentHosts()
     return try rpc {
+      let hosts = try agentHosts()
       try AdminChecks.name(connector.name, field: "connector.name")
       try AdminChecks.nonEmpty(connector.region, field: "connector.region")
       if connector.minInstances == 0 { connector.minInstances = 2 }
@@ -220,8 +220,8 @@ extension AdminService {
 
   public func deployService(request: Hostnat_V1_DeployServiceRequest, context: ServerContext) async throws -> Hostnat_V1_ServerlessService {
     var service = request.service
-    let hosts = try agentHosts()
     return try rpc {
+      let hosts = try agentHosts()
       try AdminChecks.name(service.name, field: "service.name")
       try AdminChecks.nonEmpty(service.region, field: "service.region")
       if service.instances == 0 { service.instances = 1 }
@@ -305,9 +305,9 @@ extension AdminService {
   }
 
   public func deleteService(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    let hosts = try agentHosts()
-    return try rpc {
-      try deleting(request.name) { intent in
+    try rpc {
+      let hosts = try agentHosts()
+      return try deleting(request.name) { intent in
         let s = try AdminChecks.find(intent.services, "service", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }
         intent.instances.removeAll { s.vpcInstances.contains($0.name) }
         intent.services.removeAll { $0.name == s.name && $0.region == s.region }

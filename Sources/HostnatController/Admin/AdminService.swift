@@ -85,14 +85,14 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   public func getSubnet(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_Subnet {
     try rpc {
       let intent = core.intent
-      return PolicyBuilder.effective(try AdminChecks.find(intent.subnets, "subnet", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }, intent)
+      return PrivateGoogleAccess.effective(try AdminChecks.find(intent.subnets, "subnet", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }, intent)
     }
   }
 
   public func listSubnets(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListSubnetsResponse {
     .with {
       let intent = core.intent
-      $0.subnets = intent.subnets.map { PolicyBuilder.effective($0, intent) }
+      $0.subnets = intent.subnets.map { PrivateGoogleAccess.effective($0, intent) }
         .filter { (request.region.isEmpty || $0.region == request.region) && (request.network.isEmpty || $0.network == request.network) }
         .sorted { ($0.region, $0.name) < ($1.region, $1.name) }
     }
@@ -111,7 +111,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
           case "secondary_ranges": intent.subnets[index].secondaryRanges = request.subnet.secondaryRanges
           case "private_ip_google_access":
             // Cloud NAT: while a gateway translates the primary range, PGA stays on.
-            if !request.subnet.privateIpGoogleAccess, PolicyBuilder.natPrimarySubnets(intent).contains(request.subnet.name) {
+            if !request.subnet.privateIpGoogleAccess, PrivateGoogleAccess.natPrimarySubnets(intent).contains(request.subnet.name) {
               throw AdminError(
                 .failedPrecondition, field: "subnet.privateIpGoogleAccess",
                 reason: "a NAT gateway translates the primary range of \(request.subnet.name), so Private Google Access is on and cannot be turned off")

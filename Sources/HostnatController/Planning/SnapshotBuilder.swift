@@ -16,7 +16,7 @@ public enum SnapshotBuilder {
     let networkOfSubnet = Dictionary(stored.subnets.map { ($0.name, $0.network) }, uniquingKeysWith: { first, _ in first })
     let routerByKey = Dictionary(stored.routers.map { ("\($0.region)/\($0.name)", $0) }, uniquingKeysWith: { first, _ in first })
     let lease = ownershipLeaseSec(planner)
-    let privateGoogleAccess = PolicyBuilder.privateGoogleAccessSubnets(stored)
+    let privateGoogleAccess = PrivateGoogleAccess.subnets(stored)
     var configs: [String: Hostnat_V1_HostConfig] = [:]
     for instance in stored.instances {
       let allocations = planner.allocations(instance: instance.name)
@@ -41,10 +41,15 @@ public enum SnapshotBuilder {
       host.vms.append(vm)
       configs[instance.host] = host
     }
+    // Each gateway's status once (it walks the planner's allocations), not once per host.
+    var gatewayConfigs: [String: Hostnat_V1_GatewayConfig?] = [:]
     for (hostID, var config) in configs {
       let keys = Set(config.vms.flatMap { $0.nics.flatMap { $0.natBindings.map(\.gateway) } })
       config.gateways = keys.sorted().compactMap { key in
-        planner.status(gateway: key).map { gatewayConfig(key: key, status: $0, routers: routerByKey) }
+        if let known = gatewayConfigs[key] { return known }
+        let built = planner.status(gateway: key).map { gatewayConfig(key: key, status: $0, routers: routerByKey) }
+        gatewayConfigs[key] = built
+        return built
       }
       // The VPC around the host's VMs: every network one of their NICs is in.
       let networks = Set(config.vms.flatMap { $0.nics.map(\.network) })
@@ -64,6 +69,10 @@ public enum SnapshotBuilder {
     _ stored: StoredIntent, planner: NatPlanner, underlays: [String: String]
   ) -> Hostnat_V1_EdgeConfig {
     var config = Hostnat_V1_EdgeConfig()
+    // Private Google Access: replies from the Google APIs range come back to internal IPs.
+    let pga = PrivateGoogleAccess.subnets(stored)
+    let withGoogleRange = Set(stored.networks.filter { !$0.googleApisRange.isEmpty }.map(\.name))
+    let networkOfSubnet = Dictionary(stored.subnets.map { ($0.name, $0.network) }, uniquingKeysWith: { first, _ in first })
     // A host that never said hello has no data plane to send to yet; its routes appear when it
     // connects (ControllerCore.refreshEdge), so the edge never holds a route without an address.
     for instance in stored.instances {
@@ -80,27 +89,20 @@ public enum SnapshotBuilder {
           })
         }
       }
-      for nic in instance.networkInterfaces where !nic.externalIp.isEmpty {
-        config.externalRoutes.append(.with {
-          $0.externalIp = nic.externalIp
-          $0.hostID = instance.host
-          $0.underlayAddress = underlay
-        })
-      }
-    }
-    // Private Google Access: replies from the Google APIs range come back to internal IPs.
-    let pga = PolicyBuilder.privateGoogleAccessSubnets(stored)
-    let withGoogleRange = Set(stored.networks.filter { !$0.googleApisRange.isEmpty }.map(\.name))
-    let networkOfSubnet = Dictionary(stored.subnets.map { ($0.name, $0.network) }, uniquingKeysWith: { first, _ in first })
-    for instance in stored.instances {
-      guard let underlay = underlays[instance.host], !underlay.isEmpty else { continue }
-      for nic in instance.networkInterfaces
-      where pga.contains(nic.subnet) && nic.externalIp.isEmpty && withGoogleRange.contains(networkOfSubnet[nic.subnet] ?? "") {
-        config.privateGoogleAccessRoutes.append(.with {
-          $0.externalIp = nic.networkIp
-          $0.hostID = instance.host
-          $0.underlayAddress = underlay
-        })
+      for nic in instance.networkInterfaces {
+        if !nic.externalIp.isEmpty {
+          config.externalRoutes.append(.with {
+            $0.externalIp = nic.externalIp
+            $0.hostID = instance.host
+            $0.underlayAddress = underlay
+          })
+        } else if pga.contains(nic.subnet), withGoogleRange.contains(networkOfSubnet[nic.subnet] ?? "") {
+          config.privateGoogleAccessRoutes.append(.with {
+            $0.externalIp = nic.networkIp
+            $0.hostID = instance.host
+            $0.underlayAddress = underlay
+          })
+        }
       }
     }
     config.privateGoogleAccessRoutes.sort { $0.externalIp < $1.externalIp }
@@ -162,11 +164,12 @@ public enum SnapshotBuilder {
       config.name = parts[2]
       let router = routers["\(parts[0])/\(parts[1])"]
       config.network = router?.network ?? ""
-      // Hosts get each rule with its match compiled to ranges; IPs as the planner resolved them.
+      // Hosts get each rule with its match as the planner compiled it (hosts never parse CEL).
+      let compiled = Dictionary(status.ruleStatus.map { ($0.ruleNumber, $0.destinationRanges) }, uniquingKeysWith: { a, _ in a })
       if let nat = router?.nats.first(where: { $0.name == parts[2] }) {
         config.rules = nat.rules.sorted { $0.ruleNumber < $1.ruleNumber }.map { rule in
           var rule = rule
-          rule.destinationRanges = (try? NatRuleMatch.destinationRanges(rule.match)) ?? []
+          rule.destinationRanges = compiled[Int(rule.ruleNumber)] ?? []
           return rule
         }
       }

@@ -140,10 +140,15 @@ public enum ServerlessModel {
   /// scales connectors on throughput; hostnat's stand-in for load is the number of serverless
   /// instances sending through the connector, which a lab can change with `run deploy --instances`.
   public static let instancesPerConnectorInstance = 4
-  /// Where the platform's own egress IPs come from (documentation range).
-  public static let egressPool: [String] = (128...254).map { "198.51.100.\($0)" }
-  /// The range `egressPool` lies in, announced to the edge.
-  public static let egressRange = "198.51.100.128/25"
+  /// Where the platform's own egress IPs come from, announced to the edge as direct clients. A
+  /// documentation range outside the default auto-allocation pools (198.51.100.0/24), the
+  /// reservable addresses (203.0.113.0/24) and the lab's servers; `--auto-nat-pool` refuses it.
+  public static let egressRange = "192.0.2.192/26"
+  /// Its host addresses, in the order deploys take them.
+  public static let egressPool: [String] = {
+    let range = IPv4CIDR(egressRange)!
+    return ((range.first.value + 1)..<range.last.value).map { "\(IPv4Address($0))" }
+  }()
   /// Cloud Run's RFC 1918 and RFC 6598 "private ranges".
   public static let privateRanges: [IPv4CIDR] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"].compactMap { IPv4CIDR($0) }
 
@@ -242,11 +247,11 @@ public enum ServerlessModel {
   }
 }
 
-/// Private Google Access and the network policy a host receives.
-enum PolicyBuilder {
+/// Which subnets have Private Google Access in force.
+enum PrivateGoogleAccess {
   /// Subnets with Private Google Access in force: asked for, or forced on because a NAT gateway
   /// translates their primary range (Cloud NAT enables it and it cannot be turned off).
-  static func privateGoogleAccessSubnets(_ intent: StoredIntent) -> Set<String> {
+  static func subnets(_ intent: StoredIntent) -> Set<String> {
     let natted = natPrimarySubnets(intent)
     return Set(intent.subnets.filter { $0.privateIpGoogleAccess || natted.contains($0.name) }.map(\.name))
   }

@@ -100,6 +100,9 @@ public struct ControllerOptions: Sendable, Equatable {
       guard documentation.contains(where: { $0.contains(cidr.first) && $0.contains(cidr.last) }) else {
         throw .badOption(option: "--auto-nat-pool", reason: "\(cidr) is outside 192.0.2.0/24 and 198.51.100.0/24 (203.0.113.0/24 is for reserved addresses)")
       }
+      if let serverless = IPv4CIDR(ServerlessModel.egressRange), serverless.overlaps(cidr) {
+        throw .badOption(option: "--auto-nat-pool", reason: "\(cidr) overlaps \(serverless), where serverless egress IPs come from")
+      }
       for (region, others) in pools {
         for other in others where other.overlaps(cidr) {
           throw .badOption(option: "--auto-nat-pool", reason: "\(cidr) overlaps \(other) of \(region)")
