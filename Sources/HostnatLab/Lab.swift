@@ -140,6 +140,11 @@ public struct Lab: Sendable {
         }
         try launch("vm/\(instance.name)", arguments, stateDir: stateDir, address: agentAddress[instance.host] ?? "")
       }
+      if netns {
+        // `lab up` promises the namespaces exist when it returns: `lab exec` and scripts start
+        // at once, and on a busy machine a bridge takes longer than any fixed pause.
+        try await waitForBridges(state.processes.filter { $0.arguments.first == "netns" }, timeout: .seconds(60))
+      }
       say(netns
         ? "  namespaces   \(topology.instances.count) VM(s) and the Internet (\(([NetnsLab.internetAddress] + NetnsLab.internetServerIPs).joined(separator: ", "))); run programs with hostnat lab exec"
         : "  workloads    \(topology.instances.count) VM(s) sending traffic")
@@ -166,6 +171,28 @@ public struct Lab: Sendable {
   func relative(_ path: String) -> String {
     let cwd = FileManager.default.currentDirectoryPath + "/"
     return path.hasPrefix(cwd) ? String(path.dropFirst(cwd.count)) : path
+  }
+
+  /// Waits until every namespace bridge has said it is ready (its first log line, written once
+  /// the namespace, its device and its underlay socket exist), or fails naming the one that
+  /// exited or is still not ready, with its log.
+  func waitForBridges(_ bridges: [LabProcess], timeout: Duration) async throws {
+    let deadline = ContinuousClock.now + timeout
+    var waiting = bridges
+    while !waiting.isEmpty {
+      waiting = waiting.filter { bridge in
+        let log = (try? String(contentsOfFile: bridge.log, encoding: .utf8)) ?? ""
+        return !log.split(separator: "\n").contains { $0.hasPrefix("netns vm ") || $0.hasPrefix("netns internet ") }
+      }
+      if let dead = waiting.first(where: { !Processes.isRunning($0.pid) }) {
+        throw LabError("\(dead.name) exited before its namespace was ready; see \(dead.log)")
+      }
+      if waiting.isEmpty { break }
+      if ContinuousClock.now >= deadline {
+        throw LabError("namespaces not ready after \(timeout): \(waiting.map(\.name).joined(separator: ", ")); see their logs in \(dir)/logs")
+      }
+      try await Task.sleep(for: .milliseconds(50))
+    }
   }
 
   /// Waits until every named host and the edge are connected and have ACKed their latest version.
