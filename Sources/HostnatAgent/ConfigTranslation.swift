@@ -1,4 +1,5 @@
 public import HostnatEngine
+import HostnatDataplane
 import HostnatPackets
 public import HostnatProto
 
@@ -125,6 +126,17 @@ public enum ConfigTranslation {
     }
     for (network, range) in host.googleApisRanges where policies[network] != nil {
       policies[network]?.googleAPIsRanges = try cidrs([range], "googleApisRanges[\(network)]")
+    }
+    var fabricIDs: [UInt32: String] = [:]
+    for vpc in host.vpcNetworks {
+      let field = "vpcNetworks[\(vpc.network)]"
+      guard (1...Underlay.maxFabricID).contains(vpc.id) else { throw ConfigRejection("\(field).id: \(vpc.id) is not in 1...\(Underlay.maxFabricID)") }
+      if let other = fabricIDs[vpc.id], other != vpc.network { throw ConfigRejection("\(field).id: \(vpc.id) is also \(other)'s") }
+      fabricIDs[vpc.id] = vpc.network
+      let ranges = try cidrs(vpc.internalRanges, field + ".internalRanges")
+      guard policies[vpc.network] != nil else { continue }
+      policies[vpc.network]?.internalRanges = ranges
+      policies[vpc.network]?.fabricID = vpc.id
     }
     return policies
   }

@@ -67,7 +67,7 @@ public final class EdgeNode: Sendable {
     if let uplink = options.uplink { dataplane.setUplink(uplink, serverIPs: Set(options.servers.map(\.ip))) }
     if let saved {
       let r = try Self.routes(saved)
-      try dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients)
+      try dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients, fabric: r.fabric)
     }
     applied = AppliedSnapshot(file: routesFile, loaded: saved, link: link) { $0.version }
   }
@@ -77,7 +77,9 @@ public final class EdgeNode: Sendable {
   /// The data plane's routing table for a snapshot; any malformed entry rejects the whole snapshot.
   public static func routes(
     _ config: Hostnat_V1_EdgeConfig
-  ) throws(ConfigRejection) -> (routes: [EdgeRoute], external: [IPv4Address: HostnatDataplane.SocketAddress], directClients: [IPv4CIDR]) {
+  ) throws(ConfigRejection) -> (
+    routes: [EdgeRoute], external: [IPv4Address: HostnatDataplane.SocketAddress], directClients: [IPv4CIDR], fabric: [VPCFabricRoute]
+  ) {
     var routes: [EdgeRoute] = []
     for (i, route) in config.natRoutes.enumerated() {
       guard let ip = IPv4Address(route.natIp) else { throw ConfigRejection("natRoutes[\(i)].natIp: \(route.natIp.debugDescription) is not an IPv4 address") }
@@ -108,7 +110,16 @@ public final class EdgeNode: Sendable {
       guard let cidr = IPv4CIDR(text) else { throw ConfigRejection("directClientRanges[\(i)]: \(text.debugDescription) is not a CIDR range") }
       clients.append(cidr)
     }
-    return (routes, external, clients)
+    var fabric: [VPCFabricRoute] = []
+    for (i, route) in config.vpcRoutes.enumerated() {
+      guard let destination = IPv4CIDR(route.destination), let host = HostnatDataplane.SocketAddress(route.underlayAddress),
+        (1...Underlay.maxFabricID).contains(route.networkID)
+      else {
+        throw ConfigRejection("vpcRoutes[\(i)]: network \(route.networkID) \(route.destination) via \(route.underlayAddress) is not valid")
+      }
+      fabric.append(VPCFabricRoute(networkID: route.networkID, destination: destination, host: host))
+    }
+    return (routes, external, clients, fabric)
   }
 
   public func run() async {
@@ -147,10 +158,10 @@ public final class EdgeNode: Sendable {
     let held = applied.version
     let answer = applied.offer(config) { config in
       let r = try Self.routes(config)
-      try dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients)
+      try dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients, fabric: r.fabric)
     } restore: { previous in
       if let previous, let r = try? Self.routes(previous) {
-        try? dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients)
+        try? dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients, fabric: r.fabric)
       }
     }
     switch answer {

@@ -57,7 +57,8 @@ public struct AgentLogEntry: Sendable, Hashable {
 
 /// The host agent's packet loop: Geneve VNI 1 from VMs is translated outbound and sent to the edge
 /// with VNI 2; VNI 2 from the edge is translated inbound and sent to the VM's underlay address with
-/// VNI 1. One thread runs the loop; the engine and every counter sit behind one lock that the loop
+/// VNI 1. Packets between VMs of the VPC are not translated: they go to the edge, which carries
+/// the VPC fabric, with the sending network's VPC VNI, and come in from it with the same. One thread runs the loop; the engine and every counter sit behind one lock that the loop
 /// takes once per batch, so `apply` and `stats` from other threads land between batches (a packet
 /// sees the old config or the new, never half).
 ///
@@ -73,6 +74,8 @@ public final class AgentDataplane: Sendable {
     private(set) var underlays: [IPv4Address: SocketAddress] = [:]
     /// The same addresses by VM index of `index`, so the packet path reads an array, not a hash.
     private(set) var vmUnderlays: [SocketAddress?] = []
+    /// Fabric tag of each VM's network (0: none), by VM index of `index`.
+    private(set) var vmFabricIDs: [UInt32] = []
     var edge: SocketAddress?
     var loop = AgentLoopCounters()
     var clock = MonotonicClamp()
@@ -81,6 +84,7 @@ public final class AgentDataplane: Sendable {
     mutating func setIndex(_ config: EngineConfig) {
       index = VMAddressIndex(config)
       vmUnderlays = index.primaries.map { underlays[$0] }
+      vmFabricIDs = config.vms.map { config.networks[$0.network]?.fabricID ?? 0 }
     }
 
     /// Records that VM `vm` sends from `address` (writes only when it moved).
@@ -262,11 +266,25 @@ public final class AgentDataplane: Sendable {
       }
       let inner = UnsafeMutableRawBufferPointer(rebasing: datagram[headerLength...])
       if vni == Underlay.overlayVNI {
+        var vm = -1
         if let src = InnerPacket.source(inner) {
-          let vm = st.index.vm(for: src)
+          vm = st.index.vm(for: src)
           if vm >= 0 { st.learn(batch.address(at: i), vm: vm) }
         }
-        guard case .forward = engine.translateOutbound(inner, now: now) else {
+        let outVNI: UInt32
+        switch engine.translateOutbound(inner, now: now) {
+        case .forward:
+          outVNI = Underlay.internetVNI
+        case .forwardInVPC:
+          // Another VM of the VPC: untranslated, tagged with the sender's network, to the fabric.
+          let id = vm >= 0 ? st.vmFabricIDs[vm] : 0
+          guard id != 0 else {
+            st.loop.noFabric &+= 1
+            continue
+          }
+          outVNI = Underlay.vpcVNI(network: id)
+          st.loop.vpcSent &+= 1
+        case .drop:
           st.loop.engineDropsOut &+= 1
           continue
         }
@@ -274,13 +292,16 @@ public final class AgentDataplane: Sendable {
           st.loop.noEdge &+= 1
           continue
         }
-        Underlay.setVNI(Underlay.internetVNI, in: datagram)
+        Underlay.setVNI(outVNI, in: datagram)
         batch.setAddress(edge, at: i)
-      } else if vni == Underlay.internetVNI {
-        guard case .forward = engine.translateInbound(inner, now: now) else {
+      } else if vni == Underlay.internetVNI || Underlay.vpcNetwork(vni) != nil {
+        let fromFabric = vni != Underlay.internetVNI
+        let verdict = fromFabric ? engine.deliverInVPC(inner, now: now) : engine.translateInbound(inner, now: now)
+        guard case .forward = verdict else {
           st.loop.engineDropsIn &+= 1
           continue
         }
+        if fromFabric { st.loop.vpcReceived &+= 1 }
         let dst = InnerPacket.destination(inner) ?? 0
         let vm = st.index.vm(for: dst)
         guard vm >= 0, let to = st.vmUnderlays[vm] else {

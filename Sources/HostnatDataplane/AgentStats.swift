@@ -23,10 +23,13 @@ public struct VMStats: Codable, Sendable, Hashable {
       "routedToNextHop": c.routedToNextHop,
     ]
     privateGoogleAccessPackets = c.privateGoogleAccessPackets
+    vpcPackets = c.vpcPackets
   }
 
   /// Packets to or from the Google APIs ranges that passed untranslated (Private Google Access).
   public var privateGoogleAccessPackets: UInt64
+  /// Packets to or from other VMs inside the VPC (untranslated, through the fabric).
+  public var vpcPackets: UInt64
 }
 
 /// The engine's global counters, Codable.
@@ -53,6 +56,9 @@ public struct GlobalStats: Codable, Sendable, Hashable {
   /// Private Google Access packets, untranslated.
   public var privateGoogleAccessOut: UInt64
   public var privateGoogleAccessIn: UInt64
+  /// VM-to-VM packets sent into, and accepted from, the VPC fabric.
+  public var vpcOut: UInt64
+  public var vpcIn: UInt64
 
   public init(_ g: GlobalCounters) {
     translatedOut = g.translatedOut
@@ -74,6 +80,8 @@ public struct GlobalStats: Codable, Sendable, Hashable {
     routedToNextHop = g.routedToNextHop
     privateGoogleAccessOut = g.privateGoogleAccessOut
     privateGoogleAccessIn = g.privateGoogleAccessIn
+    vpcOut = g.vpcOut
+    vpcIn = g.vpcIn
   }
 }
 
@@ -85,8 +93,13 @@ public struct AgentLoopCounters: Codable, Sendable, Hashable {
   public var sent: UInt64 = 0
   /// Not Geneve carrying IPv4 (or truncated).
   public var malformedUnderlay: UInt64 = 0
-  /// Geneve with a VNI other than 1 or 2.
+  /// Geneve with a VNI other than 1, 2 or a VPC fabric VNI.
   public var unknownVNI: UInt64 = 0
+  /// VM-to-VM packets sent to the VPC fabric, and received from it for a VM here.
+  public var vpcSent: UInt64 = 0
+  public var vpcReceived: UInt64 = 0
+  /// Packets the engine sent into the VPC from a VM whose network has no fabric tag (nowhere to go).
+  public var noFabric: UInt64 = 0
   /// Inbound packets translated for a VM whose underlay address is not known yet.
   public var unknownVM: UInt64 = 0
   /// Outbound packets translated while no edge is set.

@@ -16,10 +16,26 @@ public struct EdgeRoute: Sendable, Hashable {
   }
 }
 
+/// In the VPC fabric, packets of network `networkID` to `destination` go to the agent at `host`
+/// (the host of the VM that owns the destination).
+public struct VPCFabricRoute: Sendable, Hashable {
+  public var networkID: UInt32
+  public var destination: IPv4CIDR
+  public var host: SocketAddress
+
+  public init(networkID: UInt32, destination: IPv4CIDR, host: SocketAddress) {
+    self.networkID = networkID
+    self.destination = destination
+    self.host = host
+  }
+}
+
 /// Why a route set was refused (the previous one stays in force).
 public enum EdgeRouteError: Error, Sendable, Hashable {
   case emptyOrOutOfRange(EdgeRoute)
   case overlapping(EdgeRoute, EdgeRoute)
+  case overlappingInVPC(VPCFabricRoute, VPCFabricRoute)
+  case badFabricID(VPCFabricRoute)
 }
 
 /// Counters of the edge loop.
@@ -49,6 +65,10 @@ public struct EdgeDataplaneStats: Codable, Sendable, Hashable {
   /// talking to the Internet without a VPC), and replies sent back to them.
   public var directClientPackets: UInt64 = 0
   public var directClientReplies: UInt64 = 0
+  /// VM-to-VM packets carried by the VPC fabric to their destination's host, and those whose
+  /// destination no VM of the sending network (or its peers) owns.
+  public var vpcRouted: UInt64 = 0
+  public var vpcUnrouted: UInt64 = 0
   public init() {}
 
   /// Missing keys read as zero, so status files written before a counter existed still decode.
@@ -68,6 +88,8 @@ public struct EdgeDataplaneStats: Codable, Sendable, Hashable {
     uplinkReceived = try count(.uplinkReceived)
     directClientPackets = try count(.directClientPackets)
     directClientReplies = try count(.directClientReplies)
+    vpcRouted = try count(.vpcRouted)
+    vpcUnrouted = try count(.vpcUnrouted)
   }
 }
 
@@ -83,7 +105,12 @@ struct RouteTable {
 
   init() {}
 
-  init(_ routes: [EdgeRoute], externalIPs: [IPv4Address: SocketAddress]) throws(EdgeRouteError) {
+  /// The VPC fabric: (fabric id << 32 | first address) sorted, the last address and host of each.
+  var fabricKeys: [UInt64] = []
+  var fabricLast: [UInt32] = []
+  var fabricHost: [Int] = []
+
+  init(_ routes: [EdgeRoute], externalIPs: [IPv4Address: SocketAddress], fabric: [VPCFabricRoute] = []) throws(EdgeRouteError) {
     var hostIndex: [SocketAddress: Int] = [:]
     func index(_ h: SocketAddress) -> Int {
       if let i = hostIndex[h] { return i }
@@ -105,22 +132,46 @@ struct RouteTable {
       hostOfRange.append(index(r.host))
     }
     for (ip, host) in externalIPs.sorted(by: { $0.key < $1.key }) { external[ip.value] = index(host) }
+    for r in fabric where r.networkID == 0 || r.networkID > Underlay.maxFabricID { throw .badFabricID(r) }
+    let inFabric = fabric.sorted { ($0.networkID, $0.destination.first.value) < ($1.networkID, $1.destination.first.value) }
+    for (i, r) in inFabric.enumerated() {
+      if i > 0 {
+        let p = inFabric[i - 1]
+        if p.networkID == r.networkID && p.destination.last.value >= r.destination.first.value { throw .overlappingInVPC(p, r) }
+      }
+      fabricKeys.append(UInt64(r.networkID) << 32 | UInt64(r.destination.first.value))
+      fabricLast.append(r.destination.last.value)
+      fabricHost.append(index(r.host))
+    }
+  }
+
+  /// Host index of the VM owning `ip` as network `networkID` sees it, or -1.
+  @inline(__always)
+  func fabricLookup(networkID: UInt32, ip: UInt32) -> Int {
+    let i = Self.lastKey(atOrBelow: UInt64(networkID) << 32 | UInt64(ip), in: fabricKeys)
+    guard i >= 0 else { return -1 }
+    return fabricKeys[i] >> 32 == UInt64(networkID) && ip <= fabricLast[i] ? fabricHost[i] : -1
   }
 
   /// Host index owning `ip:port`, or -1.
   @inline(__always)
   func lookup(ip: UInt32, port: UInt16) -> Int {
     if !external.isEmpty, let h = external[ip] { return h }
-    let key = UInt64(ip) << 16 | UInt64(port)
+    let i = Self.lastKey(atOrBelow: UInt64(ip) << 16 | UInt64(port), in: keys)
+    guard i >= 0 else { return -1 }
+    return keys[i] >> 16 == UInt64(ip) && UInt32(port) < ends[i] ? hostOfRange[i] : -1
+  }
+
+  /// Index of the largest of the sorted `keys` that is <= `key`, or -1 (bisection).
+  @inline(__always)
+  static func lastKey(atOrBelow key: UInt64, in keys: [UInt64]) -> Int {
     var lo = 0
     var hi = keys.count
     while lo < hi {
       let mid = (lo + hi) >> 1
       if keys[mid] <= key { lo = mid + 1 } else { hi = mid }
     }
-    guard lo > 0 else { return -1 }
-    let k = keys[lo - 1]
-    return k >> 16 == UInt64(ip) && UInt32(port) < ends[lo - 1] ? hostOfRange[lo - 1] : -1
+    return lo - 1
   }
 }
 
@@ -134,10 +185,14 @@ struct RouteTable {
 /// e.g. a TUN bridge into a network namespace whose kernel owns those addresses), and datagrams
 /// from the uplink are routed to agents by NAT IP:port, as server replies are.
 ///
+/// The edge also carries the VPC fabric: VM-to-VM packets come tagged with their network's VPC
+/// VNI and go to the host of the VM that owns the destination (`setRoutes(fabric:)`).
+///
 /// The servers and counters sit behind one lock, taken once per received batch and per tick.
 public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Sendable {
   struct State: EndpointLoopState {
     static var vni: UInt32 { Underlay.internetVNI }
+    static func accepts(_ vni: UInt32) -> Bool { vni == Self.vni || Underlay.vpcNetwork(vni) != nil }
     let servers: Servers
     var routes = RouteTable()
     /// Where packets for non-server addresses go (nil: to the servers, which count them as unknown).
@@ -155,9 +210,21 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
     var nextTick: UInt64 = 0
 
     mutating func deliver(
-      _ inner: UnsafeMutableRawBufferPointer, destination: UInt32, from sender: SocketAddress, now: UInt64,
+      _ inner: UnsafeMutableRawBufferPointer, vni: UInt32, destination: UInt32, from sender: SocketAddress, now: UInt64,
       _ out: inout BatchSender
     ) {
+      if let network = Underlay.vpcNetwork(vni) {
+        // The VPC fabric: to the host of the VM owning the destination in the sender's network (or
+        // a peer's), untouched and still tagged; never to the servers or the uplink.
+        let h = routes.fabricLookup(networkID: network, ip: destination)
+        guard h >= 0, out.append(vni: vni, inner: UnsafeRawBufferPointer(inner), to: routes.hosts[h]) else {
+          stats.vpcUnrouted &+= 1
+          return
+        }
+        stats.vpcRouted &+= 1
+        routedByHost[h] &+= 1
+        return
+      }
       if let uplink, sender == uplink {
         // The real Internet answering (or calling): route by NAT IP:port like a server reply; never
         // back to the uplink, so nothing can loop.
@@ -264,10 +331,12 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
   /// Replaces the routing table (atomically, between batches).
   /// `directClients`: source ranges outside every VPC (serverless egress IPs) whose packets the
   /// servers answer back to the underlay address they came from.
+  /// `fabric`: the VPC fabric's routes (VM-to-VM packets, by sending network and destination).
   public func setRoutes(
-    _ routes: [EdgeRoute], externalIPs: [IPv4Address: SocketAddress] = [:], directClients: [IPv4CIDR] = []
+    _ routes: [EdgeRoute], externalIPs: [IPv4Address: SocketAddress] = [:], directClients: [IPv4CIDR] = [],
+    fabric: [VPCFabricRoute] = []
   ) throws(EdgeRouteError) {
-    var table = try RouteTable(routes, externalIPs: externalIPs)
+    var table = try RouteTable(routes, externalIPs: externalIPs, fabric: fabric)
     state.withLock { st in
       st.directClients = directClients
       if directClients.isEmpty { st.clients = [:] }

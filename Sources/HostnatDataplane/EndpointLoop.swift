@@ -48,16 +48,23 @@ extension VMDataplaneStats: EndpointLoopStats {}
 /// packets of one VNI come in, what the endpoints emit goes out as Geneve.
 protocol EndpointLoopState {
   associatedtype Stats: EndpointLoopStats
-  /// The only VNI this loop accepts.
+  /// The VNI this loop speaks.
   static var vni: UInt32 { get }
+  /// Whether a datagram with `vni` is for this loop (default: `vni` only).
+  static func accepts(_ vni: UInt32) -> Bool
   var stats: Stats { get set }
   var clock: MonotonicClamp { get set }
   var nextTick: UInt64 { get set }
   /// One well-formed inner IPv4 packet to `destination`, from the underlay address `sender`.
   mutating func deliver(
-    _ inner: UnsafeMutableRawBufferPointer, destination: UInt32, from sender: SocketAddress, now: UInt64, _ out: inout BatchSender)
+    _ inner: UnsafeMutableRawBufferPointer, vni: UInt32, destination: UInt32, from sender: SocketAddress, now: UInt64,
+    _ out: inout BatchSender)
   /// The endpoints' timers (every tick interval).
   mutating func tick(now: UInt64, _ out: inout BatchSender)
+}
+
+extension EndpointLoopState {
+  static func accepts(_ vni: UInt32) -> Bool { vni == Self.vni }
 }
 
 /// The edge's and the VM process's loop: the lock is taken once per received batch; what the
@@ -84,7 +91,7 @@ func runEndpointLoop<State: EndpointLoopState>(
       for i in 0..<received {
         let datagram = batch.packet(at: i)
         st.stats.received &+= 1
-        guard let (vni, headerLength) = Underlay.parse(datagram), vni == State.vni else {
+        guard let (vni, headerLength) = Underlay.parse(datagram), State.accepts(vni) else {
           st.stats.malformed &+= 1
           continue
         }
@@ -93,7 +100,7 @@ func runEndpointLoop<State: EndpointLoopState>(
           st.stats.malformed &+= 1
           continue
         }
-        st.deliver(inner, destination: dst, from: batch.address(at: i), now: now, &out)
+        st.deliver(inner, vni: vni, destination: dst, from: batch.address(at: i), now: now, &out)
       }
       if now >= st.nextTick {
         st.stats.ticks &+= 1

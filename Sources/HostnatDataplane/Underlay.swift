@@ -9,6 +9,22 @@ public enum Underlay {
   public static let overlayVNI: UInt32 = 1
   /// Internet side: a host agent and the edge.
   public static let internetVNI: UInt32 = 2
+  /// VPC fabric: VM-to-VM packets between hosts (through the edge, which routes them by internal
+  /// address). The low 20 bits carry the sending network's fabric tag, so networks whose ranges
+  /// overlap stay apart.
+  public static let vpcVNIBase: UInt32 = 0x10_0000
+  /// Fabric tags are 1...maxFabricID.
+  public static let maxFabricID: UInt32 = 0xF_FFFF
+
+  @inlinable
+  public static func vpcVNI(network id: UInt32) -> UInt32 { vpcVNIBase | (id & maxFabricID) }
+
+  /// The fabric tag a VPC VNI carries, or nil when `vni` is not one.
+  @inlinable
+  public static func vpcNetwork(_ vni: UInt32) -> UInt32? {
+    vni & ~maxFabricID == vpcVNIBase && vni & maxFabricID != 0 ? vni & maxFabricID : nil
+  }
+
   /// Largest datagram a batch slot holds; the lab's inner MTU stays well below it.
   public static let maxDatagram = 2048
 

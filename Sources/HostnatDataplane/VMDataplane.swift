@@ -54,7 +54,8 @@ public final class WorkloadDataplane<W: PacketEndpoint & SendableMetatype, Side:
     var nextTick: UInt64 = 0
 
     mutating func deliver(
-      _ inner: UnsafeMutableRawBufferPointer, destination: UInt32, from sender: SocketAddress, now: UInt64, _ out: inout BatchSender
+      _ inner: UnsafeMutableRawBufferPointer, vni: UInt32, destination: UInt32, from sender: SocketAddress, now: UInt64,
+      _ out: inout BatchSender
     ) {
       guard let w = byIP[destination] else {
         stats.unknownDestination &+= 1

@@ -28,7 +28,11 @@ public enum DropReason: UInt8, Sendable, Hashable, CaseIterable {
 /// What to do with a packet after translation.
 @frozen
 public enum Verdict: Sendable, Hashable {
+  /// Send on: to the Internet (outbound) or to the VM (inbound).
   case forward
+  /// Outbound, untranslated, to a destination inside the VPC (a subnet route): the host sends it
+  /// through the VPC fabric to the destination's host, never to the Internet.
+  case forwardInVPC
   case drop(DropReason)
 }
 
@@ -47,6 +51,8 @@ public struct VMCounters: Sendable, Hashable {
   public var routedToNextHop: UInt64 = 0
   /// Packets that went through Private Google Access untranslated, both directions.
   public var privateGoogleAccessPackets: UInt64 = 0
+  /// Packets to or from other VMs inside the VPC (subnet routes, never NATed), both directions.
+  public var vpcPackets: UInt64 = 0
   public init() {}
 }
 
@@ -72,5 +78,8 @@ public struct GlobalCounters: Sendable, Hashable {
   public var routedToNextHop: UInt64 = 0
   public var privateGoogleAccessOut: UInt64 = 0
   public var privateGoogleAccessIn: UInt64 = 0
+  /// Packets sent to, and accepted from, other VMs through the VPC fabric.
+  public var vpcOut: UInt64 = 0
+  public var vpcIn: UInt64 = 0
   public init() {}
 }

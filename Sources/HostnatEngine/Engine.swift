@@ -377,7 +377,8 @@ public final class NATEngine {
     var reason = DropReason.malformed
     guard let t = classify(ip, reason: &reason) else { return drop(reason, nil, now: now) }
     if t.kind == Self.kindError { return outboundICMPError(ip, t, now: now) }
-    if t.kind == Self.kindEcho && t.tcpFlags != ICMPType.echoRequest { return drop(.unsupportedProtocol, t, now: now) }
+    // A VM answers pings only from inside the VPC: an echo reply never creates a NAT flow.
+    if t.kind == Self.kindEcho && t.tcpFlags != ICMPType.echoRequest { return outboundEchoReply(ip, t, now: now) }
     let b = ip.bytes
 
     var slot = table.findInside(proto: t.proto, insideIP: t.src, insidePort: t.srcPort, remoteIP: t.dst, remotePort: t.dstPort)
@@ -393,6 +394,10 @@ public final class NATEngine {
       if slot == -4 {
         if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: t.src, now: now) }
         return .forward
+      }
+      if slot == -5 {
+        if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: t.src, inVPC: true, now: now) }
+        return .forwardInVPC
       }
       if slot < 0 { return .drop(reason) }
     }
@@ -422,8 +427,8 @@ public final class NATEngine {
 
   /// New flow for an outbound packet that matched none. `oneToOne` is the VM whose primary IP with
   /// 1:1 NAT is the source, or -1. Returns the slot, -1 (drop, `reason` set, counted and logged), -2
-  /// (the source is a primary IP with 1:1 NAT: translate statelessly), or -4 (Private Google Access:
-  /// forward unchanged).
+  /// (the source is a primary IP with 1:1 NAT: translate statelessly), -4 (Private Google Access:
+  /// forward unchanged) or -5 (inside the VPC: forward unchanged through the fabric).
   @inline(never)
   func createFlow(_ t: Tuple, oneToOne: Int, now: UInt64, reason: inout DropReason) -> Int {
     let vmIndex = config.natVM(for: t.src)
@@ -705,19 +710,27 @@ public final class NATEngine {
   // MARK: - Fragments (RFC 4787 REQ-14, without reassembly)
 
   @inline(never)
-  func firstFragment(_ ip: IPv4PacketView, _ t: Tuple, inbound: Bool, newIP: UInt32, now: UInt64) {
-    fragmentTable.remember(src: t.src, dst: t.dst, id: ip.identification, proto: t.proto, inbound: inbound, newIP: newIP, now: now)
+  func firstFragment(_ ip: IPv4PacketView, _ t: Tuple, inbound: Bool, newIP: UInt32, inVPC: Bool = false, now: UInt64) {
+    fragmentTable.remember(
+      src: t.src, dst: t.dst, id: ip.identification, proto: t.proto, inbound: inbound, newIP: newIP, inVPC: inVPC, now: now)
   }
 
   /// A non-first fragment: it carries no ports, so it takes the address its first fragment was
   /// given (source outbound, destination inbound); without one it is dropped.
+  /// `fromFabric`: the fragment came through the VPC fabric (`deliverInVPC`), so only a datagram
+  /// whose first fragment came that way too may pass; from the Internet, only one that did not.
   @inline(never)
-  func laterFragment(_ ip: IPv4PacketView, inbound: Bool, now: UInt64) -> Verdict {
+  func laterFragment(_ ip: IPv4PacketView, inbound: Bool, fromFabric: Bool = false, now: UInt64) -> Verdict {
     let b = ip.bytes
     let src = b.loadBE32(at: 12)
     let dst = b.loadBE32(at: 16)
-    guard let newIP = fragmentTable.lookup(src: src, dst: dst, id: ip.identification, proto: ip.protocolNumber, inbound: inbound, now: now)
+    guard let (newIP, inVPC) = fragmentTable.lookup(src: src, dst: dst, id: ip.identification, proto: ip.protocolNumber, inbound: inbound, now: now),
+      !inbound || inVPC == fromFabric
     else { return drop(.fragment, nil, now: now) }
+    if inVPC {
+      if inbound { globalCounters.vpcIn &+= 1 } else { globalCounters.vpcOut &+= 1 }
+      return inbound ? .forward : .forwardInVPC
+    }
     let offset = inbound ? 16 : 12
     b.storeBE16(InternetChecksum.update(b.loadBE16(at: 10), old: inbound ? dst : src, new: newIP), at: 10)
     b.storeBE32(newIP, at: offset)
@@ -767,9 +780,11 @@ public final class NATEngine {
     guard vm.network >= 0 else { return 0 }
     let p = config.policies
     let net = p.networks[vm.network]
+    // Subnet routes are the most specific: a destination inside the VPC never uses NAT, 1:1 or PGA.
+    let inVPC = p.isInternal(net, t.dst)
     // A primary IP with an external IP reaches Google through that IP, not through PGA.
-    let pga = vm.privateGoogleAccess && oneToOne < 0 && p.isGoogleAPI(net, t.dst)
-    let stateless = oneToOne >= 0 || pga
+    let pga = !inVPC && vm.privateGoogleAccess && oneToOne < 0 && p.isGoogleAPI(net, t.dst)
+    let stateless = oneToOne >= 0 || pga || inVPC
     // Echo requests carry their identifier in srcPort and 0 in dstPort: the same key as the reply.
     var tracked = false
     var set = 0
@@ -790,16 +805,67 @@ public final class NATEngine {
         return -1
       }
     }
-    if !p.routesToInternet(net, t.dst) {
+    if !inVPC && !p.routesToInternet(net, t.dst) {
       return vmDrop(.routedToNextHop, vmIndex, t, natIP: 0, natPort: 0, now: now, reason: &reason)
     }
     if stateless && !tracked {
       connTrack.insert(at: set, t.proto, t.src, t.srcPort, t.dst, t.dstPort, expiresAt: expiry)
     }
+    if inVPC {
+      config.counters[vmIndex].vpcPackets &+= 1
+      globalCounters.vpcOut &+= 1
+      return -5
+    }
     guard pga else { return 0 }
     config.counters[vmIndex].privateGoogleAccessPackets &+= 1
     globalCounters.privateGoogleAccessOut &+= 1
     return -4
+  }
+
+  /// An echo reply from a VM: only a ping from inside the VPC can have asked for it (NAT never
+  /// lets echo requests in), so it goes back through the fabric when the egress rules allow it.
+  @inline(never)
+  func outboundEchoReply(_ ip: IPv4PacketView, _ t: Tuple, now: UInt64) -> Verdict {
+    guard config.hasPolicies, t.tcpFlags == ICMPType.echoReply else { return drop(.unsupportedProtocol, t, now: now) }
+    let natVM = config.natVM(for: t.src)
+    let vmIndex = config.vm(internal: t.src, natVM: natVM)
+    guard vmIndex >= 0, config.vms[vmIndex].network >= 0,
+      config.policies.isInternal(config.policies.networks[config.vms[vmIndex].network], t.dst)
+    else { return drop(.unsupportedProtocol, t, now: now) }
+    var reason = DropReason.unsupportedProtocol
+    switch egressPolicy(t, oneToOne: -1, natVM: natVM, now: now, reason: &reason) {
+    case -5:
+      if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: t.src, inVPC: true, now: now) }
+      return .forwardInVPC
+    case -1: return .drop(reason)
+    default: return drop(.unsupportedProtocol, t, now: now)
+    }
+  }
+
+  /// A packet another host sent through the VPC fabric to one of this host's VMs: untranslated,
+  /// accepted when its source is inside the destination VM's network (its subnets or its peers')
+  /// and the VM's ingress rules allow it (stateful: replies to the VM's own connections pass).
+  /// Anything else is counted and dropped; the packet is never rewritten.
+  public func deliverInVPC(_ packet: UnsafeMutableRawBufferPointer, now: UInt64) -> Verdict {
+    guard let ip = try? IPv4PacketView(validating: packet) else { return drop(.malformed, nil, now: now) }
+    if ip.isNonFirstFragment { return laterFragment(ip, inbound: true, fromFabric: true, now: now) }
+    var reason = DropReason.malformed
+    guard let t = classify(ip, reason: &reason) else { return drop(reason, nil, now: now) }
+    guard config.hasPolicies else { return drop(.filteredInbound, t, now: now) }
+    let vmIndex = config.vm(internal: t.dst)
+    guard vmIndex >= 0, config.vms[vmIndex].network >= 0,
+      config.policies.isInternal(config.policies.networks[config.vms[vmIndex].network], t.src)
+    else { return drop(.filteredInbound, t, now: now) }
+    // ICMP errors about VPC traffic carry no flow of their own: the VM's network accepted the
+    // source, and the VM's stack matches the quote itself.
+    if t.kind != Self.kindError {
+      // A reply's identifier sits in srcPort (classify), the tracker's inside-port for echo.
+      guard ingressAllowed(vmIndex, t, insideIP: t.dst, natIP: 0, now: now) else { return .drop(.firewallDenied) }
+    }
+    if ip.moreFragments { firstFragment(ip, t, inbound: true, newIP: t.dst, inVPC: true, now: now) }
+    config.counters[vmIndex].vpcPackets &+= 1
+    globalCounters.vpcIn &+= 1
+    return .forward
   }
 
   /// Stateful ingress check of an inbound packet on a stateless path, once its destination is known

@@ -12,6 +12,9 @@ struct FragmentTable: ~Copyable {
     var id: UInt16 = 0
     var proto: UInt8 = 0
     var inbound: Bool = false
+    /// The datagram goes through the VPC fabric, untranslated (`Verdict.forwardInVPC` outbound;
+    /// accepted from the fabric inbound).
+    var inVPC: Bool = false
     /// 0 = empty.
     var expiresAt: UInt64 = 0
   }
@@ -40,16 +43,18 @@ struct FragmentTable: ~Copyable {
 
   /// Called for a translated first fragment (more-fragments set, offset 0).
   @inline(__always)
-  func remember(src: UInt32, dst: UInt32, id: UInt16, proto: UInt8, inbound: Bool, newIP: UInt32, now: UInt64) {
+  func remember(src: UInt32, dst: UInt32, id: UInt16, proto: UInt8, inbound: Bool, newIP: UInt32, inVPC: Bool = false, now: UInt64) {
     let i = Self.index(src: src, dst: dst, id: id, proto: proto, inbound: inbound)
-    entries[i] = Entry(src: src, dst: dst, newIP: newIP, id: id, proto: proto, inbound: inbound, expiresAt: now &+ Self.lifetime)
+    entries[i] = Entry(
+      src: src, dst: dst, newIP: newIP, id: id, proto: proto, inbound: inbound, inVPC: inVPC, expiresAt: now &+ Self.lifetime)
   }
 
-  /// The address a later fragment's datagram was translated to, or nil.
+  /// The address a later fragment's datagram was translated to, and whether it went through the
+  /// VPC fabric; nil when its first fragment was not seen.
   @inline(__always)
-  func lookup(src: UInt32, dst: UInt32, id: UInt16, proto: UInt8, inbound: Bool, now: UInt64) -> UInt32? {
+  func lookup(src: UInt32, dst: UInt32, id: UInt16, proto: UInt8, inbound: Bool, now: UInt64) -> (newIP: UInt32, inVPC: Bool)? {
     let e = entries[Self.index(src: src, dst: dst, id: id, proto: proto, inbound: inbound)]
     guard e.expiresAt > now, e.src == src, e.dst == dst, e.id == id, e.proto == proto, e.inbound == inbound else { return nil }
-    return e.newIP
+    return (e.newIP, e.inVPC)
   }
 }

@@ -82,11 +82,22 @@ public struct NetworkPolicy: Sendable, Hashable {
   public var routes: [CustomRoute]
   /// The ranges Private Google Access reaches without NAT (private.googleapis.com and the like).
   public var googleAPIsRanges: [IPv4CIDR]
+  /// Subnet routes: destinations reached inside the VPC (the network's subnets and its peers'),
+  /// which beat every custom route and never use NAT. Packets to them leave as
+  /// `Verdict.forwardInVPC`, and only sources in them are accepted from the fabric.
+  public var internalRanges: [IPv4CIDR]
+  /// The network's tag in the VPC fabric (`Underlay.vpcVNI`); the engine only carries it.
+  public var fabricID: UInt32
 
-  public init(firewallRules: [FirewallRule] = [], routes: [CustomRoute] = [], googleAPIsRanges: [IPv4CIDR] = []) {
+  public init(
+    firewallRules: [FirewallRule] = [], routes: [CustomRoute] = [], googleAPIsRanges: [IPv4CIDR] = [],
+    internalRanges: [IPv4CIDR] = [], fabricID: UInt32 = 0
+  ) {
     self.firewallRules = firewallRules
     self.routes = routes
     self.googleAPIsRanges = googleAPIsRanges
+    self.internalRanges = internalRanges
+    self.fabricID = fabricID
   }
 }
 
@@ -130,6 +141,8 @@ struct CompiledNetwork {
   var hasNextHopRoutes: Bool
   var googleStart: Int
   var googleCount: Int
+  var internalStart: Int
+  var internalCount: Int
 }
 
 /// All networks' policies as plain arrays, built off the packet path so checks allocate nothing.
@@ -154,7 +167,7 @@ struct CompiledPolicies {
     }
     var n = CompiledNetwork(
       egressStart: 0, egressCount: 0, ingressStart: 0, ingressCount: 0, routeStart: 0, routeCount: 0,
-      hasNextHopRoutes: false, googleStart: 0, googleCount: 0)
+      hasNextHopRoutes: false, googleStart: 0, googleCount: 0, internalStart: 0, internalCount: 0)
     for rule in policy.firewallRules where !(0...65535).contains(rule.priority) {
       throw .invalidPolicy(network: name, name: rule.name)
     }
@@ -208,6 +221,9 @@ struct CompiledPolicies {
     n.googleStart = ranges.count
     for r in policy.googleAPIsRanges { ranges.append((r.first.value, r.last.value)) }
     n.googleCount = ranges.count - n.googleStart
+    n.internalStart = ranges.count
+    for r in policy.internalRanges { ranges.append((r.first.value, r.last.value)) }
+    n.internalCount = ranges.count - n.internalStart
     let index = networks.count
     networks.append(n)
     cache[name] = index
@@ -296,6 +312,12 @@ struct PolicyTables {
     return true
   }
 
+  /// Whether `address` is reached inside the VPC (a subnet route of the network or of a peer).
+  @inline(__always)
+  func isInternal(_ n: CompiledNetwork, _ address: UInt32) -> Bool {
+    n.internalCount > 0 && Self.inRanges(ranges, n.internalStart, n.internalCount, address)
+  }
+
   @inline(__always)
   func isGoogleAPI(_ n: CompiledNetwork, _ address: UInt32) -> Bool { Self.inRanges(ranges, n.googleStart, n.googleCount, address) }
 
@@ -303,7 +325,7 @@ struct PolicyTables {
   /// Google APIs ranges when Private Google Access applies (`pga`).
   @inline(__always)
   func usesNAT(_ n: CompiledNetwork, pga: Bool, _ destination: UInt32) -> Bool {
-    routesToInternet(n, destination) && !(pga && isGoogleAPI(n, destination))
+    !isInternal(n, destination) && routesToInternet(n, destination) && !(pga && isGoogleAPI(n, destination))
   }
 }
 

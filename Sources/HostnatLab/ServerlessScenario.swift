@@ -1,6 +1,7 @@
 import Foundation
 import HostnatAgent
 import HostnatController
+import HostnatInternet
 public import HostnatDataplane
 public import HostnatPackets
 import HostnatProto
@@ -79,8 +80,11 @@ public struct ServerlessEgressReport: Codable, Sendable, JSONReport {
     public var paths: [String]
     /// Source IPs the server saw (sorted, unique).
     public var seen_from: [String]
-    /// Where a request to a private range (10.0.0.0/8) would enter: computed, not sent.
+    /// Where its first instance's request to the private VM (`private_vm`) enters the VPC.
     public var private_range_path: String
+    /// Source IPs the private VM's what-is-my-IP server saw (sorted, unique): sent, through the
+    /// VPC fabric, untranslated.
+    public var private_seen_from: [String]
     public var serverless_egress_ip: String
   }
   public var scenario: String
@@ -91,6 +95,10 @@ public struct ServerlessEgressReport: Codable, Sendable, JSONReport {
   public var connector_instances_before: [String]
   public var connector_instances_scaled: [String]
   public var connector_instances_after: [String]
+  /// A VM of cloudrun-vpc with no public address that serves what-is-my-IP, and the ingress rule
+  /// that lets the connector's range (only) reach it.
+  public var private_vm: String
+  public var private_vm_ingress: String
   public var dir: String
 }
 
@@ -112,7 +120,7 @@ public struct ServerlessEgressRunner: Sendable {
     let state = try await lab.up(topology, topologyName: "serverless")
     var report = ServerlessEgressReport(
       scenario: Self.name, passed: false, checks: [], nat_ip: natIP, services: [], connector_instances_before: [],
-      connector_instances_scaled: [], connector_instances_after: [], dir: lab.dir)
+      connector_instances_scaled: [], connector_instances_after: [], private_vm: "", private_vm_ingress: "", dir: lab.dir)
     do {
       let admin = try LabAdmin(controller: state.controller)
       try await lab.waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
@@ -127,6 +135,42 @@ public struct ServerlessEgressRunner: Sendable {
         "cloudrun-connector: \(connector?.state ?? "missing"), instances \(connector?.instances.joined(separator: ",") ?? "")")
 
       let seen = try await probe(services: services, connectors: connectors, instances: instances, state: state, server: whoami)
+
+      // Private ranges: a VM of the VPC serving what-is-my-IP, reachable from the connector's
+      // range only. Requests to it go through the connector whatever the egress setting, and
+      // reach it untranslated through the VPC fabric; Direct VPC egress sources are refused by
+      // its ingress rule.
+      let backendHost = topology.hosts.last ?? "host-2"
+      let connectorRange = connector?.ipCidrRange ?? "10.8.0.0/28"
+      let backend = try await admin.with { client, options in
+        _ = try await client.createFirewallRule(.with {
+          $0.rule = .with {
+            $0.name = "allow-connector-to-private-vm"
+            $0.network = "cloudrun-vpc"
+            $0.direction = .ingress
+            $0.allow = true
+            $0.rules = [.with { $0.ipProtocol = "udp"; $0.ports = ["80"] }]
+            $0.sourceRanges = [connectorRange]
+          }
+        }, options: options)
+        return try await client.createInstance(.with {
+          $0.instance = .with {
+            $0.name = "private-vm"
+            $0.host = backendHost
+            $0.networkInterfaces = [.with { $0.subnet = "cloudrun-direct-subnet" }]
+          }
+        }, options: options)
+      }
+      guard let backendIP = IPv4Address(backend.networkInterfaces.first?.networkIp ?? "") else { throw LabError("private-vm has no IP") }
+      report.private_vm = "private-vm \(backendIP) on \(backendHost)"
+      report.private_vm_ingress = "allow udp:80 from \(connectorRange)"
+      try await lab.waitForConvergence(admin, hosts: topology.hosts, timeout: .seconds(30))
+      (services, connectors, instances) = try await Self.read(admin)
+      let deniedBefore = state.agentStatus(backendHost)?.dataplane.global.firewallDeniedIngress ?? 0
+      let privateSeen = try await probe(
+        services: services, connectors: connectors, instances: instances, state: state, server: backendIP,
+        backends: [(backendIP, backendHost)])
+      let deniedIngress = (state.agentStatus(backendHost)?.dataplane.global.firewallDeniedIngress ?? 0) - deniedBefore
       for service in services {
         let conn = connectors.first { $0.name == service.vpcConnector }
         let k = Int(max(1, service.instances))
@@ -135,7 +179,8 @@ public struct ServerlessEgressRunner: Sendable {
           name: service.name, vpc_egress: service.vpcEgress == .allTraffic ? "all-traffic" : "private-ranges-only",
           vpc: !service.vpcConnector.isEmpty ? "connector:\(service.vpcConnector)" : (service.subnet.isEmpty ? "none" : "direct:\(service.network)/\(service.subnet)"),
           paths: paths, seen_from: (seen[service.name] ?? []).sorted(),
-          private_range_path: Self.describe(ServerlessModel.path(service, instance: 0, to: IPv4Address(10, 0, 0, 9), connector: conn)),
+          private_range_path: Self.describe(ServerlessModel.path(service, instance: 0, to: backendIP, connector: conn)),
+          private_seen_from: (privateSeen[service.name] ?? []).sorted(),
           serverless_egress_ip: service.serverlessEgressIp))
       }
       for s in report.services {
@@ -146,6 +191,19 @@ public struct ServerlessEgressRunner: Sendable {
             "\(s.name) bypasses the VPC for the Internet", s.seen_from == [s.serverless_egress_ip] && !s.seen_from.contains(natIP),
             "\(s.vpc), \(s.vpc_egress): seen from \(s.seen_from.joined(separator: ",")) (platform egress IP \(s.serverless_egress_ip)); private ranges still go \(s.private_range_path)")
         }
+      }
+      let inConnectorRange = { (ip: String) in IPv4CIDR(connectorRange).map { r in IPv4Address(ip).map { r.contains($0) } ?? false } ?? false }
+      for s in report.services where s.vpc.hasPrefix("connector:") {
+        checks.add(
+          "\(s.name) reaches the private VM through the connector, untranslated",
+          !s.private_seen_from.isEmpty && s.private_seen_from.allSatisfy(inConnectorRange),
+          "\(s.vpc_egress): private-vm saw \(s.private_seen_from.joined(separator: ",")) (connector range \(connectorRange)) via \(s.private_range_path)")
+      }
+      for s in report.services where s.vpc.hasPrefix("direct:") {
+        checks.add(
+          "\(s.name)'s instances are refused by the private VM's ingress rule",
+          s.private_seen_from.isEmpty && deniedIngress > 0,
+          "private-vm saw \(s.private_seen_from.isEmpty ? "nothing" : s.private_seen_from.joined(separator: ",")); \(backendHost) denied \(deniedIngress) packet(s) at ingress (\(report.private_vm_ingress))")
       }
       let shared = report.services.filter { $0.vpc == "connector:cloudrun-connector" && $0.vpc_egress == "all-traffic" }
       checks.add(
@@ -237,7 +295,7 @@ public struct ServerlessEgressRunner: Sendable {
   /// the platform's egress IP straight to the edge.
   func probe(
     services: [Hostnat_V1_ServerlessService], connectors: [Hostnat_V1_ServerlessConnector], instances: [Hostnat_V1_Instance],
-    state: LabState, server: IPv4Address
+    state: LabState, server: IPv4Address, backends: [(ip: IPv4Address, host: String)] = []
   ) async throws -> [String: Set<String>] {
     var requests: [WhoamiProbe.Request] = []
     for service in services {
@@ -255,7 +313,7 @@ public struct ServerlessEgressRunner: Sendable {
         }
       }
     }
-    return try await WhoamiProbe.run(requests, state: state)
+    return try await WhoamiProbe.run(requests, state: state, backends: backends)
   }
 }
 
@@ -280,7 +338,11 @@ public enum WhoamiProbe {
   }
 
   /// Source IPs the server saw, per request label (labels without an answer map to []).
-  public static func run(_ requests: [Request], state: LabState, seconds: Double = 3) async throws -> [String: Set<String>] {
+  /// `backends`: VMs (IP, host) that serve what-is-my-IP themselves for the run, as private
+  /// servers inside the VPC; they start first and announce themselves to their agent.
+  public static func run(
+    _ requests: [Request], state: LabState, seconds: Double = 3, backends: [(ip: IPv4Address, host: String)] = []
+  ) async throws -> [String: Set<String>] {
     struct Source {
       var ip: IPv4Address
       var host: String?
@@ -297,6 +359,17 @@ public enum WhoamiProbe {
     // One data plane per next hop (each agent, and the edge), holding every source behind it.
     var planes: [(stop: @Sendable () -> Void, reports: @Sendable () -> [(IPv4Address, WorkloadReport)])] = []
     defer { for plane in planes { plane.stop() } }
+    for backend in backends {
+      guard let hop = HostnatDataplane.SocketAddress(state.process("agent/\(backend.host)")?.address ?? "") else {
+        throw LabError("no underlay address for \(backend.host)")
+      }
+      let socket = try UDPSocket(binding: HostnatDataplane.SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0))
+      let server = PrivateServer(ip: backend.ip, announceTo: PrivateServer.announceAddress)
+      let plane = VMDataplane(socket: socket, agent: hop, workloads: [(ip: backend.ip, workload: server)])
+      plane.start()
+      planes.append((stop: { plane.stop() }, reports: { [] }))
+    }
+    if !backends.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
     for (host, group) in Dictionary(grouping: sources.values, by: { $0.host ?? "" }) {
       let next = host.isEmpty ? state.edge : (state.process("agent/\(host)")?.address ?? "")
       guard let hop = HostnatDataplane.SocketAddress(next) else { throw LabError("no underlay address for \(host.isEmpty ? "the edge" : host)") }
@@ -331,5 +404,36 @@ public enum WhoamiProbe {
       }
     }
     return seen
+  }
+}
+
+/// A VM that serves what-is-my-IP (UDP 80) at its internal address, for `WhoamiProbe` backends.
+/// Its first tick sends one ping to `announceTo`, so its host agent learns where the VM is (an
+/// agent learns a VM's underlay address from the VM's own packets).
+final class PrivateServer: PacketEndpoint {
+  let servers: InternetServers
+  let ip: IPv4Address
+  let announceTo: IPv4Address
+  var announced = false
+  /// The lab's what-is-my-IP server: any Internet address would do (the ping is NATed like any
+  /// other), but not one inside the VPC, whose ingress rules would count it.
+  static let announceAddress = IPv4Address(192, 0, 2, 10)
+
+  init(ip: IPv4Address, announceTo: IPv4Address) {
+    self.ip = ip
+    self.announceTo = announceTo
+    servers = InternetServers(servers: [ServerSpec(ip: ip, services: [.whoami])])
+  }
+
+  func receive(_ packet: UnsafeRawBufferPointer, now: UInt64, emit: (UnsafeRawBufferPointer) -> Void) {
+    servers.receive(packet, now: now, emit: emit)
+  }
+
+  func tick(now: UInt64, emit: (UnsafeRawBufferPointer) -> Void) {
+    if !announced {
+      announced = true
+      PacketBuilder.icmpEcho(source: ip, destination: announceTo, identifier: 1, sequence: 1).withUnsafeBytes { emit($0) }
+    }
+    servers.tick(now: now, emit: emit)
   }
 }

@@ -381,6 +381,59 @@ public nonisolated struct Hostnat_V1_HostConfig: Sendable {
   /// Private Google Access ranges reached without NAT, per network name.
   public var googleApisRanges: Dictionary<String,String> = [:]
 
+  /// The networks of this host's VMs as the VPC fabric sees them: which destinations stay inside
+  /// the VPC (subnet routes: never NATed) and the tag their packets carry between hosts.
+  public var vpcNetworks: [Hostnat_V1_VpcNetwork] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One network's place in the VPC fabric (traffic between VMs, which never uses NAT).
+public nonisolated struct Hostnat_V1_VpcNetwork: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Network name.
+  public var network: String = String()
+
+  /// Its fabric tag (1..1048575), unique among networks; packets between hosts carry it, so
+  /// networks with overlapping ranges stay apart.
+  public var id: UInt32 = 0
+
+  /// CIDRs reached inside the VPC: the primary and secondary ranges of the network's subnets and
+  /// of the subnets of the networks peered with it.
+  public var internalRanges: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Where the fabric delivers one internal destination of a network: the host of the VM that
+/// owns it (its primary IP as /32, or one of its alias ranges).
+public nonisolated struct Hostnat_V1_VpcRoute: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Fabric tag of the sending network (VpcNetwork.id).
+  public var networkID: UInt32 = 0
+
+  /// The destination CIDR.
+  public var destination: String = String()
+
+  /// Instance that owns it, for the operator.
+  public var instance: String = String()
+
+  /// The owner's host.
+  public var hostID: String = String()
+
+  /// That host's underlay address.
+  public var underlayAddress: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -720,6 +773,10 @@ public nonisolated struct Hostnat_V1_EdgeConfig: Sendable {
   /// Sources outside every VPC that talk to the Internet directly (serverless egress IPs): the
   /// edge answers them at the underlay address they sent from.
   public var directClientRanges: [String] = []
+
+  /// The VPC fabric: per sending network, the host of every internal destination it reaches
+  /// (its own VMs and those of the networks peered with it).
+  public var vpcRoutes: [Hostnat_V1_VpcRoute] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1390,7 +1447,7 @@ nonisolated extension Hostnat_V1_GatewayConfig: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Hostnat_V1_HostConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HostConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{1}version\0\u{1}gateways\0\u{1}vms\0\u{3}ownership_lease_sec\0\u{3}generated_ms\0\u{3}firewall_rules\0\u{1}routes\0\u{3}google_apis_ranges\0\u{c}\u{a}\u{b}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{1}version\0\u{1}gateways\0\u{1}vms\0\u{3}ownership_lease_sec\0\u{3}generated_ms\0\u{3}firewall_rules\0\u{1}routes\0\u{3}google_apis_ranges\0\u{4}\u{c}vpc_networks\0\u{c}\u{a}\u{b}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1407,6 +1464,7 @@ nonisolated extension Hostnat_V1_HostConfig: SwiftProtobuf.Message, SwiftProtobu
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.firewallRules) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.routes) }()
       case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.googleApisRanges) }()
+      case 21: try { try decoder.decodeRepeatedMessageField(value: &self.vpcNetworks) }()
       default: break
       }
     }
@@ -1440,6 +1498,9 @@ nonisolated extension Hostnat_V1_HostConfig: SwiftProtobuf.Message, SwiftProtobu
     if !self.googleApisRanges.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.googleApisRanges, fieldNumber: 9)
     }
+    if !self.vpcNetworks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.vpcNetworks, fieldNumber: 21)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1453,6 +1514,97 @@ nonisolated extension Hostnat_V1_HostConfig: SwiftProtobuf.Message, SwiftProtobu
     if lhs.firewallRules != rhs.firewallRules {return false}
     if lhs.routes != rhs.routes {return false}
     if lhs.googleApisRanges != rhs.googleApisRanges {return false}
+    if lhs.vpcNetworks != rhs.vpcNetworks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hostnat_V1_VpcNetwork: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VpcNetwork"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}network\0\u{1}id\0\u{3}internal_ranges\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.network) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.id) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.internalRanges) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.network.isEmpty {
+      try visitor.visitSingularStringField(value: self.network, fieldNumber: 1)
+    }
+    if self.id != 0 {
+      try visitor.visitSingularUInt32Field(value: self.id, fieldNumber: 2)
+    }
+    if !self.internalRanges.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.internalRanges, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hostnat_V1_VpcNetwork, rhs: Hostnat_V1_VpcNetwork) -> Bool {
+    if lhs.network != rhs.network {return false}
+    if lhs.id != rhs.id {return false}
+    if lhs.internalRanges != rhs.internalRanges {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hostnat_V1_VpcRoute: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VpcRoute"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}network_id\0\u{1}destination\0\u{1}instance\0\u{3}host_id\0\u{3}underlay_address\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.networkID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.destination) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.instance) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.hostID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.underlayAddress) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.networkID != 0 {
+      try visitor.visitSingularUInt32Field(value: self.networkID, fieldNumber: 1)
+    }
+    if !self.destination.isEmpty {
+      try visitor.visitSingularStringField(value: self.destination, fieldNumber: 2)
+    }
+    if !self.instance.isEmpty {
+      try visitor.visitSingularStringField(value: self.instance, fieldNumber: 3)
+    }
+    if !self.hostID.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostID, fieldNumber: 4)
+    }
+    if !self.underlayAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.underlayAddress, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hostnat_V1_VpcRoute, rhs: Hostnat_V1_VpcRoute) -> Bool {
+    if lhs.networkID != rhs.networkID {return false}
+    if lhs.destination != rhs.destination {return false}
+    if lhs.instance != rhs.instance {return false}
+    if lhs.hostID != rhs.hostID {return false}
+    if lhs.underlayAddress != rhs.underlayAddress {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1992,7 +2144,7 @@ nonisolated extension Hostnat_V1_ExternalIpRoute: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EdgeConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}nat_routes\0\u{3}external_routes\0\u{3}generated_ms\0\u{3}private_google_access_routes\0\u{3}direct_client_ranges\0\u{c}\u{7}\u{9}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}nat_routes\0\u{3}external_routes\0\u{3}generated_ms\0\u{3}private_google_access_routes\0\u{3}direct_client_ranges\0\u{4}\u{a}vpc_routes\0\u{c}\u{7}\u{9}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2006,6 +2158,7 @@ nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobu
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.generatedMs) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.privateGoogleAccessRoutes) }()
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.directClientRanges) }()
+      case 16: try { try decoder.decodeRepeatedMessageField(value: &self.vpcRoutes) }()
       default: break
       }
     }
@@ -2030,6 +2183,9 @@ nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobu
     if !self.directClientRanges.isEmpty {
       try visitor.visitRepeatedStringField(value: self.directClientRanges, fieldNumber: 6)
     }
+    if !self.vpcRoutes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.vpcRoutes, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2040,6 +2196,7 @@ nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobu
     if lhs.generatedMs != rhs.generatedMs {return false}
     if lhs.privateGoogleAccessRoutes != rhs.privateGoogleAccessRoutes {return false}
     if lhs.directClientRanges != rhs.directClientRanges {return false}
+    if lhs.vpcRoutes != rhs.vpcRoutes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

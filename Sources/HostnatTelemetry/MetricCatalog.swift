@@ -44,7 +44,7 @@ public struct MetricDefinition: Sendable, Hashable {
 ///   engine's (`DropReason.cloudNATName`: MALFORMED, UNSUPPORTED_PROTOCOL, FRAGMENT,
 ///   NO_NAT_CONFIGURED, FILTERED_INBOUND, ENDPOINT_INDEPENDENCE_CONFLICT, OUT_OF_RESOURCES,
 ///   FLOW_TABLE_FULL, UNMATCHED_ICMP_ERROR) and the packet loop's (NOT_CONFIGURED,
-///   MALFORMED_UNDERLAY, UNKNOWN_VNI, UNKNOWN_VM, NO_EDGE, SEND_ERROR).
+///   MALFORMED_UNDERLAY, UNKNOWN_VNI, UNKNOWN_VM, NO_EDGE, NO_FABRIC, SEND_ERROR).
 /// - `hostnat_agent_flows`, `hostnat_agent_flow_table_capacity`: flow table occupancy.
 /// - `hostnat_agent_config_version_applied`, `hostnat_agent_controller_connected` (0/1),
 ///   `hostnat_agent_seconds_since_last_config`.
@@ -64,7 +64,7 @@ public enum HostnatMetrics {
   static let vmLabels = ["vm", "gateway"]
 
   /// The packet loop's drop reasons beside the engine's `DropReason`s.
-  public static let loopDropReasons = ["NOT_CONFIGURED", "MALFORMED_UNDERLAY", "UNKNOWN_VNI", "UNKNOWN_VM", "NO_EDGE", "SEND_ERROR"]
+  public static let loopDropReasons = ["NOT_CONFIGURED", "MALFORMED_UNDERLAY", "UNKNOWN_VNI", "UNKNOWN_VM", "NO_EDGE", "NO_FABRIC", "SEND_ERROR"]
   /// Every value of the `reason` label of `hostnat_agent_dropped_packets_total`.
   public static let dropReasons: [String] = DropReason.allCases.map(\.cloudNATName) + loopDropReasons
 
@@ -83,6 +83,7 @@ public enum HostnatMetrics {
     .init("hostnat_agent_nat_allocation_failed", .gauge, "1 if the VM had NAT allocation failures in the last interval.", labels: vmLabels),
     .init("hostnat_agent_dropped_packets_total", .counter, "Packets dropped on the host, by reason.", labels: ["reason"]),
     .init("hostnat_agent_private_google_access_packets_total", .counter, "Packets to or from the Google APIs ranges, untranslated (Private Google Access).", labels: ["direction"]),
+    .init("hostnat_agent_vpc_packets_total", .counter, "VM-to-VM packets sent into or accepted from the VPC fabric, untranslated.", labels: ["direction"]),
     .init("hostnat_agent_flows", .gauge, "Flows in the flow table."),
     .init("hostnat_agent_flow_table_capacity", .gauge, "Capacity of the flow table."),
     .init("hostnat_agent_config_version_applied", .gauge, "Version of the config in force (0 before the first)."),
@@ -108,6 +109,7 @@ public enum HostnatMetrics {
     .init("hostnat_edge_hairpinned_packets_total", .counter, "Packets between two NAT IP:ports sent straight to the owner."),
     .init("hostnat_edge_dropped_unowned_packets_total", .counter, "Packets to a NAT IP:port no host owns."),
     .init("hostnat_edge_malformed_packets_total", .counter, "Datagrams that are not Geneve with inner IPv4."),
+    .init("hostnat_edge_vpc_packets_total", .counter, "VM-to-VM packets the VPC fabric carried to their destination's host (routed) or dropped for want of an owner (unrouted).", labels: ["result"]),
   ]
 
   public static func definitions(for role: Role) -> [MetricDefinition] {

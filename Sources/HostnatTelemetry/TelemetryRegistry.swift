@@ -152,13 +152,15 @@ extension TelemetryRegistry {
       (DropReason.firewallDenied.cloudNATName, g.firewallDeniedEgress + g.firewallDeniedIngress),
       (DropReason.routedToNextHop.cloudNATName, g.routedToNextHop),
       ("NOT_CONFIGURED", l.notConfigured), ("MALFORMED_UNDERLAY", l.malformedUnderlay), ("UNKNOWN_VNI", l.unknownVNI),
-      ("UNKNOWN_VM", l.unknownVM), ("NO_EDGE", l.noEdge), ("SEND_ERROR", l.sendErrors),
+      ("UNKNOWN_VM", l.unknownVM), ("NO_EDGE", l.noEdge), ("NO_FABRIC", l.noFabric), ("SEND_ERROR", l.sendErrors),
     ] + [DropReason.outOfResources, .endpointIndependenceConflict, .flowTableFull].map { ($0.cloudNATName, allocDrops[$0.cloudNATName] ?? 0) }
     for (reason, n) in byReason {
       counter("hostnat_agent_dropped_packets_total", labels: [("reason", reason)]).set(n)
     }
     counter("hostnat_agent_private_google_access_packets_total", labels: [("direction", "out")]).set(g.privateGoogleAccessOut)
     counter("hostnat_agent_private_google_access_packets_total", labels: [("direction", "in")]).set(g.privateGoogleAccessIn)
+    counter("hostnat_agent_vpc_packets_total", labels: [("direction", "out")]).set(g.vpcOut)
+    counter("hostnat_agent_vpc_packets_total", labels: [("direction", "in")]).set(g.vpcIn)
     gauge("hostnat_agent_flows").set(stats.flows)
     gauge("hostnat_agent_flow_table_capacity").set(stats.capacity)
     gauge("hostnat_agent_config_version_applied").set(stats.appliedVersion ?? 0)
@@ -170,6 +172,8 @@ extension TelemetryRegistry {
     counter("hostnat_edge_hairpinned_packets_total").set(stats.hairpinned)
     counter("hostnat_edge_dropped_unowned_packets_total").set(stats.droppedUnowned)
     counter("hostnat_edge_malformed_packets_total").set(stats.malformed)
+    counter("hostnat_edge_vpc_packets_total", labels: [("result", "routed")]).set(stats.vpcRouted)
+    counter("hostnat_edge_vpc_packets_total", labels: [("result", "unrouted")]).set(stats.vpcUnrouted)
     for (host, n) in stats.perHost {
       counter("hostnat_edge_routed_packets_total", labels: [("host", host)]).set(n)
     }

@@ -91,6 +91,10 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
     ]
     host.routes = [.with { $0.name = "via-vm"; $0.network = "vpc"; $0.destRange = "198.51.100.0/26"; $0.priority = 1000; $0.nextHop.instance = "vm-9" }]
     host.googleApisRanges = ["vpc": "198.51.100.8/30"]
+    host.vpcNetworks = [
+      .with { $0.network = "vpc"; $0.id = 3; $0.internalRanges = ["10.240.0.0/20", "10.50.0.0/24"] },
+      .with { $0.network = "other"; $0.id = 4; $0.internalRanges = ["10.240.0.0/20"] },
+    ]
     host.gateways[0].rules = [.with { $0.ruleNumber = 100; $0.destinationRanges = ["192.0.2.20/32"] }]
     host.vms[0].nics[0].natBindings[0].portBlocks.append(.with { $0.natIp = "203.0.113.3"; $0.firstPort = 1024; $0.count = 64; $0.ruleNumber = 100 })
 
@@ -107,6 +111,7 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
     ])
     #expect(policy.routes == [CustomRoute(name: "via-vm", destination: IPv4CIDR("198.51.100.0/26")!, priority: 1000, nextHop: .instance("vm-9"))])
     #expect(policy.googleAPIsRanges == [IPv4CIDR("198.51.100.8/30")!])
+    #expect(policy.internalRanges == [IPv4CIDR("10.240.0.0/20")!, IPv4CIDR("10.50.0.0/24")!] && policy.fabricID == 3)
     let vm1 = try #require(config.vms.first { $0.id == "vm-1" })
     #expect(vm1.network == "vpc" && vm1.privateGoogleAccess)
     #expect(vm1.gateway.rules == [NatRuleDestinations(ruleNumber: 100, destinations: [IPv4CIDR("192.0.2.20/32")!])])
@@ -125,6 +130,9 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
     ("hop", "routes[x].nextHop"),
     ("google", "googleApisRanges[vpc]"),
     ("rule", "rules[7].destinationRanges"),
+    ("vpcrange", "vpcNetworks[vpc].internalRanges"),
+    ("vpcid", "vpcNetworks[vpc].id"),
+    ("vpcdup", "is also vpc's"),
   ])
   func badPoliciesAreRejectedWithTheField(breakage: String, expected: String) {
     var config = snapshot(version: 1)
@@ -136,6 +144,9 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
     case "route": config.routes = [.with { $0.name = "x"; $0.network = "vpc"; $0.destRange = "300.0.0.0/8"; $0.nextHop.defaultInternetGateway = true }]
     case "hop": config.routes = [.with { $0.name = "x"; $0.network = "vpc"; $0.destRange = "10.0.0.0/8" }]
     case "google": config.googleApisRanges = ["vpc": "x"]
+    case "vpcrange": config.vpcNetworks = [.with { $0.network = "vpc"; $0.id = 1; $0.internalRanges = ["10.0.0.0/33"] }]
+    case "vpcid": config.vpcNetworks = [.with { $0.network = "vpc"; $0.id = 0x10_0000 }]
+    case "vpcdup": config.vpcNetworks = [.with { $0.network = "vpc"; $0.id = 2 }, .with { $0.network = "other"; $0.id = 2 }]
     default: config.gateways[0].rules = [.with { $0.ruleNumber = 7; $0.destinationRanges = ["1.2.3.4/40"] }]
     }
     do {

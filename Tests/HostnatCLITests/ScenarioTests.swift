@@ -67,6 +67,15 @@ struct ScenarioTests {
     let egress = try #require(privateOnly["serverless_egress_ip"] as? String)
     #expect(egress.hasPrefix("192.0.2.") && privateOnly["seen_from"] as? [String] == [egress], "\(privateOnly)")
     #expect((privateOnly["private_range_path"] as? String)?.hasPrefix("connector-instance:cloudrun-connector-") == true)
+    // Private ranges are sent, through the connector and the VPC fabric, untranslated: the
+    // private VM sees a connector instance's address (10.8.0.0/28), and Direct VPC egress sources
+    // (which its ingress rule does not allow) are refused.
+    for name in ["service-a", "service-b", "service-c", "nat-test-private"] {
+      let seen = services[name]?["private_seen_from"] as? [String] ?? []
+      #expect(!seen.isEmpty && seen.allSatisfy { $0.hasPrefix("10.8.0.") }, "\(name): \(seen)")
+    }
+    #expect(services["my-api-service"]?["private_seen_from"] as? [String] == [])
+    #expect(report["passed"] as? Bool == true, "\(report["checks"] ?? [])")
     #expect((report["connector_instances_before"] as? [String])?.count == 2)
     #expect((report["connector_instances_scaled"] as? [String])?.count == 4)
     #expect((report["connector_instances_after"] as? [String])?.count == 2)

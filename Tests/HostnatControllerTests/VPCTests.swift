@@ -200,6 +200,42 @@ struct VPCTests {
     }
   }
 
+  /// Peering carries subnet routes: hosts learn the peer's ranges as internal (never NATed) and
+  /// the edge's fabric routes each network's view, peers included, non-peered networks not.
+  @Test func peeringCarriesSubnetRoutesIntoTheFabric() async throws {
+    try await withAdmin { admin, core in
+      try await build(admin)
+      _ = try await admin.createNetwork(.with { $0.network.name = "peer" })
+      _ = try await admin.createSubnet(.with { $0.subnet = .with { $0.name = "p1"; $0.network = "peer"; $0.region = "r1"; $0.ipCidrRange = "10.50.0.0/24" } })
+      _ = try await admin.createNetwork(.with { $0.network.name = "lonely" })
+      _ = try await admin.createSubnet(.with { $0.subnet = .with { $0.name = "l1"; $0.network = "lonely"; $0.region = "r1"; $0.ipCidrRange = "10.70.0.0/24" } })
+      _ = try await admin.updateNetwork(.with { $0.network.name = "vpc"; $0.network.peerNetworks = ["peer"]; $0.updateMask = ["peer_networks"] })
+      _ = try await admin.createInstance(.with { $0.instance = .with { $0.name = "peer-vm"; $0.host = "host-b"; $0.networkInterfaces = [.with { $0.subnet = "p1" }] } })
+      _ = try await admin.createInstance(.with { $0.instance = .with { $0.name = "lonely-vm"; $0.host = "host-b"; $0.networkInterfaces = [.with { $0.subnet = "l1" }] } })
+      let hostA = try config(core, "host-a")
+      let ids = VPCFabric.ids(core.intent)
+      let vpc = try #require(hostA.vpcNetworks.first { $0.network == "vpc" })
+      #expect(vpc.id == ids["vpc"] && vpc.id != 0)
+      #expect(vpc.internalRanges.contains("10.50.0.0/24"), "the peer's subnet is a subnet route of vpc: \(vpc.internalRanges)")
+      #expect(!vpc.internalRanges.contains("10.70.0.0/24"))
+      let subnet1 = try #require(core.intent.subnets.first { $0.name == "subnet-1" })
+      #expect(vpc.internalRanges.contains(subnet1.ipCidrRange))
+      // Peering is symmetric once either side lists it.
+      #expect(VPCFabric.internalRanges("peer", core.intent).contains(subnet1.ipCidrRange))
+
+      let underlays = ["host-a": "127.0.0.1:4001", "host-b": "127.0.0.1:4002"]
+      let routes = VPCFabric.routes(core.intent, underlays: underlays, ids: ids)
+      func owners(_ network: String) -> Set<String> { Set(routes.filter { $0.networkID == ids[network] }.map(\.instance)) }
+      #expect(owners("vpc").contains("peer-vm") && !owners("vpc").contains("lonely-vm"))
+      #expect(owners("peer").contains("peer-vm") && owners("peer").isSuperset(of: owners("vpc")))
+      #expect(owners("lonely") == ["lonely-vm"])
+      let peerVM = try #require(routes.first { $0.instance == "peer-vm" && $0.networkID == ids["vpc"] })
+      #expect(peerVM.hostID == "host-b" && peerVM.underlayAddress == "127.0.0.1:4002" && peerVM.destination.hasSuffix("/32"))
+      // A host that never said hello has no fabric routes yet.
+      #expect(VPCFabric.routes(core.intent, underlays: ["host-a": "127.0.0.1:4001"], ids: ids).allSatisfy { $0.hostID == "host-a" })
+    }
+  }
+
   @Test func multipleNicsAreNatedByTheirOwnNetworksGateways() async throws {
     try await withAdmin { admin, core in
       try await build(admin)

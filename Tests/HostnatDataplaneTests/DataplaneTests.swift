@@ -434,3 +434,104 @@ struct DataplaneTests {
     #expect(agent.stats().global.translatedOut >= UInt64(got))
   }
 }
+
+/// VM-to-VM traffic across two host agents and the edge's VPC fabric: untranslated both ways,
+/// tagged with the sending network, routed per network, and met by the receiver's ingress rules.
+@Suite("VPC fabric")
+struct VPCFabricDataplaneTests {
+  static let vmB = IPv4Address(10, 0, 0, 3)
+
+  static func engineConfig(_ vm: VMConfig, rules: [FirewallRule] = []) -> EngineConfig {
+    var vm = vm
+    vm.network = "vpc"
+    return EngineConfig(vms: [vm], networks: ["vpc": NetworkPolicy(firewallRules: rules, internalRanges: [IPv4CIDR("10.0.0.0/24")!], fabricID: 1)])
+  }
+
+  @Test func twoHostsTalkThroughTheFabric() throws {
+    let vmA = try bindLoopback()
+    let vmB = try bindLoopback()
+    let agentASocket = try bindLoopback()
+    let agentBSocket = try bindLoopback()
+    let edgeSocket = try bindLoopback()
+    let otherHost = try bindLoopback()
+    defer { closeAll(vmA, vmB, agentASocket, agentBSocket, edgeSocket, otherHost) }
+    let allowUDP = FirewallRule(
+      name: "allow-internal-udp", direction: .ingress, allow: true, matches: [FirewallMatch(protocolNumber: IPProtocol.udp)],
+      ranges: [IPv4CIDR("10.0.0.0/24")!])
+    let agentA = try AgentDataplane(socket: agentASocket, capacity: 64, initialConfig: Self.engineConfig(vmConfig()), initialVersion: 1)
+    let agentB = try AgentDataplane(
+      socket: agentBSocket, capacity: 64, initialConfig: Self.engineConfig(vmConfig(id: "vm-b", ip: Self.vmB, ports: 2000..<2064), rules: [allowUDP]),
+      initialVersion: 1)
+    let edge = EdgeDataplane(socket: edgeSocket, servers: EchoServers())
+    try edge.setRoutes([], fabric: [
+      VPCFabricRoute(networkID: 1, destination: IPv4CIDR("10.0.0.2/32")!, host: agentASocket.localAddress),
+      VPCFabricRoute(networkID: 1, destination: IPv4CIDR("10.0.0.3/32")!, host: agentBSocket.localAddress),
+      // Another network with the same range: its traffic never reaches network 1's VMs.
+      VPCFabricRoute(networkID: 2, destination: IPv4CIDR("10.0.0.0/24")!, host: otherHost.localAddress),
+    ])
+    for agent in [agentA, agentB] {
+      agent.setEdge(edgeSocket.localAddress)
+      agent.start()
+    }
+    edge.start()
+    defer {
+      agentA.stop()
+      agentB.stop()
+      edge.stop()
+    }
+    // vm-b speaks first (to the Internet), so its agent learns where it is.
+    try vmB.send(
+      Underlay.encapsulate(PacketBuilder.udp(source: Self.vmB, destination: server, sourcePort: 9, destinationPort: 9), vni: Underlay.overlayVNI),
+      to: agentBSocket.localAddress)
+    #expect(eventually { agentB.stats().loop.received == 1 })
+
+    let request = PacketBuilder.udp(source: vmIP, destination: Self.vmB, sourcePort: 5000, destinationPort: 53, payload: [1, 2, 3])
+    try vmA.send(Underlay.encapsulate(request, vni: Underlay.overlayVNI), to: agentASocket.localAddress)
+    let arrived = try receive(vmB)
+    try #require(arrived.count == 1)
+    #expect(decap(arrived[0].bytes)?.vni == Underlay.overlayVNI)
+    #expect(decap(arrived[0].bytes)?.inner == request, "nothing is rewritten inside the VPC")
+
+    let reply = PacketBuilder.udp(source: Self.vmB, destination: vmIP, sourcePort: 53, destinationPort: 5000, payload: [4])
+    try vmB.send(Underlay.encapsulate(reply, vni: Underlay.overlayVNI), to: agentBSocket.localAddress)
+    let back = try receive(vmA)
+    try #require(back.count == 1)
+    #expect(decap(back[0].bytes)?.inner == reply, "A's tracked connection lets B's reply in without an ingress rule")
+    #expect(agentA.stats().loop.vpcSent == 1 && agentA.stats().loop.vpcReceived == 1)
+    #expect(agentB.stats().loop.vpcSent == 1 && agentB.stats().loop.vpcReceived == 1)
+    #expect(agentA.stats().flows == 0, "no NAT flow for VPC traffic")
+    #expect(edge.stats().vpcRouted == 2)
+
+    // An unsolicited packet from B to A meets A's implied deny-ingress.
+    let unsolicited = PacketBuilder.udp(source: Self.vmB, destination: vmIP, sourcePort: 7777, destinationPort: 7777)
+    try vmB.send(Underlay.encapsulate(unsolicited, vni: Underlay.overlayVNI), to: agentBSocket.localAddress)
+    #expect(eventually { agentA.stats().global.firewallDeniedIngress == 1 })
+    #expect(try receive(vmA, within: .milliseconds(50)).isEmpty)
+
+    // The edge keeps networks apart by their tag, and drops what no VM of the network owns.
+    let probe = PacketBuilder.udp(source: IPv4Address(10, 0, 0, 9), destination: Self.vmB, sourcePort: 1, destinationPort: 1)
+    try vmA.send(Underlay.encapsulate(probe, vni: Underlay.vpcVNI(network: 2)), to: edgeSocket.localAddress)
+    let other = try receive(otherHost)
+    #expect(other.count == 1 && decap(other[0].bytes)?.vni == Underlay.vpcVNI(network: 2))
+    try vmA.send(Underlay.encapsulate(probe, vni: Underlay.vpcVNI(network: 3)), to: edgeSocket.localAddress)
+    #expect(eventually { edge.stats().vpcUnrouted == 1 })
+  }
+
+  @Test func fabricRoutesAreChecked() throws {
+    let host = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 9)
+    let socket = try bindLoopback()
+    defer { closeAll(socket) }
+    let edge = EdgeDataplane(socket: socket, servers: EchoServers())
+    #expect(throws: EdgeRouteError.self) {
+      try edge.setRoutes([], fabric: [VPCFabricRoute(networkID: 0, destination: IPv4CIDR("10.0.0.2/32")!, host: host)])
+    }
+    #expect(throws: EdgeRouteError.self) {
+      try edge.setRoutes([], fabric: [
+        VPCFabricRoute(networkID: 1, destination: IPv4CIDR("10.0.0.0/24")!, host: host),
+        VPCFabricRoute(networkID: 1, destination: IPv4CIDR("10.0.0.7/32")!, host: host),
+      ])
+    }
+    #expect(Underlay.vpcNetwork(Underlay.vpcVNI(network: 5)) == 5)
+    #expect(Underlay.vpcNetwork(Underlay.internetVNI) == nil && Underlay.vpcNetwork(Underlay.vpcVNIBase) == nil)
+  }
+}

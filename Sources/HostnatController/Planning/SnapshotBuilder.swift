@@ -41,6 +41,7 @@ public enum SnapshotBuilder {
       host.vms.append(vm)
       configs[instance.host] = host
     }
+    let fabricIDs = VPCFabric.ids(stored)
     // Each gateway's status once (it walks the planner's allocations), not once per host.
     var gatewayConfigs: [String: Hostnat_V1_GatewayConfig?] = [:]
     for (hostID, var config) in configs {
@@ -58,6 +59,7 @@ public enum SnapshotBuilder {
       for network in stored.networks where networks.contains(network.name) && !network.googleApisRange.isEmpty {
         config.googleApisRanges[network.name] = network.googleApisRange
       }
+      config.vpcNetworks = VPCFabric.networks(networks, stored, ids: fabricIDs)
       configs[hostID] = config
     }
     return configs
@@ -107,6 +109,7 @@ public enum SnapshotBuilder {
     }
     config.privateGoogleAccessRoutes.sort { $0.externalIp < $1.externalIp }
     if !stored.services.isEmpty { config.directClientRanges = [ServerlessModel.egressRange] }
+    config.vpcRoutes = VPCFabric.routes(stored, underlays: underlays, ids: VPCFabric.ids(stored))
     config.natRoutes.sort { ($0.natIp, $0.firstPort) < ($1.natIp, $1.firstPort) }
     config.externalRoutes.sort { $0.externalIp < $1.externalIp }
     return config
