@@ -822,24 +822,32 @@ public final class NATEngine {
     return -4
   }
 
-  /// An echo reply from a VM: only a ping from inside the VPC can have asked for it (NAT never
-  /// lets echo requests in), so it goes back through the fabric when the egress rules allow it.
+  /// An echo reply from a VM. NAT never lets echo requests in, so only two pings can have asked
+  /// for it: one from inside the VPC (the reply goes back through the fabric) and one to the VM's
+  /// 1:1 external IP (the reply leaves from that IP), each as the egress rules allow.
   @inline(never)
   func outboundEchoReply(_ ip: IPv4PacketView, _ t: Tuple, now: UInt64) -> Verdict {
-    guard config.hasPolicies, t.tcpFlags == ICMPType.echoReply else { return drop(.unsupportedProtocol, t, now: now) }
-    let natVM = config.natVM(for: t.src)
-    let vmIndex = config.vm(internal: t.src, natVM: natVM)
-    guard vmIndex >= 0, config.vms[vmIndex].network >= 0,
-      config.policies.isInternal(config.policies.networks[config.vms[vmIndex].network], t.dst)
-    else { return drop(.unsupportedProtocol, t, now: now) }
-    var reason = DropReason.unsupportedProtocol
-    switch egressPolicy(t, oneToOne: -1, natVM: natVM, now: now, reason: &reason) {
-    case -5:
-      if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: t.src, inVPC: true, now: now) }
-      return .forwardInVPC
-    case -1: return .drop(reason)
-    default: return drop(.unsupportedProtocol, t, now: now)
+    guard t.tcpFlags == ICMPType.echoReply else { return drop(.unsupportedProtocol, t, now: now) }
+    let oneToOne = config.primaryCount > 0 ? config.oneToOneVM(primary: t.src) : -1
+    if config.hasPolicies {
+      let natVM = config.natVM(for: t.src)
+      let vmIndex = oneToOne >= 0 ? oneToOne : config.vm(internal: t.src, natVM: natVM)
+      let network = vmIndex >= 0 ? config.vms[vmIndex].network : -1
+      if oneToOne >= 0 || (network >= 0 && config.policies.isInternal(config.policies.networks[network], t.dst)) {
+        var reason = DropReason.unsupportedProtocol
+        switch egressPolicy(t, oneToOne: oneToOne, natVM: natVM, now: now, reason: &reason) {
+        case -5:
+          if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: t.src, inVPC: true, now: now) }
+          return .forwardInVPC
+        case -1: return .drop(reason)
+        default: break
+        }
+      }
     }
+    guard oneToOne >= 0 else { return drop(.unsupportedProtocol, t, now: now) }
+    let verdict = oneToOneOut(ip.bytes, t, vm: oneToOne)
+    if ip.moreFragments { firstFragment(ip, t, inbound: false, newIP: ip.bytes.loadBE32(at: 12), now: now) }
+    return verdict
   }
 
   /// A packet another host sent through the VPC fabric to one of this host's VMs: untranslated,

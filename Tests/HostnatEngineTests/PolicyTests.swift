@@ -167,6 +167,26 @@ import Testing
     }
   }
 
+  /// A VM with an external IP answers pings to that IP when an ingress rule lets them in: its
+  /// echo reply leaves from the external IP. Without a network policy there is no firewall.
+  @Test func oneToOneVMsAnswerPings() throws {
+    let withRules = try NATEngine(capacity: 64, config: Self.config([Self.vm(external: Self.external)], rules: [Self.pingFromAnywhere]))
+    let bare = try NATEngine(capacity: 64, config: EngineConfig(vms: [Self.vm(external: Self.external, network: "")]))
+    for engine in [withRules, bare] {
+      let request = PacketBuilder.icmpEcho(source: Self.peer, destination: Self.external, identifier: 9, sequence: 1)
+      let (v1, delivered) = run(engine, outbound: false, request, now: 0)
+      #expect(v1 == .forward && expectValid(delivered)?.destination == vmIP)
+      let reply = PacketBuilder.icmpEcho(source: vmIP, destination: Self.peer, type: ICMPType.echoReply, identifier: 9, sequence: 1)
+      let (v2, out) = run(engine, outbound: true, reply, now: 1)
+      #expect(v2 == .forward)
+      #expect(expectValid(out)?.source == Self.external)
+    }
+    // A NAT-only VM still never sends echo replies to the Internet (nothing can have asked).
+    let natOnly = try NATEngine(capacity: 64, config: Self.config([Self.vm()]))
+    let reply = PacketBuilder.icmpEcho(source: vmIP, destination: Self.peer, type: ICMPType.echoReply, identifier: 9, sequence: 1)
+    #expect(run(natOnly, outbound: true, reply, now: 0).0 == .drop(.unsupportedProtocol))
+  }
+
   @Test func oneToOneConnectionsAreStatefulBothWays() throws {
     // Egress to the peers' range is denied, ingress ssh from them allowed: the VM can still answer.
     let denyOut = FirewallRule(name: "no-out", direction: .egress, priority: 100, allow: false, ranges: [cidr("198.51.100.0/24")])
