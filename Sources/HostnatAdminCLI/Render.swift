@@ -59,12 +59,12 @@ enum Render {
 
   static func instances(_ items: [Hostnat_V1_Instance], format: OutputFormat, single: Bool) {
     many(items, format: format, single: single) {
-      var table = Table(["NAME", "REGION", "HOST", "INTERNAL_IP", "EXTERNAL_IP", "ALIAS_RANGES"])
+      var table = Table(["NAME", "REGION", "HOST", "INTERNAL_IP", "EXTERNAL_IP", "ALIAS_RANGES", "TAGS"])
       for i in items {
         let nics = i.networkInterfaces
         table.add([
           i.name, i.region, i.host, list(nics.map(\.networkIp)), list(nics.map(\.externalIp).filter { !$0.isEmpty }),
-          list(nics.flatMap { $0.aliasIpRanges.map(\.ipCidrRange) }),
+          list(nics.flatMap { $0.aliasIpRanges.map(\.ipCidrRange) }), list(i.tags),
         ])
       }
       return table

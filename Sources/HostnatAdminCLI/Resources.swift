@@ -81,7 +81,7 @@ struct AddressesCommand: AsyncParsableCommand {
 struct InstancesCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "instances", abstract: "VM instances and the hosts that run them.",
-    subcommands: [Create.self, Describe.self, List.self, Delete.self])
+    subcommands: [Create.self, Describe.self, List.self, Delete.self, AddTags.self, RemoveTags.self])
 
   struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create an instance with one NIC.")
@@ -94,6 +94,7 @@ struct InstancesCommand: AsyncParsableCommand {
     @Option(help: "External IP (1:1, bypasses NAT for the primary IP).") var externalIp: String?
     @Option(help: "A further NIC, SUBNET or SUBNET:IP, each in another network (repeatable).") var extraNic: [String] = []
     @Option(help: "Project (a Shared VPC service project may use its host project's networks).") var project: String?
+    @Option(help: "Network tags, A,B,... (firewall rules with --target-tags apply to instances carrying one).") var tags: [String] = []
 
     func run() async throws {
       let session = AdminSession(command: "instances.create", global: global)
@@ -131,6 +132,7 @@ struct InstancesCommand: AsyncParsableCommand {
               $0.host = host
               $0.networkInterfaces = [nic] + extras
               $0.project = project ?? ""
+              $0.tags = Parse.commaList(tags)
             }
           }, options: AdminSession.callOptions)
         Console.err("Created [instances/\(instance.name)].\n")
@@ -176,6 +178,47 @@ struct InstancesCommand: AsyncParsableCommand {
         let response = try await admin.deleteInstance(.with { $0.name = name }, options: AdminSession.callOptions)
         Render.deleted("instances/\(name)", response, format: global.format)
       }
+    }
+  }
+}
+
+extension InstancesCommand {
+  /// `instances add-tags NAME --tags A,B`, as gcloud spells it.
+  struct AddTags: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "add-tags", abstract: "Add network tags to an instance (new connections meet the rules of its new tags).")
+    @OptionGroup var global: GlobalOptions
+    @Argument var name: String
+    @Option(help: "Tags to add, A,B,...") var tags: [String]
+
+    func run() async throws {
+      try await updateTags(name, add: Parse.commaList(tags), remove: [], global: global, command: "instances.add-tags")
+    }
+  }
+
+  /// `instances remove-tags NAME --tags A,B`.
+  struct RemoveTags: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "remove-tags", abstract: "Remove network tags from an instance (its established connections go on).")
+    @OptionGroup var global: GlobalOptions
+    @Argument var name: String
+    @Option(help: "Tags to remove, A,B,...") var tags: [String]
+
+    func run() async throws {
+      try await updateTags(name, add: [], remove: Parse.commaList(tags), global: global, command: "instances.remove-tags")
+    }
+  }
+
+  static func updateTags(_ name: String, add: [String], remove: [String], global: GlobalOptions, command: String) async throws {
+    try await AdminSession(command: command, global: global).run { admin in
+      let instance = try await admin.updateInstanceTags(
+        .with {
+          $0.name = name
+          $0.add = add
+          $0.remove = remove
+        }, options: AdminSession.callOptions)
+      Console.err("Updated [instances/\(instance.name)].\n")
+      Render.instances([instance], format: global.format ?? .table, single: true)
     }
   }
 }

@@ -22,6 +22,7 @@ struct FirewallRulesCommand: AsyncParsableCommand {
     @Option(help: "INGRESS: source CIDRs, A,B,... (default 0.0.0.0/0).") var sourceRanges: [String] = []
     @Option(help: "EGRESS: destination CIDRs, A,B,... (default 0.0.0.0/0).") var destinationRanges: [String] = []
     @Option(help: "0-65535, lower wins (default 1000).") var priority: UInt32 = 1000
+    @Option(help: "Only instances with one of these network tags, A,B,... (default: every instance).") var targetTags: [String] = []
     @Flag(help: "Log packets the rule matches.") var enableLogging = false
     @Option(help: "Free text.") var description: String?
 
@@ -58,6 +59,7 @@ struct FirewallRulesCommand: AsyncParsableCommand {
         rule.rules = order.map { proto in .with { $0.ipProtocol = proto; $0.ports = ports[proto] ?? [] } }
         rule.sourceRanges = try Parse.commaList(sourceRanges).map { r throws(FlagError) in try Parse.cidr(r, flag: "--source-ranges") }
         rule.destinationRanges = try Parse.commaList(destinationRanges).map { r throws(FlagError) in try Parse.cidr(r, flag: "--destination-ranges") }
+        rule.targetTags = Parse.commaList(targetTags)
         rule.enableLogging = enableLogging
         rule.description_p = description ?? ""
         return rule
@@ -574,12 +576,12 @@ struct RunCommand: AsyncParsableCommand {
 extension Render {
   static func firewallRules(_ items: [Hostnat_V1_FirewallRule], format: OutputFormat, single: Bool) {
     many(items, format: format, single: single) {
-      var table = Table(["NAME", "NETWORK", "DIRECTION", "PRIORITY", "ALLOW", "DENY", "RANGES"])
+      var table = Table(["NAME", "NETWORK", "DIRECTION", "PRIORITY", "ALLOW", "DENY", "RANGES", "TARGET_TAGS"])
       for r in items {
         let what = list(r.rules.map { m in m.ports.isEmpty ? m.ipProtocol : m.ports.map { p in "\(m.ipProtocol):\(p)" }.joined(separator: ",") })
         table.add([
           r.name, r.network, r.direction == .egress ? "EGRESS" : "INGRESS", "\(r.priority)", r.allow ? what : "", r.allow ? "" : what,
-          list(r.direction == .egress ? r.destinationRanges : r.sourceRanges),
+          list(r.direction == .egress ? r.destinationRanges : r.sourceRanges), list(r.targetTags),
         ])
       }
       return table

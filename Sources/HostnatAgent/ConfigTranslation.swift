@@ -74,7 +74,7 @@ public enum ConfigTranslation {
         }
         vms.append(VMConfig(
           id: id, primaryIP: primary, natSourceRanges: sources, externalIP: external, portBlocks: blocks, gateway: settings,
-          network: nic.network, privateGoogleAccess: nic.privateGoogleAccess))
+          network: nic.network, privateGoogleAccess: nic.privateGoogleAccess, tags: vm.tags))
       }
     }
     return EngineConfig(vms: vms, networks: try networkPolicies(host, networks: Set(vms.map(\.network))))
@@ -110,7 +110,8 @@ public enum ConfigTranslation {
       let egress = rule.direction == .egress
       policies[rule.network]?.firewallRules.append(FirewallRule(
         name: rule.name, direction: egress ? .egress : .ingress, priority: Int(rule.priority), allow: rule.allow, matches: matches,
-        ranges: try cidrs(egress ? rule.destinationRanges : rule.sourceRanges, field), logging: rule.enableLogging))
+        ranges: try cidrs(egress ? rule.destinationRanges : rule.sourceRanges, field), logging: rule.enableLogging,
+        targetTags: rule.targetTags))
     }
     for route in host.routes where policies[route.network] != nil {
       let field = "routes[\(route.name)]"

@@ -52,7 +52,10 @@ public struct VMOptions: Sendable {
 public struct VMSummary: Codable, Sendable, Equatable {
   public var sent: UInt64 = 0
   public var received: UInt64 = 0
+  /// No reply within the loss timeout, including `late` ones.
   public var lost: UInt64 = 0
+  /// Counted in `lost`, but the reply came after all: delayed, not lost.
+  public var late: UInt64 = 0
   public var inFlight: UInt64 = 0
   /// The NAT IP:port the what-is-my-IP server saw last ("" when none).
   public var latestMapping: String = ""
@@ -73,6 +76,7 @@ public struct VMSummary: Codable, Sendable, Equatable {
       sent += UInt64(flow.sent)
       received += UInt64(flow.received)
       lost += UInt64(flow.lost)
+      late += UInt64(flow.late)
       inFlight += UInt64(flow.inFlight)
       unsolicited += UInt64(flow.unsolicited)
       if let tcp = flow.tcp {

@@ -16,6 +16,8 @@ public struct EngineBenchResult: Codable, Sendable {
   /// Flow region bytes divided by flows (the region is sized for exactly `flows`).
   public var bytesPerFlow: Double
   public var vms: Int
+  /// Egress firewall rules every first packet is checked against (none of them matches).
+  public var firewallRules: Int
   public var packetsTimed: Int
   /// Same workload in a plain C loop (open addressing + rewrite + RFC 1624), when built in.
   public var baselineCMpps: Double?
@@ -27,6 +29,7 @@ public struct EngineBenchResult: Codable, Sendable {
     case newFlowsPerSecond = "new_flows_per_s"
     case bytesPerFlow = "bytes_per_flow"
     case vms
+    case firewallRules = "firewall_rules"
     case packetsTimed = "packets_timed"
     case baselineCMpps = "baseline_c_mpps"
   }
@@ -40,7 +43,11 @@ public enum EngineBenchmark {
   /// 4096 destinations, then times (1) the first packet of every flow on an empty table and
   /// (2) established traffic, alternating inbound and outbound on every flow. Packet buffers are
   /// built beforehand and reused; nothing is allocated in the timed loops.
-  public static func run(flows requested: Int = 65_536) throws -> EngineBenchResult {
+  ///
+  /// With `firewallRules` > 0 every VM is in one network whose egress rules each first packet
+  /// scans in full (none matches): half carry a target tag that half the VMs have, so the cost of
+  /// rules, and of skipping rules by tag, shows in `new_flows_per_s`.
+  public static func run(flows requested: Int = 65_536, firewallRules: Int = 0) throws -> EngineBenchResult {
     let flows = max(requested, 256)
     let vmCount = 256
     let portsPerVM = max(512, (flows / vmCount) * 2 + 64)
@@ -53,9 +60,17 @@ public enum EngineBenchmark {
       vms.append(
         VMConfig(
           id: "vm-\(i)", primaryIP: address, natSourceRanges: [IPv4CIDR(address, prefixLength: 32)!],
-          portBlocks: [PortBlock(natIP: natIP, ports: start..<(start + portsPerVM))]))
+          portBlocks: [PortBlock(natIP: natIP, ports: start..<(start + portsPerVM))],
+          network: firewallRules > 0 ? "net" : "", tags: i % 2 == 0 ? ["even"] : []))
     }
-    let config = EngineConfig(vms: vms)
+    // Rules that never match the workload (it sends to 203.0.x.x on 443 and 53).
+    let rules = (0..<firewallRules).map { r in
+      FirewallRule(
+        name: "r\(r)", direction: .egress, priority: r, allow: false,
+        matches: [FirewallMatch(protocolNumber: IPProtocol.tcp, ports: [UInt16(1 + r % 1000)...UInt16(1 + r % 1000)])],
+        ranges: [IPv4CIDR(IPv4Address(198, 51, 100, 0), prefixLength: 24)!], targetTags: r % 2 == 0 ? ["even"] : [])
+    }
+    let config = EngineConfig(vms: vms, networks: firewallRules > 0 ? ["net": NetworkPolicy(firewallRules: rules)] : [:])
 
     // Templates: flow i comes from VM i % 256 with a distinct source port.
     var rng = SplitMix(seed: 42)
@@ -136,7 +151,7 @@ public enum EngineBenchmark {
     return EngineBenchResult(
       flows: flows, translateMpps: Double(packets) / seconds / 1e6, nsPerPacket: seconds * 1e9 / Double(packets),
       newFlowsPerSecond: Double(flows) / newSeconds, bytesPerFlow: Double(engine.regionBytes) / Double(flows),
-      vms: vmCount, packetsTimed: packets, baselineCMpps: BaselineC.run(templates: templates, lengths: lengths, flows: flows))
+      vms: vmCount, firewallRules: firewallRules, packetsTimed: packets, baselineCMpps: BaselineC.run(templates: templates, lengths: lengths, flows: flows))
   }
 
   /// Swaps source/destination addresses and ports (sum-neutral, so checksums stay valid).

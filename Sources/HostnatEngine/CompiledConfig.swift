@@ -28,6 +28,8 @@ struct CompiledVM {
   /// Index into `CompiledConfig.policies.networks`, or -1: no firewall, routes or PGA.
   var network: Int
   var privateGoogleAccess: Bool
+  /// The VM's tags as bits of its network's target tags (`CompiledPolicies.tagMask`).
+  var tags: UInt64
 }
 
 struct CompiledBlock {
@@ -188,7 +190,8 @@ final class CompiledConfig {
           hasRules: natRules.count > ruleStart || groups[groupStart...].contains { $0.ruleNumber != 0 },
           udpTimeout: Self.ns(t.udp), icmpTimeout: Self.ns(t.icmp),
           tcpEstablished: Self.ns(t.tcpEstablished), tcpTransitory: Self.ns(t.tcpTransitory),
-          tcpTimeWait: Self.ns(t.tcpTimeWait), network: network, privateGoogleAccess: vm.privateGoogleAccess))
+          tcpTimeWait: Self.ns(t.tcpTimeWait), network: network, privateGoogleAccess: vm.privateGoogleAccess,
+          tags: policies.tagMask(vm.tags, network: network)))
     }
     allBlocks.sort { ($0.ip, $0.start) < ($1.ip, $1.start) }
     for (a, b) in zip(allBlocks, allBlocks.dropFirst()) where a.ip == b.ip && b.start < a.end {

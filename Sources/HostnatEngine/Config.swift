@@ -105,10 +105,13 @@ public struct VMConfig: Sendable, Hashable {
   /// Private Google Access is on in the VM's subnet: traffic to the network's Google APIs ranges
   /// leaves untranslated (except from a primary IP with an external IP, which uses that).
   public var privateGoogleAccess: Bool
+  /// The instance's network tags: firewall rules with target tags apply only to VMs carrying one.
+  public var tags: [String]
 
   public init(
     id: String, primaryIP: IPv4Address, natSourceRanges: [IPv4CIDR], externalIP: IPv4Address? = nil,
-    portBlocks: [PortBlock], gateway: GatewaySettings = .init(), network: String = "", privateGoogleAccess: Bool = false
+    portBlocks: [PortBlock], gateway: GatewaySettings = .init(), network: String = "", privateGoogleAccess: Bool = false,
+    tags: [String] = []
   ) {
     self.id = id
     self.primaryIP = primaryIP
@@ -118,6 +121,7 @@ public struct VMConfig: Sendable, Hashable {
     self.gateway = gateway
     self.network = network
     self.privateGoogleAccess = privateGoogleAccess
+    self.tags = tags
   }
 }
 

@@ -795,7 +795,7 @@ public final class NATEngine {
       tracked = set == ConnTrackTable.hit
     }
     if !tracked {
-      let rule = p.firewall(net, ingress: false, remote: t.dst, proto: t.proto, port: t.dstPort)
+      let rule = p.firewall(net, tags: vm.tags, ingress: false, remote: t.dst, proto: t.proto, port: t.dstPort)
       if rule >= 0 && !p.rules[rule].allow {
         reason = .firewallDenied
         globalCounters.firewallDeniedEgress &+= 1
@@ -888,7 +888,7 @@ public final class NATEngine {
     let expiry = now &+ trackTimeout(vm, t.proto)
     let set = connTrack.refresh(t.proto, insideIP, insidePort, t.src, remotePort, now: now, expiresAt: expiry)
     if set == ConnTrackTable.hit { return true }
-    let rule = p.firewall(p.networks[vm.network], ingress: true, remote: t.src, proto: t.proto, port: t.dstPort)
+    let rule = p.firewall(p.networks[vm.network], tags: vm.tags, ingress: true, remote: t.src, proto: t.proto, port: t.dstPort)
     if rule >= 0 && p.rules[rule].allow {
       connTrack.insert(at: set, t.proto, insideIP, insidePort, t.src, remotePort, expiresAt: expiry)
       return true

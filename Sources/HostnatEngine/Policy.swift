@@ -36,10 +36,12 @@ public struct FirewallRule: Sendable, Hashable {
   public var ranges: [IPv4CIDR]
   /// Log the packets this rule denies (allowed packets are never logged by the engine).
   public var logging: Bool
+  /// The rule applies only to VMs carrying one of these network tags (`VMConfig.tags`); empty = all.
+  public var targetTags: [String]
 
   public init(
     name: String, direction: FirewallDirection, priority: Int = 1000, allow: Bool, matches: [FirewallMatch] = [],
-    ranges: [IPv4CIDR] = [], logging: Bool = false
+    ranges: [IPv4CIDR] = [], logging: Bool = false, targetTags: [String] = []
   ) {
     self.name = name
     self.direction = direction
@@ -48,6 +50,7 @@ public struct FirewallRule: Sendable, Hashable {
     self.matches = matches
     self.ranges = ranges
     self.logging = logging
+    self.targetTags = targetTags
   }
 }
 
@@ -106,6 +109,8 @@ public struct NetworkPolicy: Sendable, Hashable {
 /// A firewall rule flattened for the packet path: its matches and ranges are slices of the policy's
 /// plain arrays.
 struct CompiledRule {
+  /// Bits of the network's target tags (`CompiledPolicies.tagBits`) the rule applies to; 0 = every VM.
+  var targets: UInt64
   var allow: Bool
   var logging: Bool
   var matchStart: Int
@@ -157,6 +162,19 @@ struct CompiledPolicies {
   var routes: [CompiledRoute] = []
   /// Network name → index in `networks`, or -1 when the network has no policy.
   var cache: [String: Int] = [:]
+  /// Per compiled network, the bit of each target tag its rules name (at most `maxTargetTags`).
+  var tagBits: [[String: Int]] = []
+
+  /// Target tags per network a host can tell apart: one bit each in a 64-bit mask per rule and VM.
+  static let maxTargetTags = 64
+
+  /// The mask of `tags` in compiled network `network` (0 when it has no policy or names none of them).
+  func tagMask(_ tags: [String], network: Int) -> UInt64 {
+    guard network >= 0 else { return 0 }
+    var mask: UInt64 = 0
+    for tag in tags { if let bit = tagBits[network][tag] { mask |= 1 << UInt64(bit) } }
+    return mask
+  }
 
   /// Index of the compiled network named `name`, compiling it on first use; -1 when it has no policy.
   mutating func network(named name: String, in policies: [String: NetworkPolicy]) throws(EngineError) -> Int {
@@ -170,6 +188,13 @@ struct CompiledPolicies {
       hasNextHopRoutes: false, googleStart: 0, googleCount: 0, internalStart: 0, internalCount: 0)
     for rule in policy.firewallRules where !(0...65535).contains(rule.priority) {
       throw .invalidPolicy(network: name, name: rule.name)
+    }
+    var bits: [String: Int] = [:]
+    for rule in policy.firewallRules {
+      for tag in rule.targetTags where bits[tag] == nil {
+        guard bits.count < Self.maxTargetTags else { throw .invalidPolicy(network: name, name: rule.name) }
+        bits[tag] = bits.count
+      }
     }
     for direction in [FirewallDirection.egress, .ingress] {
       // Stable: first match wins, so lower priority first and deny before allow at equal priority.
@@ -189,9 +214,11 @@ struct CompiledPolicies {
         }
         let rangeStart = ranges.count
         for r in rule.ranges { ranges.append((r.first.value, r.last.value)) }
+        var targets: UInt64 = 0
+        for tag in rule.targetTags { targets |= 1 << UInt64(bits[tag]!) }
         rules.append(
           CompiledRule(
-            allow: rule.allow, logging: rule.logging, matchStart: matchStart, matchCount: matches.count - matchStart,
+            targets: targets, allow: rule.allow, logging: rule.logging, matchStart: matchStart, matchCount: matches.count - matchStart,
             rangeStart: rangeStart, rangeCount: ranges.count - rangeStart))
       }
       if direction == .egress {
@@ -226,6 +253,7 @@ struct CompiledPolicies {
     n.internalCount = ranges.count - n.internalStart
     let index = networks.count
     networks.append(n)
+    tagBits.append(bits)
     cache[name] = index
     return index
   }
@@ -278,14 +306,16 @@ struct PolicyTables {
     return false
   }
 
-  /// The first rule (in precedence order) of one direction matching the packet: its index, or -1 for
-  /// the implied rule. `port` is ignored unless the protocol has ports (TCP/UDP).
-  func firewall(_ n: CompiledNetwork, ingress: Bool, remote: UInt32, proto: UInt8, port: UInt16) -> Int {
+  /// The first rule (in precedence order) of one direction that applies to a VM with tag mask `tags`
+  /// and matches the packet: its index, or -1 for the implied rule. `port` is ignored unless the
+  /// protocol has ports (TCP/UDP).
+  func firewall(_ n: CompiledNetwork, tags: UInt64, ingress: Bool, remote: UInt32, proto: UInt8, port: UInt16) -> Int {
     let hasPorts = proto == IPProtocol.tcp || proto == IPProtocol.udp
     let start = ingress ? n.ingressStart : n.egressStart
     let count = ingress ? n.ingressCount : n.egressCount
     for i in start..<(start &+ count) {
       let rule = rules[i]
+      if rule.targets != 0 && rule.targets & tags == 0 { continue }
       if rule.rangeCount > 0 && !Self.inRanges(ranges, rule.rangeStart, rule.rangeCount, remote) { continue }
       if rule.matchCount == 0 { return i }
       for m in rule.matchStart..<(rule.matchStart &+ rule.matchCount) {

@@ -113,9 +113,8 @@ public struct LabDemoRunner: Sendable {
       try await Task.sleep(for: .seconds(phaseSeconds))
       reports = readReports(state)
       let during = Self.delta(before, reports, natVMs)
-      phase = (during.sent, during.lost, during.churnSucceeded, during.churnFailed)
-      checks.add("no packet lost while the controller is down", during.sent > 0 && during.lost == 0,
-        "\(during.sent) sent, \(during.lost) lost")
+      phase = (during.sent, during.unanswered, during.churnSucceeded, during.churnFailed)
+      checks.add("no packet lost while the controller is down", during.sent > 0 && during.unanswered == 0, during.lossText)
       checks.add("established flows unbroken", during.tcpBroken == 0, "\(during.tcpBroken) TCP connections broken")
       checks.add("new flows keep working", during.churnSucceeded > 0 && during.churnFailed == 0,
         "\(during.churnSucceeded) new TCP connections, \(during.churnFailed) failed")
@@ -153,7 +152,7 @@ public struct LabDemoRunner: Sendable {
     let finalReports = readReports(state).merging(final) { newer, _ in newer }
     let natVMs = Set(topology.instances.filter { $0.subnet == "subnet-1" }.map(\.name))
     let total = Self.delta([:], finalReports, natVMs)
-    checks.add("no packet lost end to end", total.sent > 0 && total.lost == 0, "\(total.sent) sent by NATed VMs, \(total.lost) lost")
+    checks.add("no packet lost end to end", total.sent > 0 && total.unanswered == 0, "by NATed VMs: \(total.lossText)")
     checks.add("no flow broken", total.tcpBroken == 0, "\(total.tcpBroken) TCP connections broken")
     let eim = natVMs.sorted().map { (name: $0, same: finalReports[$0]?.summary.eimSameMapping) }
     checks.add("endpoint-independent mapping", eim.allSatisfy { $0.same == true },
@@ -165,7 +164,7 @@ public struct LabDemoRunner: Sendable {
     let passed = checks.list.allSatisfy(\.passed)
     say("\n\(passed ? "PASSED" : "FAILED"): \(checks.list.filter(\.passed).count)/\(checks.list.count) checks held. Logs: \(lab.dir)/logs")
     return ScenarioReport(
-      scenario: "demo", passed: passed, checks: checks.list, packets_sent: total.sent, packets_lost: total.lost,
+      scenario: "demo", passed: passed, checks: checks.list, packets_sent: total.sent, packets_lost: total.unanswered,
       flows_broken: total.tcpBroken, new_flows_during_fault: phase.newFlows, new_flows_failed_during_fault: phase.failed,
       converge_ms: convergeMs, dir: lab.dir)
   }
@@ -204,6 +203,12 @@ public struct LabDemoRunner: Sendable {
   public struct Totals {
     var sent: UInt64 = 0
     var lost: UInt64 = 0
+    var late: UInt64 = 0
+    /// Requests never answered: a reply that came after the loss timeout (a starved CPU, not the
+    /// NAT) was delivered, so it is reported as late, not lost.
+    var unanswered: UInt64 { lost &- min(late, lost) }
+    /// "N sent, M lost" and the late replies when there were some.
+    var lossText: String { "\(sent) sent, \(unanswered) lost" + (late > 0 ? " (\(min(late, lost)) more answered after the loss timeout)" : "") }
     var tcpBroken: UInt64 = 0
     var tcpEstablished: UInt64 = 0
     var churnSucceeded: UInt64 = 0
@@ -218,6 +223,7 @@ public struct LabDemoRunner: Sendable {
       let start = a[name]?.summary
       t.sent += end.sent &- (start?.sent ?? 0)
       t.lost += end.lost &- (start?.lost ?? 0)
+      t.late += end.late &- (start?.late ?? 0)
       t.tcpBroken += end.tcpBroken &- (start?.tcpBroken ?? 0)
       t.tcpEstablished += end.tcpEstablished &- (start?.tcpEstablished ?? 0)
       t.churnSucceeded += end.churnSucceeded &- (start?.churnSucceeded ?? 0)

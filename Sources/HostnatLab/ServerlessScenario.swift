@@ -339,9 +339,11 @@ public enum WhoamiProbe {
 
   /// Source IPs the server saw, per request label (labels without an answer map to []).
   /// `backends`: VMs (IP, host) that serve what-is-my-IP themselves for the run, as private
-  /// servers inside the VPC; they start first and announce themselves to their agent.
+  /// servers inside the VPC; they start first and announce themselves to their agent. Requests
+  /// use source ports from `firstPort` up, one each: the same port again is the same connection.
   public static func run(
-    _ requests: [Request], state: LabState, seconds: Double = 3, backends: [(ip: IPv4Address, host: String)] = []
+    _ requests: [Request], state: LabState, seconds: Double = 3, backends: [(ip: IPv4Address, host: String)] = [],
+    firstPort: UInt16 = 41_000
   ) async throws -> [String: Set<String>] {
     struct Source {
       var ip: IPv4Address
@@ -349,7 +351,7 @@ public enum WhoamiProbe {
       var flows: [(label: String, server: IPv4Address, port: UInt16)] = []
     }
     var sources: [UInt32: Source] = [:]
-    var nextPort: UInt16 = 41_000
+    var nextPort = firstPort
     for r in requests {
       var s = sources[r.source.value] ?? Source(ip: r.source, host: r.host)
       s.flows.append((r.label, r.server, nextPort))

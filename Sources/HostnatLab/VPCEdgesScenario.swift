@@ -20,12 +20,12 @@ public struct VPCEdgesReport: Codable, Sendable, JSONReport {
 }
 
 /// The network around NAT on a live lab (deploy/lab/serverless.yaml): Private Google Access, a
-/// NAT rule, an egress firewall rule and a custom route are each created through the admin API,
+/// NAT rule, an egress firewall rule (by target tag) and a custom route are each created through the admin API,
 /// pushed to the hosts, and checked with what-is-my-IP requests from a VM: the source the server
 /// sees, or no answer plus the host's counter for why.
 public struct VPCEdgesRunner: Sendable {
   public static let name = "vpc-edges"
-  public static let summary = "Private Google Access leaves untranslated, a NAT rule picks its IP by destination, a firewall rule and a custom route take traffic away from NAT (each counted by the host), Shared VPC, peering and two NICs"
+  public static let summary = "Private Google Access leaves untranslated, a NAT rule picks its IP by destination, a firewall rule (on the VMs with its target tag) and a custom route take traffic away from NAT (each counted by the host), Shared VPC, peering and two NICs"
 
   public var lab: Lab
   public init(lab: Lab) { self.lab = lab }
@@ -53,9 +53,10 @@ public struct VPCEdgesRunner: Sendable {
       let echo30 = IPv4Address(192, 0, 2, 30)
       let google = IPv4Address(198, 51, 100, 8)
 
-      func ask(_ step: String, _ servers: [IPv4Address]) async throws -> [IPv4Address: [String]] {
+      // Each step asks from new source ports (new connections) unless told to reuse some.
+      func ask(_ step: String, _ servers: [IPv4Address], firstPort: UInt16? = nil) async throws -> [IPv4Address: [String]] {
         let requests = servers.map { WhoamiProbe.Request(label: "\(step): \($0)", source: vmIP, host: host, server: $0) }
-        let seen = try await WhoamiProbe.run(requests, state: state)
+        let seen = try await WhoamiProbe.run(requests, state: state, firstPort: firstPort ?? UInt16(41_000 + probes.count))
         var out: [IPv4Address: [String]] = [:]
         for server in servers {
           let ips = (seen["\(step): \(server)"] ?? []).sorted()
@@ -93,7 +94,7 @@ public struct VPCEdgesRunner: Sendable {
         "a NAT rule picks the NAT IP by destination", seen[echo20] == ["203.0.113.11"] && seen[echo10] == [natIP],
         "192.0.2.20 (rule 100) saw \(seen[echo20] ?? []), 192.0.2.10 (no rule) saw \(seen[echo10] ?? [])")
 
-      // 3. An egress firewall rule, applied before NAT.
+      // 3. An egress firewall rule, applied before NAT to the VMs carrying its target tag.
       try await admin.with { client, options in
         _ = try await client.createFirewallRule(.with {
           $0.rule = .with {
@@ -103,16 +104,30 @@ public struct VPCEdgesRunner: Sendable {
             $0.priority = 900
             $0.rules = [.with { $0.ipProtocol = "udp"; $0.ports = ["80"] }]
             $0.destinationRanges = ["192.0.2.30/32"]
+            $0.targetTags = ["no-whoami-30"]
           }
         }, options: options)
       }
       try await converge()
+      let untaggedPort = UInt16(41_000 + probes.count)
+      seen = try await ask("firewall deny, VM untagged", [echo30])
+      checks.add(
+        "a rule with target tags spares VMs without them", seen[echo30] == [natIP],
+        "192.0.2.30 saw \(seen[echo30] ?? []) while probe-vm lacked the tag no-whoami-30")
+      try await admin.with { client, options in
+        _ = try await client.updateInstanceTags(.with { $0.name = "probe-vm"; $0.add = ["no-whoami-30"] }, options: options)
+      }
+      try await converge()
       let denyBefore = global()?.firewallDeniedEgress ?? 0
-      seen = try await ask("firewall deny", [echo30, echo10])
+      seen = try await ask("firewall deny, VM tagged", [echo30, echo10])
       let denied = (global()?.firewallDeniedEgress ?? 0) - denyBefore
       checks.add(
-        "an egress deny rule drops before NAT, and only what it matches", seen[echo30] == [] && seen[echo10] == [natIP] && denied > 0,
+        "tagging the VM puts it under the egress deny rule: dropped before NAT, only what it matches", seen[echo30] == [] && seen[echo10] == [natIP] && denied > 0,
         "192.0.2.30 answered from \(seen[echo30] ?? []) (nothing expected), \(denied) packets denied; 192.0.2.10 saw \(seen[echo10] ?? [])")
+      seen = try await ask("firewall deny, VM tagged, connection from before", [echo30], firstPort: untaggedPort)
+      checks.add(
+        "a connection opened before the tag goes on (rules are stateful)", seen[echo30] == [natIP],
+        "192.0.2.30 saw \(seen[echo30] ?? []) from the source port used while untagged (\(untaggedPort))")
       try await admin.with { client, options in _ = try await client.deleteFirewallRule(.with { $0.name = "deny-whoami-30" }, options: options) }
       try await converge()
       seen = try await ask("firewall rule deleted", [echo30])

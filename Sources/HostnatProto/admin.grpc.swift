@@ -371,6 +371,19 @@ public enum Hostnat_V1_AdminService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "UpdateInstanceTags" metadata.
+        public enum UpdateInstanceTags: Sendable {
+            /// Request type for "UpdateInstanceTags".
+            public typealias Input = Hostnat_V1_UpdateInstanceTagsRequest
+            /// Response type for "UpdateInstanceTags".
+            public typealias Output = Hostnat_V1_Instance
+            /// Descriptor for "UpdateInstanceTags".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "UpdateInstanceTags",
+                type: .unary
+            )
+        }
         /// Namespace for "GetRouterStatus" metadata.
         public enum GetRouterStatus: Sendable {
             /// Request type for "GetRouterStatus".
@@ -698,6 +711,7 @@ public enum Hostnat_V1_AdminService: Sendable {
             GetInstance.descriptor,
             ListInstances.descriptor,
             DeleteInstance.descriptor,
+            UpdateInstanceTags.descriptor,
             GetRouterStatus.descriptor,
             GetNatMappingInfo.descriptor,
             WhoHad.descriptor,
@@ -1224,6 +1238,25 @@ extension Hostnat_V1_AdminService {
             request: GRPCCore.StreamingServerRequest<Hostnat_V1_ResourceName>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse>
+
+        /// Handle the "UpdateInstanceTags" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > gcloud compute instances add-tags / remove-tags, in one atomic change. New connections see
+        /// > the firewall rules of the new tags; established ones keep going (rules are stateful).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_UpdateInstanceTagsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_Instance` messages.
+        func updateInstanceTags(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_UpdateInstanceTagsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Instance>
 
         /// Handle the "GetRouterStatus" method.
         ///
@@ -2132,6 +2165,25 @@ extension Hostnat_V1_AdminService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>
 
+        /// Handle the "UpdateInstanceTags" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > gcloud compute instances add-tags / remove-tags, in one atomic change. New connections see
+        /// > the firewall rules of the new tags; established ones keep going (rules are stateful).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_UpdateInstanceTagsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_Instance` message.
+        func updateInstanceTags(
+            request: GRPCCore.ServerRequest<Hostnat_V1_UpdateInstanceTagsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Instance>
+
         /// Handle the "GetRouterStatus" method.
         ///
         /// > Source IDL Documentation:
@@ -3037,6 +3089,25 @@ extension Hostnat_V1_AdminService {
             context: GRPCCore.ServerContext
         ) async throws -> Hostnat_V1_DeleteResponse
 
+        /// Handle the "UpdateInstanceTags" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > gcloud compute instances add-tags / remove-tags, in one atomic change. New connections see
+        /// > the firewall rules of the new tags; established ones keep going (rules are stateful).
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_UpdateInstanceTagsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_Instance` to respond with.
+        func updateInstanceTags(
+            request: Hostnat_V1_UpdateInstanceTagsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_Instance
+
         /// Handle the "GetRouterStatus" method.
         ///
         /// > Source IDL Documentation:
@@ -3750,6 +3821,17 @@ extension Hostnat_V1_AdminService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.UpdateInstanceTags.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_UpdateInstanceTagsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_Instance>(),
+            handler: { request, context in
+                try await self.updateInstanceTags(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Hostnat_V1_AdminService.Method.GetRouterStatus.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ResourceName>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_RouterStatusResponse>(),
@@ -4288,6 +4370,17 @@ extension Hostnat_V1_AdminService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_DeleteResponse> {
         let response = try await self.deleteInstance(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func updateInstanceTags(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_UpdateInstanceTagsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_Instance> {
+        let response = try await self.updateInstanceTags(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -4882,6 +4975,19 @@ extension Hostnat_V1_AdminService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse> {
         return GRPCCore.ServerResponse<Hostnat_V1_DeleteResponse>(
             message: try await self.deleteInstance(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func updateInstanceTags(
+        request: GRPCCore.ServerRequest<Hostnat_V1_UpdateInstanceTagsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_Instance> {
+        return GRPCCore.ServerResponse<Hostnat_V1_Instance>(
+            message: try await self.updateInstanceTags(
                 request: request.message,
                 context: context
             ),
@@ -5804,6 +5910,30 @@ extension Hostnat_V1_AdminService {
             deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_DeleteResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_DeleteResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UpdateInstanceTags" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > gcloud compute instances add-tags / remove-tags, in one atomic change. New connections see
+        /// > the firewall rules of the new tags; established ones keep going (rules are stateful).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_UpdateInstanceTagsRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_UpdateInstanceTagsRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Instance` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func updateInstanceTags<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_UpdateInstanceTagsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_UpdateInstanceTagsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Instance>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Instance>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetRouterStatus" method.
@@ -7245,6 +7375,41 @@ extension Hostnat_V1_AdminService {
             try await self.client.unary(
                 request: request,
                 descriptor: Hostnat_V1_AdminService.Method.DeleteInstance.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UpdateInstanceTags" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > gcloud compute instances add-tags / remove-tags, in one atomic change. New connections see
+        /// > the firewall rules of the new tags; established ones keep going (rules are stateful).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_UpdateInstanceTagsRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_UpdateInstanceTagsRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_Instance` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func updateInstanceTags<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_UpdateInstanceTagsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_UpdateInstanceTagsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_Instance>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Instance>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.UpdateInstanceTags.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -8805,6 +8970,36 @@ extension Hostnat_V1_AdminService.ClientProtocol {
         )
     }
 
+    /// Call the "UpdateInstanceTags" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > gcloud compute instances add-tags / remove-tags, in one atomic change. New connections see
+    /// > the firewall rules of the new tags; established ones keep going (rules are stateful).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_UpdateInstanceTagsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateInstanceTags<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_UpdateInstanceTagsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Instance>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.updateInstanceTags(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_UpdateInstanceTagsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_Instance>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "GetRouterStatus" method.
     ///
     /// > Source IDL Documentation:
@@ -10340,6 +10535,40 @@ extension Hostnat_V1_AdminService.ClientProtocol {
             metadata: metadata
         )
         return try await self.deleteInstance(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UpdateInstanceTags" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > gcloud compute instances add-tags / remove-tags, in one atomic change. New connections see
+    /// > the firewall rules of the new tags; established ones keep going (rules are stateful).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateInstanceTags<Result>(
+        _ message: Hostnat_V1_UpdateInstanceTagsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_Instance>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_UpdateInstanceTagsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.updateInstanceTags(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -643,6 +643,26 @@ public nonisolated struct Hostnat_V1_CreateInstanceRequest: Sendable {
   fileprivate var _instance: Hostnat_V1_Instance? = nil
 }
 
+/// Request of UpdateInstanceTags: removes `remove`, then adds `add`.
+public nonisolated struct Hostnat_V1_UpdateInstanceTagsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Instance name.
+  public var name: String = String()
+
+  /// Tags to add (already present ones are kept once).
+  public var add: [String] = []
+
+  /// Tags to remove (absent ones are ignored).
+  public var remove: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// Response of ListInstances.
 public nonisolated struct Hostnat_V1_ListInstancesResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1961,6 +1981,46 @@ nonisolated extension Hostnat_V1_CreateInstanceRequest: SwiftProtobuf.Message, S
 
   public static func ==(lhs: Hostnat_V1_CreateInstanceRequest, rhs: Hostnat_V1_CreateInstanceRequest) -> Bool {
     if lhs._instance != rhs._instance {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hostnat_V1_UpdateInstanceTagsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdateInstanceTagsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}add\0\u{1}remove\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.add) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.remove) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.add.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.add, fieldNumber: 2)
+    }
+    if !self.remove.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.remove, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hostnat_V1_UpdateInstanceTagsRequest, rhs: Hostnat_V1_UpdateInstanceTagsRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.add != rhs.add {return false}
+    if lhs.remove != rhs.remove {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -250,6 +250,9 @@ public nonisolated struct Hostnat_V1_VmConfig: Sendable {
   /// Its NICs.
   public var nics: [Hostnat_V1_NicConfig] = []
 
+  /// Its network tags (which firewall rules with target tags apply to it, on every NIC).
+  public var tags: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1265,7 +1268,7 @@ nonisolated extension Hostnat_V1_NicNatBinding: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Hostnat_V1_VmConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VmConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}instance\0\u{1}nics\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}instance\0\u{1}nics\0\u{1}tags\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1275,6 +1278,7 @@ nonisolated extension Hostnat_V1_VmConfig: SwiftProtobuf.Message, SwiftProtobuf.
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.instance) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.nics) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.tags) }()
       default: break
       }
     }
@@ -1287,12 +1291,16 @@ nonisolated extension Hostnat_V1_VmConfig: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.nics.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.nics, fieldNumber: 2)
     }
+    if !self.tags.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.tags, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Hostnat_V1_VmConfig, rhs: Hostnat_V1_VmConfig) -> Bool {
     if lhs.instance != rhs.instance {return false}
     if lhs.nics != rhs.nics {return false}
+    if lhs.tags != rhs.tags {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

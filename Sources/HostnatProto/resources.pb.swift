@@ -809,6 +809,10 @@ public nonisolated struct Hostnat_V1_Instance: Sendable {
   /// Creation time, in Unix milliseconds; set by the controller.
   public var createTimeMs: Int64 = 0
 
+  /// Network tags: firewall rules with target tags apply to the instances that carry one of them.
+  /// Lowercase letters, digits and hyphens, 1-63 characters, starting with a letter.
+  public var tags: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -866,6 +870,9 @@ public nonisolated struct Hostnat_V1_FirewallRule: Sendable {
 
   /// Free text.
   public var description_p: String = String()
+
+  /// Network tags of the instances the rule applies to; empty: every instance of the network.
+  public var targetTags: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1823,7 +1830,7 @@ nonisolated extension Hostnat_V1_NetworkInterface: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Hostnat_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Instance"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}region\0\u{1}host\0\u{3}network_interfaces\0\u{1}project\0\u{3}create_time_ms\0\u{c}\u{7}\u{9}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}region\0\u{1}host\0\u{3}network_interfaces\0\u{1}project\0\u{3}create_time_ms\0\u{1}tags\0\u{c}\u{8}\u{8}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1837,6 +1844,7 @@ nonisolated extension Hostnat_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf.
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.networkInterfaces) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.project) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.createTimeMs) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.tags) }()
       default: break
       }
     }
@@ -1861,6 +1869,9 @@ nonisolated extension Hostnat_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf.
     if self.createTimeMs != 0 {
       try visitor.visitSingularInt64Field(value: self.createTimeMs, fieldNumber: 6)
     }
+    if !self.tags.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.tags, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1871,6 +1882,7 @@ nonisolated extension Hostnat_V1_Instance: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.networkInterfaces != rhs.networkInterfaces {return false}
     if lhs.project != rhs.project {return false}
     if lhs.createTimeMs != rhs.createTimeMs {return false}
+    if lhs.tags != rhs.tags {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1913,7 +1925,7 @@ nonisolated extension Hostnat_V1_FirewallProtocolPorts: SwiftProtobuf.Message, S
 
 nonisolated extension Hostnat_V1_FirewallRule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FirewallRule"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}network\0\u{1}direction\0\u{1}priority\0\u{1}allow\0\u{1}rules\0\u{3}source_ranges\0\u{3}destination_ranges\0\u{3}enable_logging\0\u{1}description\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}network\0\u{1}direction\0\u{1}priority\0\u{1}allow\0\u{1}rules\0\u{3}source_ranges\0\u{3}destination_ranges\0\u{3}enable_logging\0\u{1}description\0\u{3}target_tags\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1931,6 +1943,7 @@ nonisolated extension Hostnat_V1_FirewallRule: SwiftProtobuf.Message, SwiftProto
       case 8: try { try decoder.decodeRepeatedStringField(value: &self.destinationRanges) }()
       case 9: try { try decoder.decodeSingularBoolField(value: &self.enableLogging) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
+      case 11: try { try decoder.decodeRepeatedStringField(value: &self.targetTags) }()
       default: break
       }
     }
@@ -1967,6 +1980,9 @@ nonisolated extension Hostnat_V1_FirewallRule: SwiftProtobuf.Message, SwiftProto
     if !self.description_p.isEmpty {
       try visitor.visitSingularStringField(value: self.description_p, fieldNumber: 10)
     }
+    if !self.targetTags.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.targetTags, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1981,6 +1997,7 @@ nonisolated extension Hostnat_V1_FirewallRule: SwiftProtobuf.Message, SwiftProto
     if lhs.destinationRanges != rhs.destinationRanges {return false}
     if lhs.enableLogging != rhs.enableLogging {return false}
     if lhs.description_p != rhs.description_p {return false}
+    if lhs.targetTags != rhs.targetTags {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

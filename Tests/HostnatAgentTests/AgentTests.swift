@@ -86,9 +86,13 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
         $0.destinationRanges = ["192.0.2.0/24"]
         $0.enableLogging = true
       },
-      .with { $0.name = "ssh-in"; $0.network = "vpc"; $0.direction = .ingress; $0.allow = true; $0.rules = [.with { $0.ipProtocol = "tcp"; $0.ports = ["22"] }]; $0.sourceRanges = ["198.51.100.0/24"] },
+      .with {
+        $0.name = "ssh-in"; $0.network = "vpc"; $0.direction = .ingress; $0.allow = true; $0.rules = [.with { $0.ipProtocol = "tcp"; $0.ports = ["22"] }]
+        $0.sourceRanges = ["198.51.100.0/24"]; $0.targetTags = ["bastion"]
+      },
       .with { $0.name = "elsewhere"; $0.network = "other"; $0.allow = true },
     ]
+    host.vms[0].tags = ["bastion", "blue"]
     host.routes = [.with { $0.name = "via-vm"; $0.network = "vpc"; $0.destRange = "198.51.100.0/26"; $0.priority = 1000; $0.nextHop.instance = "vm-9" }]
     host.googleApisRanges = ["vpc": "198.51.100.8/30"]
     host.vpcNetworks = [
@@ -107,13 +111,13 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
         ranges: [IPv4CIDR("192.0.2.0/24")!], logging: true),
       FirewallRule(
         name: "ssh-in", direction: .ingress, priority: 0, allow: true, matches: [FirewallMatch(protocolNumber: 6, ports: [22...22])],
-        ranges: [IPv4CIDR("198.51.100.0/24")!]),
+        ranges: [IPv4CIDR("198.51.100.0/24")!], targetTags: ["bastion"]),
     ])
     #expect(policy.routes == [CustomRoute(name: "via-vm", destination: IPv4CIDR("198.51.100.0/26")!, priority: 1000, nextHop: .instance("vm-9"))])
     #expect(policy.googleAPIsRanges == [IPv4CIDR("198.51.100.8/30")!])
     #expect(policy.internalRanges == [IPv4CIDR("10.240.0.0/20")!, IPv4CIDR("10.50.0.0/24")!] && policy.fabricID == 3)
     let vm1 = try #require(config.vms.first { $0.id == "vm-1" })
-    #expect(vm1.network == "vpc" && vm1.privateGoogleAccess)
+    #expect(vm1.network == "vpc" && vm1.privateGoogleAccess && vm1.tags == ["bastion", "blue"])
     #expect(vm1.gateway.rules == [NatRuleDestinations(ruleNumber: 100, destinations: [IPv4CIDR("192.0.2.20/32")!])])
     #expect(vm1.portBlocks.last == PortBlock(natIP: IPv4Address(203, 0, 113, 3), ports: 1024..<1088, ruleNumber: 100))
     #expect(config.vms.first { $0.id == "vm-2" }?.privateGoogleAccess == false)

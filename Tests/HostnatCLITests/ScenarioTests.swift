@@ -85,7 +85,9 @@ struct ScenarioTests {
     let report = try await Self.ownLabScenario("vpc-edges")
     let names = ((report["checks"] as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String }
     for expected in ["Private Google Access leaves with the internal IP, never the NAT IP", "a NAT rule picks the NAT IP by destination",
-                     "an egress deny rule drops before NAT, and only what it matches", "a route to a next-hop instance takes its destination away from NAT",
+                     "a rule with target tags spares VMs without them",
+                     "a connection opened before the tag goes on (rules are stateful)",
+                     "tagging the VM puts it under the egress deny rule: dropped before NAT, only what it matches", "a route to a next-hop instance takes its destination away from NAT",
                      "a service project's VM is NATed by its Shared VPC host project's gateway", "peering does not carry NAT",
                      "each NIC is NATed by its own network's gateway"] {
       #expect(names.contains(expected), "\(expected) missing from \(names)")

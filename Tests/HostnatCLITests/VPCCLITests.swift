@@ -51,7 +51,10 @@ struct VPCCLITests {
       ["networks", "peerings", "create", "p1", "--network", "cloudrun-vpc", "--peer-network", "peer-vpc"],
       ["networks", "update", "peer-vpc", "--google-apis-range", "198.51.100.12/30"],
       ["networks", "subnets", "create", "peer-subnet", "--network", "peer-vpc", "--region", region, "--range", "10.30.0.0/24"],
-      ["instances", "create", "two-nic", "--host", "host-a", "--subnet", "vpc-access-cloudrun-connector", "--extra-nic", "peer-subnet"],
+      ["instances", "create", "two-nic", "--host", "host-a", "--subnet", "vpc-access-cloudrun-connector", "--extra-nic", "peer-subnet", "--tags", "blue"],
+      ["firewall-rules", "create", "allow-http", "--network", "cloudrun-vpc", "--action", "allow", "--rules", "tcp:80", "--target-tags", "http-server,web"],
+      ["instances", "add-tags", "two-nic", "--tags", "http-server,green"],
+      ["instances", "remove-tags", "two-nic", "--tags", "blue"],
       ["networks", "subnets", "update", "peer-subnet", "--region", region, "--enable-private-ip-google-access"],
     ]
     for command in more {
@@ -62,6 +65,7 @@ struct VPCCLITests {
     let rule = try #require(rules.first)
     #expect(rule["direction"] as? String == "EGRESS" && rule["priority"] as? Int == 900 && rule["enableLogging"] as? Bool == true)
     #expect((rule["rules"] as? [[String: Any]])?.map { $0["ipProtocol"] as? String } == ["udp", "tcp"])
+    #expect(rules.first { $0["name"] as? String == "allow-http" }?["targetTags"] as? [String] == ["http-server", "web"])
     let routes = try #require(try await controller.json(["routes", "list"]) as? [[String: Any]])
     #expect((routes.first?["nextHop"] as? [String: Any])?["vpnTunnel"] as? String == "tunnel-1")
     let natRules = try #require(try await controller.json(["routers", "nats", "rules", "list", "--nat", "cloudrun-nat-gateway", "--router", "cloudrun-nat-router", "--region", region]) as? [[String: Any]])
@@ -74,6 +78,9 @@ struct VPCCLITests {
     #expect(peerSubnet["privateIpGoogleAccess"] as? Bool == true, "subnets update")
     let twoNIC = try #require(try await controller.json(["instances", "describe", "two-nic"]) as? [String: Any])
     #expect((twoNIC["networkInterfaces"] as? [[String: Any]])?.map { $0["subnet"] as? String } == ["vpc-access-cloudrun-connector", "peer-subnet"])
+    #expect(twoNIC["tags"] as? [String] == ["http-server", "green"], "create --tags, add-tags, remove-tags")
+    let connectorVM = try #require(try await controller.json(["instances", "describe", "cloudrun-connector-1"]) as? [String: Any])
+    #expect(connectorVM["tags"] as? [String] == ["vpc-connector", "vpc-connector-\(region)-cloudrun-connector"])
 
     // Refusals name the field and change nothing.
     let refusals: [([String], String)] = [
@@ -85,6 +92,8 @@ struct VPCCLITests {
       (["run", "deploy", "svc-x", "--region", region, "--vpc-connector", "cloudrun-connector", "--vpc-egress", "sometimes"], "--vpc-egress"),
       (["compute", "networks", "vpc-access", "connectors", "create", "c2", "--network", "cloudrun-vpc", "--region", region, "--range", "10.9.0.0/24"], "ipCidrRange"),
       (["instances", "delete", "cloudrun-connector-1"], "managed by connector cloudrun-connector"),
+      (["instances", "add-tags", "two-nic", "--tags", "ok,Not_A_Tag"], "add[1]"),
+      (["firewall-rules", "create", "x", "--network", "cloudrun-vpc", "--action", "allow", "--rules", "tcp", "--target-tags", "Web_Tier"], "targetTags[0]"),
       (["routers", "create", "r-svc", "--network", "peer-vpc", "--region", region, "--project", "svc-proj"], "project"),
       // The connector's subnet is NATed (all subnets), so Private Google Access cannot go off.
       (["networks", "subnets", "update", "vpc-access-cloudrun-connector", "--region", region, "--no-enable-private-ip-google-access"], "privateIpGoogleAccess"),

@@ -129,6 +129,53 @@ struct VPCTests {
     }
   }
 
+  @Test func targetTagsAndInstanceTagsReachTheHosts() async throws {
+    try await withAdmin { admin, core in
+      try await build(admin)
+      _ = try await admin.createFirewallRule(.with {
+        $0.rule = .with { $0.name = "web"; $0.network = "vpc"; $0.allow = true; $0.rules = [.with { $0.ipProtocol = "tcp"; $0.ports = ["80"] }]; $0.targetTags = ["http-server"] }
+      })
+      let tagged = try await admin.createInstance(.with {
+        $0.instance = .with { $0.name = "vm-3"; $0.host = "host-a"; $0.networkInterfaces = [.with { $0.subnet = "subnet-1" }]; $0.tags = ["http-server", "blue", "http-server"] }
+      })
+      #expect(tagged.tags == ["http-server", "blue"], "repeats are dropped, order kept")
+      #expect(try config(core, "host-a").firewallRules.first?.targetTags == ["http-server"])
+      #expect(try config(core, "host-a").vms.first { $0.instance == "vm-3" }?.tags == ["http-server", "blue"])
+      #expect(try config(core, "host-a").vms.first { $0.instance == "vm-1" }?.tags == [])
+
+      let before = try config(core, "host-a").version
+      let retagged = try await admin.updateInstanceTags(.with { $0.name = "vm-1"; $0.add = ["http-server", "green"]; $0.remove = ["nothing-here"] })
+      #expect(retagged.tags == ["http-server", "green"])
+      let after = try config(core, "host-a")
+      #expect(after.version > before && after.vms.first { $0.instance == "vm-1" }?.tags == ["http-server", "green"], "a tag change is pushed")
+      #expect(try await admin.updateInstanceTags(.with { $0.name = "vm-1"; $0.remove = ["green"]; $0.add = ["green"] }).tags == ["http-server", "green"], "remove, then add")
+      #expect(try await admin.updateInstanceTags(.with { $0.name = "vm-1"; $0.remove = ["http-server"] }).tags == ["green"])
+
+      await expectRefused(.invalidArgument, "instance.tags[0]") {
+        _ = try await admin.createInstance(.with { $0.instance = .with { $0.name = "vm-4"; $0.host = "host-a"; $0.networkInterfaces = [.with { $0.subnet = "subnet-1" }]; $0.tags = ["Web"] } })
+      }
+      await expectRefused(.invalidArgument, "instance.tags") {
+        _ = try await admin.createInstance(.with {
+          $0.instance = .with { $0.name = "vm-4"; $0.host = "host-a"; $0.networkInterfaces = [.with { $0.subnet = "subnet-1" }]; $0.tags = (0...64).map { "t\($0)" } }
+        })
+      }
+      await expectRefused(.invalidArgument, "add[1]") { _ = try await admin.updateInstanceTags(.with { $0.name = "vm-1"; $0.add = ["ok", "-bad"] }) }
+      await expectRefused(.notFound, "name") { _ = try await admin.updateInstanceTags(.with { $0.name = "ghost"; $0.add = ["ok"] }) }
+      await expectRefused(.invalidArgument, "firewallRules[bad].targetTags[0]") {
+        _ = try await admin.createFirewallRule(.with { $0.rule = .with { $0.name = "bad"; $0.network = "vpc"; $0.targetTags = ["under_score"] } })
+      }
+      // Hosts keep one bit per target tag of a network: the 65th distinct one is refused.
+      for i in 0..<31 {
+        _ = try await admin.createFirewallRule(.with { $0.rule = .with { $0.name = "r\(i)"; $0.network = "vpc"; $0.targetTags = ["a\(i)", "b\(i)"] } })
+      }
+      await expectRefused(.invalidArgument, "firewallRules[too-many].targetTags") {
+        _ = try await admin.createFirewallRule(.with { $0.rule = .with { $0.name = "too-many"; $0.network = "vpc"; $0.targetTags = ["c1", "c2"] } })
+      }
+      _ = try await admin.createFirewallRule(.with { $0.rule = .with { $0.name = "last"; $0.network = "vpc"; $0.targetTags = ["c1", "http-server"] } })
+      #expect(try await admin.getInstance(.with { $0.name = "vm-1" }).tags == ["green"], "refusals changed nothing")
+    }
+  }
+
   @Test func privateGoogleAccessIsForcedOnWhereNatTranslatesAndRoutedAtTheEdge() async throws {
     try await withAdmin { admin, core in
       try await build(admin, googleRange: "198.51.100.8/30")
@@ -326,6 +373,8 @@ struct VPCTests {
       let instances = try await admin.listInstances(.init()).instances.filter { $0.name.hasPrefix("conn-") }
       #expect(instances.map { "\($0.name)@\($0.host)=\($0.networkInterfaces.first?.networkIp ?? "")" } == ["conn-1@host-a=10.8.0.2", "conn-2@host-b=10.8.0.3"])
       #expect(try config(core, "host-b").vms.first { $0.instance == "conn-2" }?.nics.first?.natBindings.first?.portBlocks.isEmpty == false, "connector instances NAT like any VM")
+      #expect(instances.allSatisfy { $0.tags == ["vpc-connector", "vpc-connector-r1-conn"] }, "Serverless VPC Access tags its connector instances")
+      #expect(try config(core, "host-b").vms.first { $0.instance == "conn-2" }?.tags == ["vpc-connector", "vpc-connector-r1-conn"])
 
       let deployed = try await admin.deployService(.with { $0.service = .with { $0.name = "svc"; $0.region = "r1"; $0.instances = 9; $0.vpcConnector = "conn"; $0.vpcEgress = .allTraffic } })
       #expect(ServerlessModel.egressPool.contains(deployed.serverlessEgressIp))

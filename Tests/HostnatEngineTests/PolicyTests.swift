@@ -12,12 +12,12 @@ import Testing
 
   static func vm(
     id: String = "vm-a", address: IPv4Address = vmIP, external: IPv4Address? = nil, pga: Bool = false,
-    network: String = vpc, gateway: GatewaySettings = .init(), ports: Range<Int> = 34000..<34064
+    network: String = vpc, gateway: GatewaySettings = .init(), ports: Range<Int> = 34000..<34064, tags: [String] = []
   ) -> VMConfig {
     VMConfig(
       id: id, primaryIP: address, natSourceRanges: [IPv4CIDR(address, prefixLength: 32)!], externalIP: external,
       portBlocks: [PortBlock(natIP: natIP, ports: ports)], gateway: gateway, network: network,
-      privateGoogleAccess: pga)
+      privateGoogleAccess: pga, tags: tags)
   }
 
   static func config(_ vms: [VMConfig], rules: [FirewallRule] = [], routes: [CustomRoute] = []) -> EngineConfig {
@@ -409,6 +409,63 @@ import Testing
     // The VM in the policed network is denied.
     #expect(run(engine, outbound: true, Self.packet(.udp, from: c.primaryIP, to: server, 53), now: 0).0 == .drop(.firewallDenied))
     #expect(engine.globalCounters.firewallDeniedEgress == 1 && engine.globalCounters.routedToNextHop == 0)
+  }
+
+  // MARK: target tags
+
+  /// Two VMs with external IPs in one network: `web` carries the tag "web", `plain` none.
+  static func taggedPair(webTags: [String] = ["web"], plainTags: [String] = []) -> [VMConfig] {
+    [
+      vm(id: "web", address: ip("10.0.0.2"), external: ip("34.1.2.3"), ports: 34000..<34064, tags: webTags),
+      vm(id: "plain", address: ip("10.0.0.3"), external: ip("34.1.2.4"), ports: 34064..<34128, tags: plainTags),
+    ]
+  }
+
+  @Test func targetTagsPickTheVMsARuleAppliesTo() throws {
+    let allowWeb = FirewallRule(name: "allow-web", direction: .ingress, allow: true, matches: Self.tcpRule([80...80]), targetTags: ["web", "www"])
+    let lockOut = FirewallRule(name: "lock-out", direction: .egress, priority: 10, allow: false, targetTags: ["locked"])
+    let nobody = FirewallRule(name: "nobody", direction: .egress, priority: 0, allow: false, targetTags: ["unused"])
+    let rules = [allowWeb, lockOut, nobody]
+    let engine = try NATEngine(capacity: 64, config: Self.config(Self.taggedPair(plainTags: ["locked"]), rules: rules))
+    func http(to external: String, _ sport: UInt16) -> [UInt8] { Self.packet(.tcp, from: Self.peer, sport, to: ip(external), 80) }
+    // Ingress: only the tagged VM takes port 80; the other falls to the implied deny.
+    #expect(run(engine, outbound: false, http(to: "34.1.2.3", 5000), now: 0).0 == .forward)
+    #expect(run(engine, outbound: false, http(to: "34.1.2.4", 5000), now: 0).0 == .drop(.firewallDenied))
+    // Egress: the deny applies to the "locked" VM only; the rule whose tag nobody carries to nobody.
+    #expect(run(engine, outbound: true, Self.packet(.udp, from: ip("10.0.0.2"), to: server, 53), now: 0).0 == .forward)
+    #expect(run(engine, outbound: true, Self.packet(.udp, from: ip("10.0.0.3"), to: server, 53), now: 0).0 == .drop(.firewallDenied))
+    #expect(engine.counters(forVM: "plain")?.droppedFirewall == 2 && engine.counters(forVM: "web")?.droppedFirewall == 0)
+
+    // Retagging: "plain" gains "www" (one of allow-web's tags) and loses "locked"; "web" loses its tag.
+    try engine.apply(Self.config(Self.taggedPair(webTags: [], plainTags: ["www"]), rules: rules), now: 1)
+    #expect(run(engine, outbound: false, http(to: "34.1.2.4", 5001), now: 2).0 == .forward)
+    #expect(run(engine, outbound: true, Self.packet(.udp, from: ip("10.0.0.3"), to: server, 53), now: 2).0 == .forward)
+    // A new connection to the untagged VM is denied; the one it already had goes on (stateful).
+    #expect(run(engine, outbound: false, http(to: "34.1.2.3", 5002), now: 2).0 == .drop(.firewallDenied))
+    #expect(run(engine, outbound: false, http(to: "34.1.2.3", 5000), now: 2).0 == .forward)
+  }
+
+  @Test func targetTagsApplyToNATedVMs() throws {
+    // NAT-only VMs: egress rules by tag before NAT.
+    let denyTagged = FirewallRule(name: "deny-tagged", direction: .egress, allow: false, matches: Self.tcpRule([443...443]), targetTags: ["no-https"])
+    let engine = try NATEngine(
+      capacity: 64,
+      config: Self.config(
+        [Self.vm(id: "a", address: ip("10.0.0.2"), ports: 34000..<34064, tags: ["no-https"]), Self.vm(id: "b", address: ip("10.0.0.3"), ports: 34064..<34128)],
+        rules: [denyTagged]))
+    #expect(run(engine, outbound: true, Self.packet(.tcp, from: ip("10.0.0.2"), to: server, 443), now: 0).0 == .drop(.firewallDenied))
+    let (v, out) = run(engine, outbound: true, Self.packet(.tcp, from: ip("10.0.0.3"), to: server, 443), now: 0)
+    #expect(v == .forward && expectValid(out)?.source == natIP)
+  }
+
+  @Test func aNetworkNamesAtMost64TargetTags() throws {
+    let engine = try NATEngine(capacity: 16, config: Self.config([Self.vm()]))
+    let many = (0..<64).map { FirewallRule(name: "r\($0)", direction: .ingress, allow: true, targetTags: ["t\($0)", "t\(($0 + 1) % 64)"]) }
+    try engine.apply(Self.config([Self.vm(tags: ["t5"])], rules: many), now: 0)
+    let tooMany = many + [FirewallRule(name: "one-more", direction: .ingress, allow: true, targetTags: ["t64"])]
+    #expect(throws: EngineError.invalidPolicy(network: Self.vpc, name: "one-more")) {
+      try engine.apply(Self.config([Self.vm()], rules: tooMany), now: 1)
+    }
   }
 
   @Test func invalidPrioritiesAreRefused() throws {

@@ -15,10 +15,13 @@ import Testing
     matches: [FirewallMatch(protocolNumber: IPProtocol.tcp, ports: [80...80]), FirewallMatch(protocolNumber: IPProtocol.icmp)],
     ranges: [subnet])
 
-  static func host(_ id: String, _ address: IPv4Address, external: IPv4Address? = nil, rules: [FirewallRule] = [], routes: [CustomRoute] = []) throws -> NATEngine {
+  static func host(
+    _ id: String, _ address: IPv4Address, external: IPv4Address? = nil, rules: [FirewallRule] = [], routes: [CustomRoute] = [],
+    tags: [String] = []
+  ) throws -> NATEngine {
     let vm = VMConfig(
       id: id, primaryIP: address, natSourceRanges: [IPv4CIDR(address, prefixLength: 32)!], externalIP: external,
-      portBlocks: [PortBlock(natIP: natIP, ports: 34000..<34064)], network: vpc)
+      portBlocks: [PortBlock(natIP: natIP, ports: 34000..<34064)], network: vpc, tags: tags)
     let policy = NetworkPolicy(firewallRules: rules, routes: routes, internalRanges: [subnet, peerSubnet], fabricID: 7)
     return try NATEngine(capacity: 64, config: EngineConfig(vms: [vm], networks: [vpc: policy]))
   }
@@ -50,6 +53,16 @@ import Testing
     let unsolicited = PacketBuilder.tcp(source: Self.vmB, destination: vmIP, sourcePort: 5555, destinationPort: 22, flags: .syn, payload: [])
     #expect(Self.fabric(a, unsolicited, now: 4).0 == .drop(.firewallDenied))
     #expect(a.counters(forVM: "vm-a")?.droppedFirewall == 1)
+  }
+
+  @Test func ingressRulesWithTargetTagsApplyToTaggedVMsOnly() throws {
+    var backendsOnly = Self.allowInternal
+    backendsOnly.targetTags = ["backend"]
+    let syn = PacketBuilder.tcp(source: vmIP, destination: Self.vmB, sourcePort: 40000, destinationPort: 80, flags: .syn, payload: [])
+    let untagged = try Self.host("vm-b", Self.vmB, rules: [backendsOnly], tags: ["frontend"])
+    #expect(Self.fabric(untagged, syn, now: 0).0 == .drop(.firewallDenied))
+    let tagged = try Self.host("vm-b", Self.vmB, rules: [backendsOnly], tags: ["frontend", "backend"])
+    #expect(Self.fabric(tagged, syn, now: 0) == (.forward, syn))
   }
 
   @Test func pingBetweenVMsGetsItsReplyBack() throws {

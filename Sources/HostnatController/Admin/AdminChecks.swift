@@ -18,6 +18,23 @@ enum AdminChecks {
     }
   }
 
+  /// Most network tags an instance can carry (Compute Engine's limit).
+  static let maxInstanceTags = 64
+
+  /// Checks network tags (each a valid name) and returns them without repeats, in first-seen order.
+  static func tags(_ tags: [String], field: String) throws -> [String] {
+    var seen: Set<String> = []
+    var out: [String] = []
+    for (i, tag) in tags.enumerated() {
+      try name(tag, field: "\(field)[\(i)]")
+      if seen.insert(tag).inserted { out.append(tag) }
+    }
+    if out.count > maxInstanceTags {
+      throw AdminError(.invalidArgument, field: field, reason: "\(out.count) tags; an instance carries at most \(maxInstanceTags)")
+    }
+    return out
+  }
+
   static func nonEmpty(_ value: String, field: String) throws {
     if value.isEmpty { throw AdminError(.invalidArgument, field: field, reason: "required") }
   }

@@ -325,6 +325,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
       if instance.networkInterfaces.isEmpty {
         throw AdminError(.invalidArgument, field: "instance.networkInterfaces", reason: "an instance needs at least one network interface")
       }
+      instance.tags = try AdminChecks.tags(instance.tags, field: "instance.tags")
       instance.createTimeMs = core.nowMsValue
       try core.change { intent in
         if intent.instances.contains(where: { $0.name == instance.name }) {
@@ -343,6 +344,24 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
         intent.instances.append(instance)
       }
       return instance
+    }
+  }
+
+  public func updateInstanceTags(request: Hostnat_V1_UpdateInstanceTagsRequest, context: ServerContext) async throws -> Hostnat_V1_Instance {
+    try rpc {
+      _ = try AdminChecks.tags(request.add, field: "add")
+      for (i, tag) in request.remove.enumerated() { try AdminChecks.name(tag, field: "remove[\(i)]") }
+      var updated = Hostnat_V1_Instance()
+      try core.change { intent in
+        guard let index = intent.instances.firstIndex(where: { $0.name == request.name }) else {
+          throw AdminError(.notFound, field: "name", reason: "instance \(request.name) not found")
+        }
+        let remove = Set(request.remove)
+        intent.instances[index].tags = try AdminChecks.tags(
+          intent.instances[index].tags.filter { !remove.contains($0) } + request.add, field: "add")
+        updated = intent.instances[index]
+      }
+      return updated
     }
   }
 

@@ -22,6 +22,7 @@ public enum SnapshotBuilder {
       let allocations = planner.allocations(instance: instance.name)
       var vm = Hostnat_V1_VmConfig()
       vm.instance = instance.name
+      vm.tags = instance.tags
       for (index, nic) in instance.networkInterfaces.enumerated() {
         var config = Hostnat_V1_NicConfig()
         config.name = "nic\(index)"

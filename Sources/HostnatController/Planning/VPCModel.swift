@@ -6,6 +6,9 @@ public import HostnatProto
 /// peerings and serverless resources. They run on every change after the edit and before the
 /// planner, so a change that would leave a dangling reference is refused with the field.
 enum VPCChecks {
+  /// Distinct target tags the rules of one network may name: the engine keeps one bit per tag.
+  static let maxTargetTagsPerNetwork = 64
+
   static func validate(_ intent: StoredIntent) throws {
     let networks = Dictionary(intent.networks.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
     let projects = Dictionary(intent.projects.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
@@ -58,6 +61,7 @@ enum VPCChecks {
         try attach(project: i.project, to: net, projects: projects, field: "instances[\(i.name)].networkInterfaces[\(index)]")
       }
     }
+    var targetTags: [String: Set<String>] = [:]
     for (index, rule) in intent.firewallRules.enumerated() {
       let field = "firewallRules[\(rule.name.isEmpty ? String(index) : rule.name)]"
       _ = try network(rule.network, field: "\(field).network")
@@ -68,6 +72,13 @@ enum VPCChecks {
       for (i, r) in rule.destinationRanges.enumerated() { try cidr(r, field: "\(field).destinationRanges[\(i)]") }
       if rule.direction == .egress, !rule.sourceRanges.isEmpty {
         throw AdminError(.invalidArgument, field: "\(field).sourceRanges", reason: "an EGRESS rule matches destination ranges, not source ranges")
+      }
+      for (i, tag) in rule.targetTags.enumerated() { try AdminChecks.name(tag, field: "\(field).targetTags[\(i)]") }
+      targetTags[rule.network, default: []].formUnion(rule.targetTags)
+      if targetTags[rule.network, default: []].count > maxTargetTagsPerNetwork {
+        throw AdminError(
+          .invalidArgument, field: "\(field).targetTags",
+          reason: "the firewall rules of network \(rule.network) would name \(targetTags[rule.network, default: []].count) distinct target tags; hosts tell at most \(maxTargetTagsPerNetwork) apart")
       }
       if rule.direction != .egress, !rule.destinationRanges.isEmpty {
         throw AdminError(.invalidArgument, field: "\(field).destinationRanges", reason: "an INGRESS rule matches source ranges, not destination ranges")
@@ -167,6 +178,12 @@ public enum ServerlessModel {
     return load
   }
 
+  /// The network tags Serverless VPC Access gives every instance of a connector, for firewall
+  /// rules: `vpc-connector` (all connectors) and `vpc-connector-REGION-NAME` (this one).
+  public static func connectorTags(_ c: Hostnat_V1_ServerlessConnector) -> [String] {
+    ["vpc-connector", "vpc-connector-\(c.region)-\(c.name)"]
+  }
+
   /// How many instances a connector runs for `load` serverless instances.
   public static func desiredInstances(_ c: Hostnat_V1_ServerlessConnector, load: Int) -> Int {
     let wanted = (load + instancesPerConnectorInstance - 1) / instancesPerConnectorInstance
@@ -205,6 +222,7 @@ public enum ServerlessModel {
           $0.region = c.region
           $0.host = hosts[names.count % hosts.count]
           $0.project = c.project
+          $0.tags = connectorTags(c)
           $0.networkInterfaces = [.with {
             $0.subnet = subnetName
             $0.networkIp = ip
@@ -212,6 +230,10 @@ public enum ServerlessModel {
           }]
         })
         names.append(name)
+      }
+      // Instances created before connectors had tags get them too.
+      for i in intent.instances.indices where names.contains(intent.instances[i].name) {
+        intent.instances[i].tags = connectorTags(c)
       }
       intent.connectors[index].instances = names
       intent.connectors[index].load = UInt32(load[key] ?? 0)

@@ -21,17 +21,21 @@ struct EngineBench: ParsableCommand {
   @Option(help: "Active flows in the table while measuring.")
   var flows: Int = 65_536
 
+  @Option(help: "Egress firewall rules (none matching) every new flow is checked against; half of them by target tag.")
+  var firewallRules: Int = 0
+
   @Flag(help: "Print one JSON object instead of a table.")
   var json = false
 
   func validate() throws {
     // 256 VMs share the flows; beyond about 8 M each VM would need more ports than one NAT IP has.
     guard (1...4_000_000).contains(flows) else { throw ValidationError("--flows must be between 1 and 4000000, got \(flows)") }
+    guard (0...10_000).contains(firewallRules) else { throw ValidationError("--firewall-rules must be between 0 and 10000, got \(firewallRules)") }
   }
 
   func run() throws {
     warnIfDebug()
-    let result = try EngineBenchmark.run(flows: flows)
+    let result = try EngineBenchmark.run(flows: flows, firewallRules: firewallRules)
     try emit(result, json: json)
   }
 }
