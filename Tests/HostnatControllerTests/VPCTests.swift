@@ -400,6 +400,7 @@ struct VPCTests {
       #expect(try config(core, "host-b").vms.contains { $0.instance == "api-1" && $0.nics.first?.natBindings.isEmpty == false })
 
       await expectRefused(.failedPrecondition, "name") { _ = try await admin.deleteInstance(.with { $0.name = "conn-1" }) }
+      await expectRefused(.failedPrecondition, "name") { _ = try await admin.updateInstanceTags(.with { $0.name = "conn-1"; $0.remove = ["vpc-connector"] }) }
       await expectRefused(.failedPrecondition, "name") { _ = try await admin.deleteServerlessConnector(.with { $0.name = "conn"; $0.region = "r1" }) }
       await expectRefused(.invalidArgument, "connector.ipCidrRange") {
         _ = try await admin.createServerlessConnector(.with { $0.connector = .with { $0.name = "c2"; $0.region = "r1"; $0.network = "vpc"; $0.ipCidrRange = "10.9.0.0/24" } })

@@ -356,6 +356,9 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
         guard let index = intent.instances.firstIndex(where: { $0.name == request.name }) else {
           throw AdminError(.notFound, field: "name", reason: "instance \(request.name) not found")
         }
+        if let owner = Self.manager(of: request.name, in: intent) {
+          throw AdminError(.failedPrecondition, field: "name", reason: "instance \(request.name) is managed by \(owner); its tags are set there")
+        }
         let remove = Set(request.remove)
         intent.instances[index].tags = try AdminChecks.tags(
           intent.instances[index].tags.filter { !remove.contains($0) } + request.add, field: "add")
@@ -363,6 +366,12 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
       }
       return updated
     }
+  }
+
+  /// The serverless resource whose instance `name` is ("connector C" or "service S"), if any.
+  static func manager(of name: String, in intent: StoredIntent) -> String? {
+    intent.connectors.first(where: { $0.instances.contains(name) }).map { "connector \($0.name)" }
+      ?? intent.services.first(where: { $0.vpcInstances.contains(name) }).map { "service \($0.name)" }
   }
 
   public func getInstance(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_Instance {
@@ -381,9 +390,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
     try rpc {
       try deleting(request.name) { intent in
         _ = try AdminChecks.find(intent.instances, "instance", request.name) { $0.name == request.name }
-        if let owner = intent.connectors.first(where: { $0.instances.contains(request.name) }).map({ "connector \($0.name)" })
-          ?? intent.services.first(where: { $0.vpcInstances.contains(request.name) }).map({ "service \($0.name)" })
-        {
+        if let owner = Self.manager(of: request.name, in: intent) {
           throw AdminError(.failedPrecondition, field: "name", reason: "instance \(request.name) is managed by \(owner); change that instead")
         }
         intent.instances.removeAll { $0.name == request.name }
