@@ -323,6 +323,9 @@ public struct ServerlessEgressRunner: Sendable {
 /// the agent learns this process as their underlay address. Bounded: about 3 s at 2 requests a
 /// second per request.
 public enum WhoamiProbe {
+  /// The source port of a run's first request, unless the caller picks one.
+  public static let firstPort: UInt16 = 41_000
+
   public struct Request: Sendable {
     public var label: String
     public var source: IPv4Address
@@ -343,7 +346,7 @@ public enum WhoamiProbe {
   /// use source ports from `firstPort` up, one each: the same port again is the same connection.
   public static func run(
     _ requests: [Request], state: LabState, seconds: Double = 3, backends: [(ip: IPv4Address, host: String)] = [],
-    firstPort: UInt16 = 41_000
+    firstPort: UInt16 = WhoamiProbe.firstPort
   ) async throws -> [String: Set<String>] {
     struct Source {
       var ip: IPv4Address

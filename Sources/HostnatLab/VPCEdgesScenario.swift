@@ -53,10 +53,12 @@ public struct VPCEdgesRunner: Sendable {
       let echo30 = IPv4Address(192, 0, 2, 30)
       let google = IPv4Address(198, 51, 100, 8)
 
-      // Each step asks from new source ports (new connections) unless told to reuse some.
+      // Each step asks from source ports no step used before (new connections), one per probe,
+      // unless told to reuse some.
+      func unusedPort() -> UInt16 { WhoamiProbe.firstPort + UInt16(probes.count) }
       func ask(_ step: String, _ servers: [IPv4Address], firstPort: UInt16? = nil) async throws -> [IPv4Address: [String]] {
         let requests = servers.map { WhoamiProbe.Request(label: "\(step): \($0)", source: vmIP, host: host, server: $0) }
-        let seen = try await WhoamiProbe.run(requests, state: state, firstPort: firstPort ?? UInt16(41_000 + probes.count))
+        let seen = try await WhoamiProbe.run(requests, state: state, firstPort: firstPort ?? unusedPort())
         var out: [IPv4Address: [String]] = [:]
         for server in servers {
           let ips = (seen["\(step): \(server)"] ?? []).sorted()
@@ -109,7 +111,7 @@ public struct VPCEdgesRunner: Sendable {
         }, options: options)
       }
       try await converge()
-      let untaggedPort = UInt16(41_000 + probes.count)
+      let untaggedPort = unusedPort()
       seen = try await ask("firewall deny, VM untagged", [echo30])
       checks.add(
         "a rule with target tags spares VMs without them", seen[echo30] == [natIP],

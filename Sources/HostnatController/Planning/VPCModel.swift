@@ -6,7 +6,8 @@ public import HostnatProto
 /// peerings and serverless resources. They run on every change after the edit and before the
 /// planner, so a change that would leave a dangling reference is refused with the field.
 enum VPCChecks {
-  /// Distinct target tags the rules of one network may name: the engine keeps one bit per tag.
+  /// Distinct target tags the rules of one network may name: the engine keeps one bit per tag
+  /// (`CompiledPolicies.maxTargetTags` in HostnatEngine, which the controller does not link).
   static let maxTargetTagsPerNetwork = 64
 
   static func validate(_ intent: StoredIntent) throws {
@@ -74,11 +75,12 @@ enum VPCChecks {
         throw AdminError(.invalidArgument, field: "\(field).sourceRanges", reason: "an EGRESS rule matches destination ranges, not source ranges")
       }
       for (i, tag) in rule.targetTags.enumerated() { try AdminChecks.name(tag, field: "\(field).targetTags[\(i)]") }
-      targetTags[rule.network, default: []].formUnion(rule.targetTags)
-      if targetTags[rule.network, default: []].count > maxTargetTagsPerNetwork {
+      let named = targetTags[rule.network, default: []].union(rule.targetTags)
+      targetTags[rule.network] = named
+      if named.count > maxTargetTagsPerNetwork {
         throw AdminError(
           .invalidArgument, field: "\(field).targetTags",
-          reason: "the firewall rules of network \(rule.network) would name \(targetTags[rule.network, default: []].count) distinct target tags; hosts tell at most \(maxTargetTagsPerNetwork) apart")
+          reason: "the firewall rules of network \(rule.network) would name \(named.count) distinct target tags; hosts tell at most \(maxTargetTagsPerNetwork) apart")
       }
       if rule.direction != .egress, !rule.destinationRanges.isEmpty {
         throw AdminError(.invalidArgument, field: "\(field).destinationRanges", reason: "an INGRESS rule matches source ranges, not destination ranges")
@@ -222,7 +224,6 @@ public enum ServerlessModel {
           $0.region = c.region
           $0.host = hosts[names.count % hosts.count]
           $0.project = c.project
-          $0.tags = connectorTags(c)
           $0.networkInterfaces = [.with {
             $0.subnet = subnetName
             $0.networkIp = ip
@@ -231,7 +232,8 @@ public enum ServerlessModel {
         })
         names.append(name)
       }
-      // Instances created before connectors had tags get them too.
+      // Every instance of the connector carries its tags: new ones, and ones from before
+      // connectors had tags.
       for i in intent.instances.indices where names.contains(intent.instances[i].name) {
         intent.instances[i].tags = connectorTags(c)
       }
