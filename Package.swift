@@ -35,18 +35,20 @@ let package = Package(
   ],
   targets: [
     // Pure modules: no I/O, no dependencies outside the standard library.
-    .target(name: "HostnatPackets", swiftSettings: hot),
-    .target(name: "HostnatEngine", dependencies: ["HostnatPackets"], swiftSettings: hot),
-    .target(name: "HostnatPlanner", swiftSettings: hot),
+    // The leaf every layer shares: IPv4 addresses and prefixes, HOST:PORT, firewall rule fields.
+    .target(name: "HostnatAddressing", swiftSettings: hot),
+    .target(name: "HostnatPackets", dependencies: ["HostnatAddressing"], swiftSettings: hot),
+    .target(name: "HostnatEngine", dependencies: ["HostnatAddressing", "HostnatPackets"], swiftSettings: hot),
+    .target(name: "HostnatPlanner", dependencies: ["HostnatAddressing"], swiftSettings: hot),
     // The emulated Internet's servers (echo, what-is-my-IP, STUN) and the VM traffic generator:
     // packets in, packets out, time as a parameter.
-    .target(name: "HostnatInternet", dependencies: ["HostnatPackets"], swiftSettings: hot),
-    .target(name: "HostnatWorkload", dependencies: ["HostnatPackets"], swiftSettings: hot),
+    .target(name: "HostnatInternet", dependencies: ["HostnatAddressing", "HostnatPackets"], swiftSettings: hot),
+    .target(name: "HostnatWorkload", dependencies: ["HostnatAddressing", "HostnatPackets"], swiftSettings: hot),
 
     // The I/O layer of the data plane: batched UDP sockets and the packet loops of agent, edge and VM.
     .target(
       name: "HostnatDataplane",
-      dependencies: ["HostnatPackets", "HostnatEngine"],
+      dependencies: ["HostnatAddressing", "HostnatPackets", "HostnatEngine"],
       swiftSettings: hot
     ),
 
@@ -61,11 +63,23 @@ let package = Package(
       swiftSettings: strict
     ),
 
+    // The desired state, computed from intent with no I/O (as OVN's northd): intent checks, the
+    // mapping onto the planner, the VPC model and fabric, and the per-host and edge snapshots.
+    .target(
+      name: "HostnatDesiredState",
+      dependencies: [
+        "HostnatPlanner", "HostnatProto", "HostnatAddressing",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+      ],
+      swiftSettings: strict
+    ),
+
     // The controller (Cloud Router): durable intent in SQLite, control streams to hosts and edge.
     .target(
       name: "HostnatController",
       dependencies: [
-        "HostnatProto", "HostnatPlanner", "HostnatPackets", "HostnatTelemetry", "HostnatTrace",
+        "HostnatProto", "HostnatPlanner", "HostnatDesiredState", "HostnatAddressing", "HostnatMetrics", "HostnatTrace",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRDB", package: "GRDB.swift"),
@@ -78,12 +92,12 @@ let package = Package(
     ),
 
     // Namespaces mode (Linux, root): network namespaces, TUN devices, the TUN <-> Geneve bridge.
-    .target(name: "HostnatNetns", dependencies: ["HostnatPackets", "HostnatEngine", "HostnatDataplane"], swiftSettings: hot),
+    .target(name: "HostnatNetns", dependencies: ["HostnatAddressing", "HostnatPackets", "HostnatEngine", "HostnatDataplane"], swiftSettings: hot),
 
     // Protocol study: control traces (`--trace-control`), their reading and their replay.
     .target(
       name: "HostnatTrace",
-      dependencies: [
+      dependencies: ["HostnatAddressing", 
         "HostnatProto",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -92,11 +106,11 @@ let package = Package(
       swiftSettings: strict
     ),
 
-    // NAT logs in Cloud NAT's shape, Prometheus metrics and their HTTP endpoint.
+    // Prometheus metrics: the registry and catalog, the /metrics and /healthz endpoint, the
+    // swift-metrics bootstrap. A leaf: the controller links it without the data plane.
     .target(
-      name: "HostnatTelemetry",
+      name: "HostnatMetrics",
       dependencies: [
-        "HostnatDataplane", "HostnatEngine", "HostnatPackets",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -107,14 +121,48 @@ let package = Package(
       swiftSettings: strict
     ),
 
-    // The host agent and the edge: control-stream clients, last good config on disk, the data plane.
+    // NAT logs in Cloud NAT's shape, and the metrics read from the data plane's counters.
+    .target(
+      name: "HostnatTelemetry",
+      dependencies: ["HostnatAddressing", 
+        "HostnatMetrics", "HostnatDataplane", "HostnatEngine", "HostnatPackets",
+      ],
+      swiftSettings: strict
+    ),
+
+    // The files processes write and the lab reads: status, VM reports, the last good config, and
+    // the names and rejections both sides spell the same way.
+    .target(
+      name: "HostnatContracts",
+      dependencies: ["HostnatAddressing", 
+        "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ],
+      swiftSettings: strict
+    ),
+
+    // The VM role: a workload behind its host's agent, speaking Geneve on the underlay.
+    .target(
+      name: "HostnatVM",
+      dependencies: ["HostnatAddressing", 
+        "HostnatContracts", "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets",
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict
+    ),
+
+    // The host agent and the edge: one control-stream client, last good config on disk, the data plane.
     .target(
       name: "HostnatAgent",
-      dependencies: [
-        "HostnatDataplane", "HostnatEngine", "HostnatPackets", "HostnatProto", "HostnatInternet", "HostnatWorkload", "HostnatTelemetry", "HostnatTrace",
+      dependencies: ["HostnatAddressing", 
+        "HostnatContracts",
+        "HostnatDataplane", "HostnatEngine", "HostnatPackets", "HostnatProto", "HostnatInternet", "HostnatMetrics", "HostnatTelemetry", "HostnatTrace",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict
     ),
@@ -122,7 +170,7 @@ let package = Package(
     // The gcloud-style admin CLI: a gRPC client of the admin API and its table/json/yaml output.
     .target(
       name: "HostnatAdminCLI",
-      dependencies: [
+      dependencies: ["HostnatAddressing", 
         "HostnatProto", "HostnatPackets",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -136,8 +184,8 @@ let package = Package(
     // The lab: a local cluster from a topology file, its status, and the demo of the central claim.
     .target(
       name: "HostnatLab",
-      dependencies: [
-        "HostnatProto", "HostnatAgent", "HostnatController", "HostnatDataplane", "HostnatWorkload", "HostnatInternet", "HostnatPackets", "HostnatNetns",
+      dependencies: ["HostnatAddressing", 
+        "HostnatProto", "HostnatContracts", "HostnatDesiredState", "HostnatDataplane", "HostnatWorkload", "HostnatInternet", "HostnatPackets", "HostnatNetns",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -147,7 +195,7 @@ let package = Package(
     ),
 
     // In-memory benchmarks of the pure modules, driven by `hostnat bench`.
-    .target(name: "HostnatBench", dependencies: ["HostnatEngine", "HostnatPlanner", "HostnatPackets", "CHostnatBaseline"], swiftSettings: hot),
+    .target(name: "HostnatBench", dependencies: ["HostnatAddressing", "HostnatEngine", "HostnatPlanner", "HostnatPackets", "CHostnatBaseline"], swiftSettings: hot),
     // The plain C loop the engine benchmark is compared with, side by side.
     .target(name: "CHostnatBaseline", cSettings: [.unsafeFlags(["-O3"])]),
 
@@ -155,7 +203,7 @@ let package = Package(
     .executableTarget(
       name: "hostnat",
       dependencies: [
-        "HostnatBench", "HostnatProto", "HostnatController", "HostnatAgent", "HostnatAdminCLI", "HostnatLab",
+        "HostnatAddressing", "HostnatBench", "HostnatProto", "HostnatController", "HostnatAgent", "HostnatContracts", "HostnatVM", "HostnatAdminCLI", "HostnatLab",
         "HostnatDataplane", "HostnatInternet", "HostnatWorkload", "HostnatPackets", "HostnatTelemetry", "HostnatTrace", "HostnatNetns",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -165,33 +213,38 @@ let package = Package(
       swiftSettings: strict
     ),
 
-    .testTarget(name: "HostnatPacketsTests", dependencies: ["HostnatPackets"], resources: [.copy("Fixtures")], swiftSettings: strict),
-    .testTarget(name: "HostnatEngineTests", dependencies: ["HostnatEngine", "HostnatPackets"], swiftSettings: strict),
-    .testTarget(name: "HostnatInternetTests", dependencies: ["HostnatInternet", "HostnatPackets"], swiftSettings: strict),
-    .testTarget(name: "HostnatWorkloadTests", dependencies: ["HostnatWorkload", "HostnatInternet", "HostnatPackets"], swiftSettings: strict),
-    .testTarget(name: "HostnatDataplaneTests", dependencies: ["HostnatDataplane", "HostnatEngine", "HostnatPackets"], swiftSettings: strict),
-    .testTarget(name: "HostnatPlannerTests", dependencies: ["HostnatPlanner"], swiftSettings: strict),
-    .testTarget(name: "HostnatControllerTests", dependencies: [
-      "HostnatController", "HostnatProto", "HostnatPlanner",
+    // What every test target shares: the seeded generator, address literals, a bounded wait.
+    .target(name: "HostnatTestSupport", dependencies: ["HostnatAddressing", "HostnatPackets"], path: "Tests/HostnatTestSupport", swiftSettings: strict),
+    .testTarget(name: "HostnatAddressingTests", dependencies: ["HostnatAddressing"], swiftSettings: strict),
+    .testTarget(name: "HostnatPacketsTests", dependencies: ["HostnatAddressing", "HostnatTestSupport", "HostnatPackets"], resources: [.copy("Fixtures")], swiftSettings: strict),
+    .testTarget(name: "HostnatEngineTests", dependencies: ["HostnatTestSupport", "HostnatAddressing", "HostnatEngine", "HostnatPackets"], swiftSettings: strict),
+    .testTarget(name: "HostnatInternetTests", dependencies: ["HostnatAddressing", "HostnatTestSupport", "HostnatInternet", "HostnatPackets"], swiftSettings: strict),
+    .testTarget(name: "HostnatWorkloadTests", dependencies: ["HostnatAddressing", "HostnatTestSupport", "HostnatWorkload", "HostnatInternet", "HostnatPackets"], swiftSettings: strict),
+    .testTarget(name: "HostnatDataplaneTests", dependencies: ["HostnatTestSupport", "HostnatAddressing", "HostnatDataplane", "HostnatEngine", "HostnatPackets"], swiftSettings: strict),
+    .testTarget(name: "HostnatPlannerTests", dependencies: ["HostnatTestSupport", "HostnatAddressing", "HostnatPlanner"], swiftSettings: strict),
+    .testTarget(name: "HostnatControllerTests", dependencies: ["HostnatAddressing", 
+      "HostnatController", "HostnatDesiredState", "HostnatProto", "HostnatPlanner",
       .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       .product(name: "GRPCCore", package: "grpc-swift-2"),
       .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
     ], swiftSettings: strict),
-    .testTarget(name: "HostnatTelemetryTests", dependencies: [
-      "HostnatTelemetry", "HostnatDataplane", "HostnatEngine", "HostnatPackets",
+    .testTarget(name: "HostnatTelemetryTests", dependencies: ["HostnatTestSupport", "HostnatAddressing", 
+      "HostnatTelemetry", "HostnatMetrics", "HostnatDataplane", "HostnatEngine", "HostnatPackets",
       .product(name: "NIOCore", package: "swift-nio"),
       .product(name: "NIOPosix", package: "swift-nio"),
     ], swiftSettings: strict),
-    .testTarget(name: "HostnatAgentTests", dependencies: [
-      "HostnatAgent", "HostnatProto", "HostnatEngine", "HostnatPackets", "HostnatDataplane",
+    .testTarget(name: "HostnatAgentTests", dependencies: ["HostnatAddressing", 
+      "HostnatAgent", "HostnatContracts", "HostnatProto", "HostnatEngine", "HostnatPackets", "HostnatDataplane",
       .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      .product(name: "Logging", package: "swift-log"),
     ], swiftSettings: strict),
-    .testTarget(name: "HostnatLabTests", dependencies: ["HostnatLab", "HostnatAgent"], swiftSettings: strict),
+    .testTarget(name: "HostnatLabTests", dependencies: ["HostnatLab", "HostnatContracts"], swiftSettings: strict),
     // Runs the built `hostnat` binary: controller, CLI and lab end to end on loopback.
     .testTarget(name: "HostnatCLITests", swiftSettings: strict),
     .testTarget(
       name: "HostnatNetnsTests",
-      dependencies: ["HostnatNetns", "HostnatDataplane", "HostnatEngine", "HostnatPackets"],
+      dependencies: ["HostnatTestSupport", "HostnatAddressing", "HostnatNetns", "HostnatDataplane", "HostnatEngine", "HostnatPackets"],
       swiftSettings: strict),
     .testTarget(name: "HostnatTraceTests", dependencies: [
       "HostnatTrace", "HostnatProto",

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import ArgumentParser
 import Foundation
 import GRPCCore
@@ -39,12 +40,6 @@ public struct GlobalOptions: ParsableArguments {
 
 extension OutputFormat: ExpressibleByArgument {}
 
-/// A refusal found before anything was sent: which flag and why.
-struct FlagError: Error {
-  var flag: String
-  var reason: String
-}
-
 /// One admin command's connection to the controller and its error reporting.
 struct AdminSession {
   let command: String
@@ -74,37 +69,36 @@ struct AdminSession {
       try await withGRPCClient(transport: transport) { client in
         try await body(Hostnat_V1_AdminService.Client(wrapping: client))
       }
-    } catch let error as FlagError {
-      throw fail("\(error.flag): \(error.reason)")
+    } catch let error as CommandError {
+      throw fail(error)
     } catch let error as RPCError {
       switch error.code {
       case .unavailable:
-        throw fail("UNAVAILABLE: controller \(address) unreachable (\(error.message))")
+        throw fail(CommandError(.callFailed, "UNAVAILABLE: controller \(address) unreachable (\(error.message))", cause: error))
       case .deadlineExceeded:
-        throw fail("DEADLINE_EXCEEDED: controller \(address) did not answer in time")
+        throw fail(CommandError(.callFailed, "DEADLINE_EXCEEDED: controller \(address) did not answer in time", cause: error))
       default:
-        throw fail("\(Self.statusName(error.code)): \(error.message)")
+        throw fail(CommandError(.callFailed, "\(Self.statusName(error.code)): \(error.message)", cause: error))
       }
     } catch let error as ExitCode {
       throw error
     } catch {
-      throw fail("\(error)")
+      throw fail(CommandError(.callFailed, "\(error)", cause: error))
     }
   }
 
   /// Prints the one error line; the caller throws the exit code (ArgumentParser then exits
   /// without printing more).
-  func fail(_ message: String) -> ExitCode {
-    Console.err("ERROR: (hostnat.\(command)) \(message)\n")
-    return ExitCode(1)
+  func fail(_ error: CommandError) -> ExitCode {
+    error.exit("ERROR: (hostnat.\(command))", status: 1)
   }
 
   /// Validates flags before connecting; a bad flag is reported like a refused call.
   func check<T>(_ body: () throws -> T) throws -> T {
     do {
       return try body()
-    } catch let error as FlagError {
-      throw fail("\(error.flag): \(error.reason)")
+    } catch let error as CommandError {
+      throw fail(error)
     }
   }
 
@@ -135,37 +129,37 @@ struct AdminSession {
 /// Syntax checks of flag values, each failing with the flag's name. Semantic checks (overlaps,
 /// references, limits) are the controller's, so they are the same for every client.
 enum Parse {
-  static func controller(_ value: String) throws(FlagError) -> (String, Int) {
-    let parts = value.split(separator: ":", omittingEmptySubsequences: false)
-    let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
-    guard parts.count == 2, IPv4Address(host) != nil, let port = Int(parts[1]), (1...65535).contains(port) else {
-      throw FlagError(flag: "--controller", reason: "\"\(value)\" is not HOST:PORT with an IPv4 host")
+  static func controller(_ value: String) throws(CommandError) -> (String, Int) {
+    do {
+      let address = try SocketAddress.parse(value, flag: "--controller")
+      return (address.host, Int(address.port))
+    } catch {
+      throw CommandError(flag: error.field, reason: error.reason)
     }
-    return (host, port)
   }
 
-  static func ipv4(_ text: String, flag: String) throws(FlagError) -> String {
-    guard IPv4Address(text) != nil else { throw FlagError(flag: flag, reason: "\"\(text)\" is not an IPv4 address") }
+  static func ipv4(_ text: String, flag: String) throws(CommandError) -> String {
+    guard IPv4Address(text) != nil else { throw CommandError(flag: flag, reason: "\"\(text)\" is not an IPv4 address") }
     return text
   }
 
   /// "a.b.c.d/n" with no host bits set, as the proto requires. Stricter than `IPv4CIDR(text)`:
   /// the "/n" is required.
-  static func cidr(_ text: String, flag: String) throws(FlagError) -> String {
+  static func cidr(_ text: String, flag: String) throws(CommandError) -> String {
     let parts = text.split(separator: "/", omittingEmptySubsequences: false)
     guard parts.count == 2, let address = IPv4Address(parts[0]), parts[1].allSatisfy(\.isNumber), let length = Int(parts[1]),
       let range = IPv4CIDR(address, prefixLength: length)
     else {
-      throw FlagError(flag: flag, reason: "\"\(text)\" is not a CIDR range (a.b.c.d/n)")
+      throw CommandError(flag: flag, reason: "\"\(text)\" is not a CIDR range (a.b.c.d/n)")
     }
     guard range.network == address else {
-      throw FlagError(flag: flag, reason: "\"\(text)\" has host bits set")
+      throw CommandError(flag: flag, reason: "\"\(text)\" has host bits set")
     }
     return text
   }
 
   /// gcloud's duration syntax: plain seconds or a number with s, m, h or d.
-  static func seconds(_ text: String, flag: String) throws(FlagError) -> UInt32 {
+  static func seconds(_ text: String, flag: String) throws(CommandError) -> UInt32 {
     let units: [Character: UInt64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
     var digits = Substring(text)
     var unit: UInt64 = 1
@@ -176,13 +170,13 @@ enum Parse {
     guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let number = UInt64(digits),
       number * unit <= UInt64(UInt32.max)
     else {
-      throw FlagError(flag: flag, reason: "\"\(text)\" is not a duration (seconds, or a number followed by s, m, h or d)")
+      throw CommandError(flag: flag, reason: "\"\(text)\" is not a duration (seconds, or a number followed by s, m, h or d)")
     }
     return UInt32(number * unit)
   }
 
-  static func name(_ text: String, flag: String) throws(FlagError) -> String {
-    guard !text.isEmpty else { throw FlagError(flag: flag, reason: "must not be empty") }
+  static func name(_ text: String, flag: String) throws(CommandError) -> String {
+    guard !text.isEmpty else { throw CommandError(flag: flag, reason: "must not be empty") }
     return text
   }
 
@@ -192,23 +186,22 @@ enum Parse {
   }
 
   /// "NAT_IP:PORT".
-  static func natEndpoint(_ text: String) throws(FlagError) -> (String, UInt32) {
-    let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-    guard parts.count == 2, IPv4Address(parts[0]) != nil, let port = UInt32(parts[1]), (1...65535).contains(port) else {
-      throw FlagError(flag: "NAT_IP:PORT", reason: "\"\(text)\" is not NAT_IP:PORT (e.g. 203.0.113.1:1024)")
+  static func natEndpoint(_ text: String) throws(CommandError) -> (String, UInt32) {
+    guard let endpoint = SocketAddress(text), endpoint.port != 0 else {
+      throw CommandError(flag: "NAT_IP:PORT", reason: "\"\(text)\" is not NAT_IP:PORT (e.g. 203.0.113.1:1024)")
     }
-    return (String(parts[0]), port)
+    return (endpoint.host, UInt32(endpoint.port))
   }
 
   /// RFC 3339 time or Unix milliseconds.
-  static func time(_ text: String, flag: String) throws(FlagError) -> Int64 {
+  static func time(_ text: String, flag: String) throws(CommandError) -> Int64 {
     if !text.isEmpty, text.allSatisfy({ $0.isASCII && $0.isNumber }), let ms = Int64(text) { return ms }
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     if let date = formatter.date(from: text) { return Int64((date.timeIntervalSince1970 * 1000).rounded()) }
     formatter.formatOptions = [.withInternetDateTime]
     if let date = formatter.date(from: text) { return Int64((date.timeIntervalSince1970 * 1000).rounded()) }
-    throw FlagError(flag: flag, reason: "\"\(text)\" is neither an RFC 3339 time (2024-05-01T12:00:00Z) nor Unix milliseconds")
+    throw CommandError(flag: flag, reason: "\"\(text)\" is neither an RFC 3339 time (2024-05-01T12:00:00Z) nor Unix milliseconds")
   }
 }
 

@@ -18,7 +18,7 @@ struct NetworksCommand: AsyncParsableCommand {
 
     func run() async throws {
       let session = AdminSession(command: "networks.create", global: global)
-      let range = try session.check { () throws(FlagError) in try googleApisRange.map { r throws(FlagError) in try Parse.cidr(r, flag: "--google-apis-range") } }
+      let range = try session.check { () throws(CommandError) in try googleApisRange.map { r throws(CommandError) in try Parse.cidr(r, flag: "--google-apis-range") } }
       try await session.run { admin in
         let network = try await admin.createNetwork(
           .with {
@@ -41,7 +41,7 @@ struct NetworksCommand: AsyncParsableCommand {
 
     func run() async throws {
       let session = AdminSession(command: "networks.update", global: global)
-      let range = try session.check { () throws(FlagError) in googleApisRange.isEmpty ? "" : try Parse.cidr(googleApisRange, flag: "--google-apis-range") }
+      let range = try session.check { () throws(CommandError) in googleApisRange.isEmpty ? "" : try Parse.cidr(googleApisRange, flag: "--google-apis-range") }
       try await session.run { admin in
         let network = try await admin.updateNetwork(
           .with {
@@ -121,7 +121,7 @@ struct SubnetsCommand: AsyncParsableCommand {
         for item in Parse.commaList(secondaryRange) {
           let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
           guard parts.count == 2, !parts[0].isEmpty else {
-            throw FlagError(flag: "--secondary-range", reason: "\"\(item)\" is not NAME=CIDR")
+            throw CommandError(flag: "--secondary-range", reason: "\"\(item)\" is not NAME=CIDR")
           }
           let cidr = try Parse.cidr(parts[1], flag: "--secondary-range")
           subnet.secondaryRanges.append(.with {

@@ -98,8 +98,8 @@ struct InstancesCommand: AsyncParsableCommand {
 
     func run() async throws {
       let session = AdminSession(command: "instances.create", global: global)
-      let extras = try session.check { () throws(FlagError) -> [Hostnat_V1_NetworkInterface] in
-        try extraNic.map { item throws(FlagError) in
+      let extras = try session.check { () throws(CommandError) -> [Hostnat_V1_NetworkInterface] in
+        try extraNic.map { item throws(CommandError) in
           let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
           var nic = Hostnat_V1_NetworkInterface()
           nic.subnet = parts[0]

@@ -6,7 +6,7 @@ import SwiftProtobuf
 struct RoutersCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "routers", abstract: "Cloud Routers, their NAT gateways and their status.",
-    subcommands: [Create.self, Describe.self, List.self, Delete.self, NatsCommand.self, GetStatus.self, GetNatMappingInfo.self])
+    subcommands: [Create.self, Describe.self, List.self, Delete.self, NatsCommand.self, GetStatus.self, GetNATMappingInfo.self])
 
   struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a router.")
@@ -93,7 +93,7 @@ struct RoutersCommand: AsyncParsableCommand {
     }
   }
 
-  struct GetNatMappingInfo: AsyncParsableCommand {
+  struct GetNATMappingInfo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       commandName: "get-nat-mapping-info", abstract: "Per VM NIC: its NAT IP:port ranges (active and drained).")
     @OptionGroup var global: GlobalOptions
@@ -119,7 +119,7 @@ struct RoutersCommand: AsyncParsableCommand {
 struct NatsCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "nats", abstract: "NAT gateways (Cloud NAT) on a router.",
-    subcommands: [Create.self, Update.self, Describe.self, List.self, Delete.self, WhoHad.self, NatRulesCommand.self])
+    subcommands: [Create.self, Update.self, Describe.self, List.self, Delete.self, WhoHad.self, NATRulesCommand.self])
 
   /// The flags of `nats create` and `nats update`, as gcloud spells them.
   struct GatewayFlags: ParsableArguments {
@@ -156,14 +156,14 @@ struct NatsCommand: AsyncParsableCommand {
 
     /// Applies the given flags to `nat` and returns the update mask (proto field names) of what
     /// they set. `creating` requires the pool and range choices gcloud requires.
-    func apply(to nat: inout Hostnat_V1_NatGateway, creating: Bool) throws(FlagError) -> [String] {
+    func apply(to nat: inout Hostnat_V1_NatGateway, creating: Bool) throws(CommandError) -> [String] {
       var mask: [String] = []
       let pool = Parse.commaList(natExternalIpPool)
       if autoAllocateNatExternalIps && !pool.isEmpty {
-        throw FlagError(flag: "--auto-allocate-nat-external-ips", reason: "cannot be combined with --nat-external-ip-pool")
+        throw CommandError(flag: "--auto-allocate-nat-external-ips", reason: "cannot be combined with --nat-external-ip-pool")
       }
       if creating && !autoAllocateNatExternalIps && pool.isEmpty {
-        throw FlagError(flag: "--auto-allocate-nat-external-ips", reason: "exactly one of --auto-allocate-nat-external-ips or --nat-external-ip-pool is required")
+        throw CommandError(flag: "--auto-allocate-nat-external-ips", reason: "exactly one of --auto-allocate-nat-external-ips or --nat-external-ip-pool is required")
       }
       if autoAllocateNatExternalIps {
         nat.natIpAllocateOption = .autoOnly
@@ -176,10 +176,10 @@ struct NatsCommand: AsyncParsableCommand {
       }
       let drain = Parse.commaList(natExternalDrainIpPool)
       if !drain.isEmpty && clearNatExternalDrainIpPool {
-        throw FlagError(flag: "--clear-nat-external-drain-ip-pool", reason: "cannot be combined with --nat-external-drain-ip-pool")
+        throw CommandError(flag: "--clear-nat-external-drain-ip-pool", reason: "cannot be combined with --nat-external-drain-ip-pool")
       }
       if creating && clearNatExternalDrainIpPool {
-        throw FlagError(flag: "--clear-nat-external-drain-ip-pool", reason: "only applies to update")
+        throw CommandError(flag: "--clear-nat-external-drain-ip-pool", reason: "only applies to update")
       }
       if !drain.isEmpty || clearNatExternalDrainIpPool {
         nat.drainNatIps = drain
@@ -189,12 +189,12 @@ struct NatsCommand: AsyncParsableCommand {
       let custom = Parse.commaList(natCustomSubnetIpRanges)
       let rangeChoices = [natAllSubnetIpRanges, natPrimarySubnetIpRanges, !custom.isEmpty].filter { $0 }.count
       if rangeChoices > 1 {
-        throw FlagError(
+        throw CommandError(
           flag: "--nat-all-subnet-ip-ranges",
           reason: "--nat-all-subnet-ip-ranges, --nat-primary-subnet-ip-ranges and --nat-custom-subnet-ip-ranges are mutually exclusive")
       }
       if creating && rangeChoices == 0 {
-        throw FlagError(
+        throw CommandError(
           flag: "--nat-all-subnet-ip-ranges",
           reason: "exactly one of --nat-all-subnet-ip-ranges, --nat-primary-subnet-ip-ranges or --nat-custom-subnet-ip-ranges is required")
       }
@@ -257,7 +257,7 @@ struct NatsCommand: AsyncParsableCommand {
         case "ALL": log.filter = .all
         case "ERRORS_ONLY": log.filter = .errorsOnly
         case "TRANSLATIONS_ONLY": log.filter = .translationsOnly
-        default: throw FlagError(flag: "--log-filter", reason: "\"\(logFilter)\" is not ALL, ERRORS_ONLY or TRANSLATIONS_ONLY")
+        default: throw CommandError(flag: "--log-filter", reason: "\"\(logFilter)\" is not ALL, ERRORS_ONLY or TRANSLATIONS_ONLY")
         }
         logChanged = true
       }
@@ -269,13 +269,13 @@ struct NatsCommand: AsyncParsableCommand {
     }
 
     /// gcloud's SUBNET[:RANGE_NAME|:ALL] entries, grouped per subnet.
-    static func subnetworks(_ items: [String]) throws(FlagError) -> [Hostnat_V1_NatSubnetwork] {
+    static func subnetworks(_ items: [String]) throws(CommandError) -> [Hostnat_V1_NatSubnetwork] {
       var order: [String] = []
       var bySubnet: [String: Hostnat_V1_NatSubnetwork] = [:]
       for item in items {
         let parts = item.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         guard (1...2).contains(parts.count), !parts[0].isEmpty, parts.count == 1 || !parts[1].isEmpty else {
-          throw FlagError(flag: "--nat-custom-subnet-ip-ranges", reason: "\"\(item)\" is not SUBNET, SUBNET:RANGE_NAME or SUBNET:ALL")
+          throw CommandError(flag: "--nat-custom-subnet-ip-ranges", reason: "\"\(item)\" is not SUBNET, SUBNET:RANGE_NAME or SUBNET:ALL")
         }
         var entry = bySubnet[parts[0]] ?? .with { $0.name = parts[0] }
         if bySubnet[parts[0]] == nil { order.append(parts[0]) }
@@ -334,7 +334,7 @@ struct NatsCommand: AsyncParsableCommand {
       // Validate the flags on a scratch gateway first, so bad syntax never needs the controller.
       var scratch = Hostnat_V1_NatGateway()
       let mask = try session.check { () throws in try flags.apply(to: &scratch, creating: false) }
-      if mask.isEmpty { throw session.fail("nothing to update: give at least one flag") }
+      if mask.isEmpty { throw session.fail(CommandError(.badFlag, "nothing to update: give at least one flag")) }
       try await session.run { admin in
         // Timeouts and logging are whole messages in the mask: start from the current gateway
         // so that one flag changes one value.

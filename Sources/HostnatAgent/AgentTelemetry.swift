@@ -1,8 +1,11 @@
+import HostnatAddressing
 import Foundation
+import HostnatContracts
 import HostnatDataplane
 import HostnatEngine
 import HostnatPackets
 import HostnatProto
+import HostnatMetrics
 import HostnatTelemetry
 import Synchronization
 
@@ -11,11 +14,11 @@ final class AgentTelemetry: Sendable {
   let registry = TelemetryRegistry()
   /// Per VM: ports allocated and in use, as computed at the last tick (for the status file).
   let ports = Mutex<[String: VMPorts]>([:])
-  let log: NatLogWriter
+  let log: NATLogWriter
   let server: MetricsHTTPServer
 
   init(stateDir: String, hostID: String) throws {
-    log = try NatLogWriter(path: stateDir + "/nat.log", host: hostID)
+    log = try NATLogWriter(path: stateDir + "/nat.log", host: hostID)
     server = MetricsHTTPServer(registry: registry)
   }
 
@@ -57,13 +60,4 @@ final class AgentTelemetry: Sendable {
     let since = link.appliedAtMs > 0 ? Double(nowMs() - link.appliedAtMs) / 1000 : -1
     registry.gauge("hostnat_agent_seconds_since_last_config").set(since)
   }
-}
-
-/// A VM's NAT ports as its host sees them.
-public struct VMPorts: Codable, Sendable, Equatable {
-  public var allocated: Int
-  public var inUse: Int
-  public var natIPs: [String]
-  /// Open flows by the NAT IP they use (drained IPs included).
-  public var flowsByNatIP: [String: Int]
 }

@@ -1,17 +1,18 @@
-import HostnatDataplane
-import HostnatTelemetry
+import HostnatContracts
 import SwiftProtobuf
 import Synchronization
+
+/// What to answer the controller for a pushed snapshot.
+enum SnapshotAnswer: Equatable {
+  case ack
+  case nack(String)
+}
 
 /// The snapshot a node runs (a host's config, the edge's routes), with control.proto's rules 1–3
 /// in one place for both: versions only go up, a snapshot is applied whole or not at all, and it
 /// is on disk before it is acknowledged.
 final class AppliedSnapshot<Config: SwiftProtobuf.Message & Sendable>: Sendable {
-  /// What to answer the controller.
-  enum Answer: Equatable {
-    case ack
-    case nack(String)
-  }
+  typealias Answer = SnapshotAnswer
 
   let file: StateFile<Config>
   let link: ControlLink
@@ -85,34 +86,4 @@ final class AppliedSnapshot<Config: SwiftProtobuf.Message & Sendable>: Sendable 
     }
     return .ack
   }
-}
-
-/// The life of a data-plane process around its packet loop, shared by agent and edge: serve
-/// metrics if asked, keep the control stream up, and run `tick` (status file, metrics) every
-/// second until cancelled.
-func runNode(
-  name: String, metrics: (server: MetricsHTTPServer, address: SocketAddress?),
-  link: ControlLink, session: @escaping @Sendable (ControlClient) async throws -> Void,
-  bound: @Sendable (Int) -> Void = { _ in }, tick: @escaping @Sendable () -> Void
-) async {
-  if let address = metrics.address {
-    do {
-      let port = try await metrics.server.start(host: "\(address.ip)", port: Int(address.port))
-      bound(port)
-      print("\(name) metrics on http://\(address.ip):\(port)/metrics")
-    } catch {
-      print("\(name): metrics not served: \(error)")
-    }
-  }
-  await withTaskGroup(of: Void.self) { group in
-    group.addTask { await link.maintain(session) }
-    group.addTask {
-      while !Task.isCancelled {
-        tick()
-        try? await Task.sleep(for: .seconds(1))
-      }
-    }
-    await group.waitForAll()
-  }
-  await metrics.server.shutdown()
 }

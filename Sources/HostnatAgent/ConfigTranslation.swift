@@ -1,15 +1,9 @@
+public import HostnatAddressing
+public import HostnatContracts
 public import HostnatEngine
 import HostnatDataplane
 import HostnatPackets
 public import HostnatProto
-
-/// Why a pushed snapshot cannot be applied on this host. The text is the NACK reason the
-/// controller records, so it names the element and the problem.
-public struct ConfigRejection: Error, Equatable, CustomStringConvertible, Sendable {
-  public var reason: String
-  public init(_ reason: String) { self.reason = reason }
-  public var description: String { reason }
-}
 
 /// Turns the controller's view of a host (protobuf) into what the translation engine runs.
 /// Everything the engine cannot take is caught here or by `NATEngine.apply`, so a bad snapshot is
@@ -156,7 +150,7 @@ public enum ConfigTranslation {
       case .translationsOnly: .translationsOnly
       default: .all
       }
-    var rules: [NatRuleDestinations] = []
+    var rules: [NATRuleDestinations] = []
     for rule in gateway.rules {
       var destinations: [IPv4CIDR] = []
       for text in rule.destinationRanges {
@@ -165,7 +159,7 @@ public enum ConfigTranslation {
         }
         destinations.append(cidr)
       }
-      rules.append(NatRuleDestinations(ruleNumber: Int(rule.ruleNumber), destinations: destinations))
+      rules.append(NATRuleDestinations(ruleNumber: Int(rule.ruleNumber), destinations: destinations))
     }
     return GatewaySettings(
       name: gateway.key,

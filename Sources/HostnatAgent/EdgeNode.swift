@@ -1,51 +1,42 @@
+public import HostnatAddressing
 import Foundation
-import GRPCCore
-import GRPCNIOTransportHTTP2
+public import HostnatContracts
 public import HostnatDataplane
 public import HostnatInternet
 public import HostnatPackets
 public import HostnatProto
-import SwiftProtobuf
-import Synchronization
+import HostnatMetrics
 import HostnatTelemetry
 public import HostnatTrace
+public import Logging
+public import ServiceLifecycle
 
 /// How to start the edge (`hostnat edge`).
 public struct EdgeOptions: Sendable {
   public var controller: String
-  public var underlay: HostnatDataplane.SocketAddress
+  public var underlay: SocketAddress
   public var stateDir: String
   public var servers: [ServerSpec] = InternetServers.labDefault
   /// Where to serve Prometheus metrics; nil: not served.
-  public var metrics: HostnatDataplane.SocketAddress?
+  public var metrics: SocketAddress?
   public var timing = ControlTiming()
   /// Where every control message is recorded (`--trace-control`), if anywhere.
   public var trace: ControlTrace?
   /// A real Internet behind the edge (namespaces mode): packets for addresses none of `servers`
   /// answers go there as Geneve VNI 2, and what comes back is routed like a server's reply.
-  public var uplink: HostnatDataplane.SocketAddress?
+  public var uplink: SocketAddress?
 
-  public init(controller: String, underlay: HostnatDataplane.SocketAddress, stateDir: String) {
+  public init(controller: String, underlay: SocketAddress, stateDir: String) {
     self.controller = controller
     self.underlay = underlay
     self.stateDir = stateDir
   }
 }
 
-/// What the edge writes to `status.json` in its state dir every second.
-public struct EdgeStatus: Codable, Sendable {
-  public var pid: Int32
-  public var underlay: String
-  public var control: ControlLinkStatus
-  public var routes: Int
-  public var dataplane: EdgeDataplaneStats
-  public var servers: InternetCounters
-  public var writtenMs: Int64
-}
-
 /// The emulated Internet: servers on documentation-range addresses, and return traffic routed
-/// to whichever host owns the NAT IP:port block, by the routes the controller pushes.
-public final class EdgeNode: Sendable {
+/// to whichever host owns the NAT IP:port block, by the routes the controller pushes. A service
+/// with the same children as an agent: packet loop, metrics endpoint, control stream, tick.
+public final class EdgeNode: Service, Sendable {
   public let options: EdgeOptions
   public let bootID = UUID().uuidString.lowercased()
   public let link: ControlLink
@@ -54,6 +45,7 @@ public final class EdgeNode: Sendable {
   let applied: AppliedSnapshot<Hostnat_V1_EdgeConfig>
   let registry = TelemetryRegistry()
   let metricsServer: MetricsHTTPServer
+  let logger: Logger
 
   public init(options: EdgeOptions) throws {
     metricsServer = MetricsHTTPServer(registry: registry)
@@ -70,20 +62,23 @@ public final class EdgeNode: Sendable {
       try dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients, fabric: r.fabric)
     }
     applied = AppliedSnapshot(file: routesFile, loaded: saved, link: link) { $0.version }
+    var logger = Logger(label: "hostnat.edge")
+    logger.logLevel = .notice
+    self.logger = logger
   }
 
-  public var underlayAddress: HostnatDataplane.SocketAddress { dataplane.socket.localAddress }
+  public var underlayAddress: SocketAddress { dataplane.socket.localAddress }
 
   /// The data plane's routing table for a snapshot; any malformed entry rejects the whole snapshot.
   public static func routes(
     _ config: Hostnat_V1_EdgeConfig
   ) throws(ConfigRejection) -> (
-    routes: [EdgeRoute], external: [IPv4Address: HostnatDataplane.SocketAddress], directClients: [IPv4CIDR], fabric: [VPCFabricRoute]
+    routes: [EdgeRoute], external: [IPv4Address: SocketAddress], directClients: [IPv4CIDR], fabric: [VPCFabricRoute]
   ) {
     var routes: [EdgeRoute] = []
     for (i, route) in config.natRoutes.enumerated() {
       guard let ip = IPv4Address(route.natIp) else { throw ConfigRejection("natRoutes[\(i)].natIp: \(route.natIp.debugDescription) is not an IPv4 address") }
-      guard let host = HostnatDataplane.SocketAddress(route.underlayAddress) else {
+      guard let host = SocketAddress(route.underlayAddress) else {
         throw ConfigRejection("natRoutes[\(i)].underlayAddress: \(route.underlayAddress.debugDescription) is not IP:PORT")
       }
       guard route.count > 0, route.firstPort + route.count <= 65536 else {
@@ -91,16 +86,16 @@ public final class EdgeNode: Sendable {
       }
       routes.append(EdgeRoute(natIP: ip, firstPort: UInt16(route.firstPort), count: Int(route.count), host: host))
     }
-    var external: [IPv4Address: HostnatDataplane.SocketAddress] = [:]
+    var external: [IPv4Address: SocketAddress] = [:]
     for (i, route) in config.externalRoutes.enumerated() {
-      guard let ip = IPv4Address(route.externalIp), let host = HostnatDataplane.SocketAddress(route.underlayAddress) else {
+      guard let ip = IPv4Address(route.externalIp), let host = SocketAddress(route.underlayAddress) else {
         throw ConfigRejection("externalRoutes[\(i)]: \(route.externalIp) via \(route.underlayAddress) is not valid")
       }
       external[ip] = host
     }
     // Private Google Access replies go to internal IPs; the edge routes them like 1:1 addresses.
     for (i, route) in config.privateGoogleAccessRoutes.enumerated() {
-      guard let ip = IPv4Address(route.externalIp), let host = HostnatDataplane.SocketAddress(route.underlayAddress) else {
+      guard let ip = IPv4Address(route.externalIp), let host = SocketAddress(route.underlayAddress) else {
         throw ConfigRejection("privateGoogleAccessRoutes[\(i)]: \(route.externalIp) via \(route.underlayAddress) is not valid")
       }
       external[ip] = host
@@ -112,7 +107,7 @@ public final class EdgeNode: Sendable {
     }
     var fabric: [VPCFabricRoute] = []
     for (i, route) in config.vpcRoutes.enumerated() {
-      guard let destination = IPv4CIDR(route.destination), let host = HostnatDataplane.SocketAddress(route.underlayAddress),
+      guard let destination = IPv4CIDR(route.destination), let host = SocketAddress(route.underlayAddress),
         (1...Underlay.maxFabricID).contains(route.networkID)
       else {
         throw ConfigRejection("vpcRoutes[\(i)]: network \(route.networkID) \(route.destination) via \(route.underlayAddress) is not valid")
@@ -122,17 +117,25 @@ public final class EdgeNode: Sendable {
     return (routes, external, clients, fabric)
   }
 
-  public func run() async {
-    dataplane.start()
-    await runNode(
-      name: "edge", metrics: (metricsServer, options.metrics), link: link,
-      session: { client in try await self.session(client) },
+  /// Serves until graceful shutdown, then stops the data plane and writes the last status.
+  public func run() async throws {
+    let control = ControlStreamClient<EdgeControl>(
+      link: link, trace: options.trace,
+      hello: { EdgeControl.hello(nodeID: "edge", bootID: self.bootID, appliedVersion: self.applied.version, underlay: self.underlayAddress.description) },
+      handle: { message in
+        if case .push(let push)? = message.message { return self.handlePush(push) }
+        return nil
+      })
+    try await runNodeServices(
+      logger: logger, packetLoop: PacketLoopService(start: { self.dataplane.start() }, stop: { self.dataplane.stop() }),
+      metrics: MetricsEndpoint(name: "edge", server: metricsServer, address: options.metrics),
+      control: control,
       tick: {
         let stats = self.dataplane.stats()
         self.registry.update(edge: stats)
         self.writeStatus(stats)
       })
-    writeStatus()
+    stop()
   }
 
   public func stop() {
@@ -164,45 +167,6 @@ public final class EdgeNode: Sendable {
         try? dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients, fabric: r.fabric)
       }
     }
-    switch answer {
-    case .ack:
-      return .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = config.version } }
-    case .nack(let reason):
-      return .with { $0.nack = .with { $0.nonce = push.nonce; $0.version = config.version; $0.appliedVersion = held; $0.error = reason } }
-    }
-  }
-
-  func session(_ client: ControlClient) async throws {
-    let control = Hostnat_V1_EdgeControlService.Client(wrapping: client)
-    let (outbound, continuation) = AsyncStream<Hostnat_V1_EdgeMessage>.makeStream()
-    let held = applied.version
-    continuation.yield(.with {
-      $0.hello = .with {
-        $0.hostID = "edge"
-        $0.bootID = bootID
-        $0.appliedVersion = held
-        $0.underlayAddress = underlayAddress.description
-        $0.softwareVersion = "hostnat"
-      }
-    })
-    link.heard()
-    let trace = options.trace
-    let stream = trace?.nextStream() ?? 0
-    let controller = options.controller
-    try await control.connect(options: ControlLink.streamOptions) { writer in
-      for await message in outbound {
-        trace?.record(.sent, peer: controller, stream: stream, message)
-        try await writer.write(message)
-      }
-    } onResponse: { response in
-      try await self.link.serve(
-        response.messages, outbound: continuation,
-        heartbeat: { .with { $0.heartbeat = .with { $0.sentMs = nowMs() } } }
-      ) { message in
-        trace?.record(.received, peer: controller, stream: stream, message)
-        if case .push(let push)? = message.message { return self.handlePush(push) }
-        return nil
-      }
-    }
+    return EdgeControl.answer(answer, nonce: push.nonce, version: config.version, held: held)
   }
 }

@@ -1,61 +1,40 @@
+public import HostnatAddressing
 import Foundation
-import GRPCCore
-import GRPCNIOTransportHTTP2
+public import HostnatContracts
 public import HostnatDataplane
 import HostnatEngine
-import HostnatPackets
+public import HostnatPackets
 public import HostnatProto
-import SwiftProtobuf
-import Synchronization
 import HostnatTelemetry
 public import HostnatTrace
+public import Logging
+public import ServiceLifecycle
+import SwiftProtobuf
+import Synchronization
 
 /// How to start a host agent (`hostnat agent`).
 public struct AgentOptions: Sendable {
   public var hostID: String
   public var controller: String
-  public var underlay: HostnatDataplane.SocketAddress
+  public var underlay: SocketAddress
   public var stateDir: String
   /// Where Internet-bound packets go: the edge's underlay address (the host's uplink).
-  public var edge: HostnatDataplane.SocketAddress?
+  public var edge: SocketAddress?
   /// Flow table capacity; the table lives in a file in the state dir so a restart keeps flows.
   public var flowCapacity: Int = 262_144
   /// Where to serve Prometheus metrics (`/metrics`, `/healthz`); nil: not served.
-  public var metrics: HostnatDataplane.SocketAddress?
+  public var metrics: SocketAddress?
   public var timing = ControlTiming()
   /// Where every control message is recorded (`--trace-control`), if anywhere.
   public var trace: ControlTrace?
 
-  public init(hostID: String, controller: String, underlay: HostnatDataplane.SocketAddress, stateDir: String, edge: HostnatDataplane.SocketAddress?) {
+  public init(hostID: String, controller: String, underlay: SocketAddress, stateDir: String, edge: SocketAddress?) {
     self.hostID = hostID
     self.controller = controller
     self.underlay = underlay
     self.stateDir = stateDir
     self.edge = edge
   }
-}
-
-/// What an agent writes to `status.json` in its state dir every second.
-public struct AgentStatus: Codable, Sendable {
-  public var hostID: String
-  public var pid: Int32
-  public var bootID: String
-  public var underlay: String
-  public var flowTableAttached: Bool
-  public var control: ControlLinkStatus
-  public var dataplane: AgentDataplaneStats
-  /// Where metrics are served ("" when not).
-  public var metrics: String
-  /// NAT log entries written and skipped by the rate limit.
-  public var logWritten: UInt64
-  public var logSkipped: UInt64
-  /// Dynamic port allocation: requests sent, blocks granted, last refusal.
-  public var portRequests: Int
-  public var portGrants: Int
-  public var lastPortRefusal: String?
-  /// Per VM: NAT ports allocated and in use, and its active NAT IPs.
-  public var ports: [String: VMPorts]?
-  public var writtenMs: Int64
 }
 
 /// The agent's side of dynamic port allocation, between ticks.
@@ -72,7 +51,9 @@ struct DemandState {
 
 /// A host agent: the translation data plane for the VMs on one host, fed by the controller over
 /// one control stream, and able to run on its last good config when the controller is gone.
-public final class HostAgent: Sendable {
+/// A service whose children are the packet loop, the metrics endpoint, the control stream and
+/// the once-a-second tick.
+public final class HostAgent: Service, Sendable {
   public let options: AgentOptions
   public let bootID: String
   public let link: ControlLink
@@ -82,9 +63,8 @@ public final class HostAgent: Sendable {
   let applied: AppliedSnapshot<Hostnat_V1_HostConfig>
   let telemetry: AgentTelemetry
   let metricsPort = Mutex<Int?>(nil)
-  /// The open control stream's outbox, for messages the agent starts itself (port requests, usage).
-  let outbox = Mutex<AsyncStream<Hostnat_V1_AgentMessage>.Continuation?>(nil)
   let demand = Mutex(DemandState())
+  let logger: Logger
 
   public init(options: AgentOptions) throws {
     self.options = options
@@ -110,31 +90,39 @@ public final class HostAgent: Sendable {
     telemetry = try AgentTelemetry(stateDir: options.stateDir, hostID: options.hostID)
     if let saved { telemetry.setContext(saved) }
     applied = AppliedSnapshot(file: configFile, loaded: saved, link: link) { $0.version }
+    var logger = Logger(label: "hostnat.agent")
+    logger.logLevel = .notice
+    self.logger = logger
   }
 
   /// The address the data plane listens on (port 0 in options resolves here).
-  public var underlayAddress: HostnatDataplane.SocketAddress { dataplane.socket.localAddress }
+  public var underlayAddress: SocketAddress { dataplane.socket.localAddress }
 
   /// Starts the data plane, then keeps the control stream up and the status file fresh until
-  /// cancelled. The data plane runs on its own thread and never waits for anything here.
-  public func run() async {
-    dataplane.start()
-    await runNode(
-      name: "agent \(options.hostID)", metrics: (telemetry.server, options.metrics), link: link,
-      session: { client in try await self.session(client) },
-      bound: { port in self.metricsPort.withLock { $0 = port } },
-      tick: { self.tick() })
-    writeStatus()
+  /// graceful shutdown; then stops the data plane and writes the last status. The data plane runs
+  /// on its own thread and never waits for anything here.
+  public func run() async throws {
+    let control = ControlStreamClient<HostControl>(
+      link: link, trace: options.trace,
+      hello: { HostControl.hello(nodeID: self.options.hostID, bootID: self.bootID, appliedVersion: self.applied.version, underlay: self.underlayAddress.description) },
+      handle: { self.handle($0) })
+    try await runNodeServices(
+      logger: logger, packetLoop: PacketLoopService(start: { self.dataplane.start() }, stop: { self.dataplane.stop() }),
+      metrics: MetricsEndpoint(name: "agent \(options.hostID)", server: telemetry.server, address: options.metrics) { port in
+        self.metricsPort.withLock { $0 = port }
+      },
+      control: control, tick: { self.tick(control) })
+    stop()
   }
 
   /// Once a second, off the packet path: one snapshot of the data plane and its port usage feeds
   /// the NAT log, the metrics, dynamic port allocation and the status file.
-  func tick() {
+  func tick(_ control: ControlStreamClient<HostControl>) {
     let stats = dataplane.stats()
     let config = applied.value
     let usage = config.map { PortDemand.all($0, flows: dataplane.flows()) } ?? []
     telemetry.tick(stats: stats, usage: usage, log: dataplane.drainLog(), link: link.status)
-    askForPorts(usage.filter(\.dynamic), stats: stats, config: config)
+    askForPorts(usage.filter(\.dynamic), stats: stats, config: config, control: control)
     writeStatus(stats)
   }
 
@@ -182,21 +170,16 @@ public final class HostAgent: Sendable {
         }
       }
     }
-    switch answer {
-    case .ack:
-      return .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = config.version } }
-    case .nack(let reason):
-      return .with {
-        $0.nack = .with { $0.nonce = push.nonce; $0.version = config.version; $0.appliedVersion = held; $0.error = reason }
-      }
-    }
+    return HostControl.answer(answer, nonce: push.nonce, version: config.version, held: held)
   }
 
   /// Dynamic port allocation, once a second: asks for a block for each NIC near full (or that
   /// failed to allocate), and every 5 s reports usage so the controller can reclaim idle blocks.
   /// Without a controller nothing is sent: the VM stays capped at what it has.
-  func askForPorts(_ usages: [PortDemand.Usage], stats: AgentDataplaneStats, config: Hostnat_V1_HostConfig?) {
-    guard let config, !usages.isEmpty, let send = outbox.withLock({ $0 }) else { return }
+  func askForPorts(
+    _ usages: [PortDemand.Usage], stats: AgentDataplaneStats, config: Hostnat_V1_HostConfig?, control: ControlStreamClient<HostControl>
+  ) {
+    guard let config, !usages.isEmpty, control.isOpen else { return }
     let now = nowMs()
     var messages: [Hostnat_V1_AgentMessage] = []
     demand.withLock { d in
@@ -222,7 +205,7 @@ public final class HostAgent: Sendable {
         messages.append(.with { $0.usage = PortDemand.report(usages, appliedVersion: config.version) })
       }
     }
-    for message in messages { send.yield(message) }
+    for message in messages { control.send(message) }
   }
 
   func handleGrant(_ grant: Hostnat_V1_PortGrant) {
@@ -235,44 +218,14 @@ public final class HostAgent: Sendable {
     }
   }
 
-  func session(_ client: ControlClient) async throws {
-    let control = Hostnat_V1_HostControlService.Client(wrapping: client)
-    let (outbound, continuation) = AsyncStream<Hostnat_V1_AgentMessage>.makeStream()
-    let held = applied.version
-    continuation.yield(.with {
-      $0.hello = .with {
-        $0.hostID = options.hostID
-        $0.bootID = bootID
-        $0.appliedVersion = held
-        $0.underlayAddress = underlayAddress.description
-        $0.softwareVersion = "hostnat"
-      }
-    })
-    link.heard()
-    outbox.withLock { $0 = continuation }
-    defer { outbox.withLock { $0 = nil } }
-    let trace = options.trace
-    let stream = trace?.nextStream() ?? 0
-    let controller = options.controller
-    try await control.connect(options: ControlLink.streamOptions) { writer in
-      for await message in outbound {
-        trace?.record(.sent, peer: controller, stream: stream, message)
-        try await writer.write(message)
-      }
-    } onResponse: { response in
-      try await self.link.serve(
-        response.messages, outbound: continuation,
-        heartbeat: { .with { $0.heartbeat = .with { $0.sentMs = nowMs() } } }
-      ) { message in
-        trace?.record(.received, peer: controller, stream: stream, message)
-        switch message.message {
-        case .push(let push)?: return self.handlePush(push)
-        case .portGrant(let grant)?:
-          self.handleGrant(grant)
-          return nil
-        default: return nil
-        }
-      }
+  /// A message from the controller; the answer to send back, if any.
+  func handle(_ message: Hostnat_V1_ControllerMessage) -> Hostnat_V1_AgentMessage? {
+    switch message.message {
+    case .push(let push)?: return handlePush(push)
+    case .portGrant(let grant)?:
+      handleGrant(grant)
+      return nil
+    default: return nil
     }
   }
 }

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatEngine
 import HostnatPackets
 public import HostnatProto

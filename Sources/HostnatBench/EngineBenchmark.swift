@@ -1,3 +1,4 @@
+public import HostnatAddressing
 import HostnatEngine
 import HostnatPackets
 
@@ -73,7 +74,7 @@ public enum EngineBenchmark {
     let config = EngineConfig(vms: vms, networks: firewallRules > 0 ? ["net": NetworkPolicy(firewallRules: rules)] : [:])
 
     // Templates: flow i comes from VM i % 256 with a distinct source port.
-    var rng = SplitMix(seed: 42)
+    var rng = SplitMix64(seed: 42)
     let templates = UnsafeMutableRawBufferPointer.allocate(byteCount: flows * slot, alignment: 64)
     let work = UnsafeMutableRawBufferPointer.allocate(byteCount: flows * slot, alignment: 64)
     defer {
@@ -165,18 +166,6 @@ public enum EngineBenchmark {
     let d = p.loadUnaligned(fromByteOffset: 22, as: UInt16.self)
     p.storeBytes(of: d, toByteOffset: 20, as: UInt16.self)
     p.storeBytes(of: s, toByteOffset: 22, as: UInt16.self)
-  }
-}
-
-struct SplitMix {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
   }
 }
 

@@ -1,3 +1,4 @@
+import HostnatAddressing
 import HostnatPlanner
 
 /// Result of `hostnat bench planner`. `vms`, `full_ms` and `incremental_us` are the issue's
@@ -39,19 +40,19 @@ public enum PlannerBenchmark {
       Instance(name: "vm-\(i)", host: "host-\(i / 64)", networkInterfaces: [NetworkInterface(subnetwork: "subnet-1", networkIP: address(i + 2))])
     }
     let natIps = (0..<natIpCount).map { "198.\(18 + $0 >> 16).\($0 >> 8 & 0xFF).\($0 & 0xFF)" }
-    let intent = NatIntent(
+    let intent = NATIntent(
       networks: [Network(name: "net-1")],
       subnetworks: [Subnetwork(name: "subnet-1", network: "net-1", region: "region-1", ipCidrRange: "10.0.0.0/8")],
       routers: [Router(name: "router-1", network: "net-1", region: "region-1")],
-      natGateways: [NatGateway(name: "nat-1", router: "router-1", natIpAllocateOption: .manualOnly, natIps: natIps)],
+      natGateways: [NATGateway(name: "nat-1", router: "router-1", natIpAllocateOption: .manualOnly, natIps: natIps)],
       instances: (0..<vms).map(instance))
 
     let clock = ContinuousClock()
     var best = Duration.seconds(3600)
-    var planner = NatPlanner()
+    var planner = NATPlanner()
     for _ in 0..<3 {
       let t0 = clock.now
-      let built = try? NatPlanner(intent: intent)
+      let built = try? NATPlanner(intent: intent)
       let elapsed = clock.now - t0
       best = min(best, elapsed)
       if let built { planner = built }

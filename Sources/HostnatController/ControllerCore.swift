@@ -1,29 +1,11 @@
+import HostnatAddressing
 import Foundation
+public import Logging
+public import HostnatDesiredState
 public import HostnatPlanner
 public import HostnatProto
 import SwiftProtobuf
 import Synchronization
-
-/// An admin change that was refused; nothing was changed.
-public struct AdminError: Error, Equatable, CustomStringConvertible {
-  /// How the refusal maps onto gRPC status codes.
-  public enum Kind: Sendable, Equatable {
-    case invalidArgument, failedPrecondition, notFound, alreadyExists
-  }
-  public var kind: Kind
-  /// Path of the offending field.
-  public var field: String
-  /// Why.
-  public var reason: String
-
-  public init(_ kind: Kind, field: String, reason: String) {
-    self.kind = kind
-    self.field = field
-    self.reason = reason
-  }
-
-  public var description: String { "\(field): \(reason)" }
-}
 
 /// What one committed change produced.
 public struct ChangeOutcome: Sendable, Equatable {
@@ -37,10 +19,15 @@ public struct ChangeOutcome: Sendable, Equatable {
 /// one durable transaction (intent + allocation history + planner snapshot + new config
 /// versions), committed before anything is pushed. On start it restores the planner from its
 /// snapshot, so a restart never moves a VM's ports.
+///
+/// Changes run one at a time, in arrival order (`CommitGate`). Each plans from the state under
+/// a short lock, commits on the store's own queue (the fsync never blocks the cooperative pool,
+/// and readers of the state never wait for it), then updates the state and pushes, in that
+/// order: a push never precedes its commit and versions only go up.
 public final class ControllerCore: Sendable {
-  struct State {
+  struct State: Sendable {
     var intent: StoredIntent
-    var planner: NatPlanner
+    var planner: NATPlanner
     /// Quarantined blocks (planner ids) and what frees them: their old host ACKing `version`,
     /// or the ownership lease running out after `sinceMs` (control.proto rule 5).
     var pending: [UInt64: PendingRelease] = [:]
@@ -49,29 +36,34 @@ public final class ControllerCore: Sendable {
     var configs: [String: Hostnat_V1_HostConfig] = [:]
   }
 
-  struct PendingRelease: Equatable {
+  struct PendingRelease: Equatable, Sendable {
     var host: String
     var version: UInt64
     var sinceMs: Int64
   }
 
   public let store: ControllerStore
-  public let hosts: HostControlService
-  public let edge: EdgeControlService
+  /// Where committed configs are pushed, and the hosts' live status.
+  public let sessions: ControlSessions
   /// Region → IPs that AUTO_ONLY gateways take, in order.
   public let autoPools: [String: [String]]
+  let logger: Logger
   private let nowMs: MillisecondClock
   private let state: Mutex<State>
+  private let gate = CommitGate()
+  /// ACKs from the control streams, handled by `run` so that a stream never waits for a commit.
+  let acknowledgements: (stream: AsyncStream<HostAcknowledgement>, continuation: AsyncStream<HostAcknowledgement>.Continuation)
 
   public init(
-    store: ControllerStore, hosts: HostControlService, edge: EdgeControlService,
-    autoPools: [String: [String]], nowMs: @escaping MillisecondClock = systemMillisecondClock
+    store: ControllerStore, sessions: ControlSessions, autoPools: [String: [String]],
+    nowMs: @escaping MillisecondClock = systemMillisecondClock, logger: Logger = Logger(label: "hostnat.controller")
   ) throws {
     self.store = store
-    self.hosts = hosts
-    self.edge = edge
+    self.sessions = sessions
     self.autoPools = autoPools
     self.nowMs = nowMs
+    self.logger = logger
+    acknowledgements = AsyncStream<HostAcknowledgement>.makeStream(bufferingPolicy: .unbounded)
     let (intent, snapshot, latestVersions) = try store.read { reader in
       var intent = StoredIntent()
       intent.networks = try reader.resources(.network, as: Hostnat_V1_Network.self)
@@ -84,11 +76,11 @@ public final class ControllerCore: Sendable {
       intent.projects = try reader.resources(.project, as: Hostnat_V1_Project.self)
       intent.connectors = try reader.resources(.connector, as: Hostnat_V1_ServerlessConnector.self)
       intent.services = try reader.resources(.service, as: Hostnat_V1_ServerlessService.self)
-      let snapshot = try reader.snapshot("planner").map { try JSONDecoder().decode(NatPlannerSnapshot.self, from: $0) }
+      let snapshot = try reader.snapshot("planner").map { try JSONDecoder().decode(NATPlannerSnapshot.self, from: $0) }
       let latest = Dictionary(try reader.hosts().map { ($0.hostID, $0.latestVersion) }, uniquingKeysWith: { a, _ in a })
       return (intent, snapshot, latest)
     }
-    let planner = try NatPlanner(intent: try IntentMapping.natIntent(intent, autoPools: autoPools), restoring: snapshot)
+    let planner = try NATPlanner(intent: try IntentMapping.natIntent(intent, autoPools: autoPools), restoring: snapshot)
     // After a restart the version that removed a block is unknown: wait for the host's newest
     // version, which certainly no longer holds it. The lease restarts too (conservative).
     var pending: [UInt64: PendingRelease] = [:]
@@ -106,15 +98,16 @@ public final class ControllerCore: Sendable {
   /// The current intent.
   public var intent: StoredIntent { state.withLock { $0.intent } }
 
-  /// The current planner (a value: reading it never blocks a change for long).
-  public var planner: NatPlanner { state.withLock { $0.planner } }
+  /// The current planner (a value: reading it never waits for a commit).
+  public var planner: NATPlanner { state.withLock { $0.planner } }
 
   /// Applies `edit` to the intent, plans, and commits; then pushes every changed config.
   /// `edit` and the planner validate everything before the store is touched, so a refused
   /// change leaves intent, allocations and versions exactly as they were.
   @discardableResult
-  public func change(_ edit: (inout StoredIntent) throws -> Void) throws -> ChangeOutcome {
-    try commit { state in
+  public func change(_ edit: (inout StoredIntent) throws -> Void) async throws -> ChangeOutcome {
+    let autoPools = self.autoPools
+    return try await commit { state in
       var intent = state.intent
       try edit(&intent)
       try VPCChecks.validate(intent)
@@ -131,46 +124,47 @@ public final class ControllerCore: Sendable {
   /// A host acknowledged `version`: blocks it gave up by then are no longer its, so they go
   /// back to the pool (and to NICs waiting for ports). Returns nil when nothing was waiting.
   @discardableResult
-  public func hostAcknowledged(_ hostID: String, version: UInt64) throws -> ChangeOutcome? {
-    try releaseQuarantined { id, pending in pending.host == hostID && pending.version <= version }
+  public func hostAcknowledged(_ hostID: String, version: UInt64) async throws -> ChangeOutcome? {
+    try await releaseQuarantined { id, pending in pending.host == hostID && pending.version <= version }
   }
 
   /// Frees quarantined blocks of hosts that have been silent for longer than the ownership
   /// lease: every flow they could still hold has timed out by then. A connected host is never
   /// expired this way; it will ACK.
   @discardableResult
-  public func expireLeases() throws -> ChangeOutcome? {
+  public func expireLeases() async throws -> ChangeOutcome? {
     let now = nowMs()
     let leaseMs = Int64(SnapshotBuilder.ownershipLeaseSec(planner)) * 1000
-    return try releaseQuarantined { id, pending in
-      let status = hosts.registry.status(pending.host)
+    let hosts = sessions.hosts
+    return try await releaseQuarantined { id, pending in
+      let status = hosts.status(pending.host)
       if status?.connected == true { return false }
       let since = max(pending.sinceMs, status?.lastSeenMs ?? 0)
       return now - since >= leaseMs
     }
   }
 
-  /// Runs until cancelled or a store error: releases quarantined blocks as hosts ACK (feed it the
-  /// stream given to HostControlService) and checks ownership leases every `leaseCheckInterval`.
-  public func run(
-    acknowledgements: AsyncStream<HostAcknowledgement>, leaseCheckInterval: Duration = .seconds(5), resendInterval: Duration = .seconds(2)
-  ) async throws {
+  /// Runs until cancelled or a store error: releases quarantined blocks as hosts ACK (the
+  /// control streams report them through `acknowledged`), checks ownership leases every
+  /// `leaseCheckInterval` and resends unacknowledged configs every `resendInterval`.
+  public func run(leaseCheckInterval: Duration = .seconds(5), resendInterval: Duration = .seconds(2)) async throws {
+    let acks = acknowledgements.stream
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask {
-        for await ack in acknowledgements {
-          try self.hostAcknowledged(ack.hostID, version: ack.version)
+        for await ack in acks {
+          try await self.hostAcknowledged(ack.hostID, version: ack.version)
         }
       }
       group.addTask {
         while true {
           try await Task.sleep(for: leaseCheckInterval)
-          try self.expireLeases()
+          try await self.expireLeases()
         }
       }
       group.addTask {
         while true {
           try await Task.sleep(for: resendInterval)
-          try self.resendUnacknowledged()
+          try await self.resendUnacknowledged()
         }
       }
       defer { group.cancelAll() }
@@ -182,11 +176,16 @@ public final class ControllerCore: Sendable {
     }
   }
 
+  /// Ends the stream of ACKs that `run` reads (graceful shutdown).
+  public func finishAcknowledgements() {
+    acknowledgements.continuation.finish()
+  }
+
   /// Dynamic port allocation: answers a host's request for more ports for one of its VM NICs
   /// with one more block (doubling the NIC's ports, up to the gateway's max ports per VM). The
   /// grant is one durable transaction like any change and the host's new config version is
   /// pushed; the grant message names that version. Refusals change nothing and say why.
-  public func grantPorts(hostID: String, request: Hostnat_V1_PortRequest) -> Hostnat_V1_PortGrant {
+  public func grantPorts(hostID: String, request: Hostnat_V1_PortRequest) async -> Hostnat_V1_PortGrant {
     struct Refusal: Error { var reason: String }
     func refused(_ reason: String) -> Hostnat_V1_PortGrant {
       .with {
@@ -198,9 +197,9 @@ public final class ControllerCore: Sendable {
       return refused("\"\(request.nic)\" is not a NIC name (nic0, nic1, ...)")
     }
     let nicName = "\(request.instance)/\(request.nic)"
-    var granted: NatPortRange?
+    var granted: NATPortRange?
     do {
-      let outcome = try commit { state in
+      let outcome = try await commit { state in
         let allocations = state.planner.allocations(instance: request.instance).filter { $0.nic.nicIndex == nicIndex }
         guard !allocations.isEmpty else { throw Refusal(reason: "no NAT gateway translates \(nicName)") }
         var reasons: [String] = []
@@ -248,9 +247,9 @@ public final class ControllerCore: Sendable {
   /// how far), from a host's usage report. Reclaimed blocks are quarantined until the host
   /// ACKs a config without them. Returns nil when nothing was reclaimed.
   @discardableResult
-  public func reclaimPorts(hostID: String, report: Hostnat_V1_PortUsageReport) throws -> ChangeOutcome? {
+  public func reclaimPorts(hostID: String, report: Hostnat_V1_PortUsageReport) async throws -> ChangeOutcome? {
     var reclaimed = false
-    let outcome = try commit { state in
+    let outcome = try await commit { state in
       var planner = state.planner
       for usage in report.nics {
         guard usage.nic.hasPrefix("nic"), let nicIndex = Int(usage.nic.dropFirst(3)) else { continue }
@@ -269,9 +268,9 @@ public final class ControllerCore: Sendable {
     state.withLock { state in state.pending.mapValues(\.host) }
   }
 
-  private func releaseQuarantined(_ due: (UInt64, PendingRelease) -> Bool) throws -> ChangeOutcome? {
+  private func releaseQuarantined(_ due: (UInt64, PendingRelease) -> Bool) async throws -> ChangeOutcome? {
     var released = false
-    let outcome = try commit { state in
+    let outcome = try await commit { state in
       let ids = state.pending.filter { due($0.key, $0.value) }.map(\.key)
       var planner = state.planner
       if !ids.isEmpty {
@@ -283,17 +282,20 @@ public final class ControllerCore: Sendable {
     return released ? outcome : nil
   }
 
-  /// Plans under the lock, commits one transaction, then pushes. `plan` returns the new intent
-  /// and planner, or throws to change nothing.
-  private func commit(_ plan: (State) throws -> (StoredIntent, NatPlanner)) throws -> ChangeOutcome {
-    let now = nowMs()
-    let (outcome, pushes, edgePush) = try state.withLock { state in
-      let (intent, planner) = try plan(state)
+  /// Plans from the state, commits one transaction, updates the state, then pushes; one change
+  /// at a time. `plan` returns the new intent and planner, or throws to change nothing.
+  private func commit(_ plan: (State) throws -> (StoredIntent, NATPlanner)) async throws -> ChangeOutcome {
+    try await gate.withTurn {
+      let now = nowMs()
+      // Only changes write the state, and they take turns: this copy stays current until ours
+      // is done.
+      let before = state.withLock { $0 }
+      let (intent, planner) = try plan(before)
       let plannerSnapshot = planner.snapshot()
-      if intent == state.intent && plannerSnapshot == state.planner.snapshot() {
-        return (ChangeOutcome(hostVersions: [:], edgeVersion: nil), [Hostnat_V1_HostConfig](), Hostnat_V1_EdgeConfig?.none)
+      if intent == before.intent && plannerSnapshot == before.planner.snapshot() {
+        return ChangeOutcome(hostVersions: [:], edgeVersion: nil)
       }
-      let oldConfigs = state.configs
+      let oldConfigs = before.configs
       let builtConfigs = SnapshotBuilder.hostConfigs(intent, planner: planner)
       var newConfigs = builtConfigs
       // A host whose last VM left gets an empty config, so it stops translating for it.
@@ -301,15 +303,16 @@ public final class ControllerCore: Sendable {
         newConfigs[host] = .with { $0.hostID = host }
       }
       let snapshot = try JSONEncoder().encode(plannerSnapshot)
+      let finalConfigs = newConfigs
 
-      let result = try store.write { tx -> (ChangeOutcome, [Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?, [UInt64: PendingRelease]) in
-        try Self.writeResources(old: state.intent, new: intent, tx: tx)
-        try Self.recordAllocations(old: state.planner, new: planner, intent: intent, tx: tx, nowMs: now)
+      let result = try await store.commit { tx -> (ChangeOutcome, [Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?, [UInt64: PendingRelease]) in
+        try Self.writeResources(old: before.intent, new: intent, tx: tx)
+        try Self.recordAllocations(old: before.planner, new: planner, intent: intent, tx: tx, nowMs: now)
         try tx.putSnapshot("planner", snapshot)
         var outcome = ChangeOutcome(hostVersions: [:], edgeVersion: nil)
         var pushes: [Hostnat_V1_HostConfig] = []
-        for host in newConfigs.keys.sorted() {
-          guard var config = newConfigs[host] else { continue }
+        for host in finalConfigs.keys.sorted() {
+          guard var config = finalConfigs[host] else { continue }
           if let previous = oldConfigs[host], Self.sameContent(previous, config), try tx.reader.hostConfig(host) != nil {
             continue
           }
@@ -319,19 +322,10 @@ public final class ControllerCore: Sendable {
           outcome.hostVersions[host] = config.version
           pushes.append(config)
         }
-        let underlays = Dictionary(try tx.reader.hosts().map { ($0.hostID, $0.underlayAddress) }, uniquingKeysWith: { a, _ in a })
-        var edgeConfig = SnapshotBuilder.edgeConfig(intent, planner: planner, underlays: underlays)
-        let storedEdge = try tx.reader.edgeConfig()
-        var edgePush: Hostnat_V1_EdgeConfig?
-        if storedEdge.map({ !Self.sameRoutes($0, edgeConfig) }) ?? true {
-          edgeConfig.version = try tx.nextVersion()
-          edgeConfig.generatedMs = now
-          try tx.setEdgeConfig(edgeConfig)
-          outcome.edgeVersion = edgeConfig.version
-          edgePush = edgeConfig
-        }
+        let edgePush = try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, nowMs: now)
+        outcome.edgeVersion = edgePush?.version
         // Blocks this change took away wait for the version that no longer holds them.
-        var pending = state.pending.filter { id, _ in planner.quarantinedBlocks.contains { $0.id == id } }
+        var pending = before.pending.filter { id, _ in planner.quarantinedBlocks.contains { $0.id == id } }
         for block in planner.quarantinedBlocks where pending[block.id] == nil {
           let version = try outcome.hostVersions[block.host] ?? tx.reader.host(block.host)?.latestVersion ?? 0
           pending[block.id] = PendingRelease(host: block.host, version: version, sinceMs: now)
@@ -339,16 +333,31 @@ public final class ControllerCore: Sendable {
         return (outcome, pushes, edgePush, pending)
       }
       // Only once the transaction committed does memory follow it.
-      state.intent = intent
-      state.planner = planner
-      state.pending = result.3
-      state.configs = builtConfigs
-      return (result.0, result.1, result.2)
+      state.withLock { state in
+        state.intent = intent
+        state.planner = planner
+        state.pending = result.3
+        state.configs = builtConfigs
+      }
+      // Durable first, pushed second (control.proto rule: a push never precedes its commit).
+      for config in result.1 { sessions.hosts.push(config) }
+      if let edgePush = result.2 { sessions.edges.push(edgePush) }
+      return result.0
     }
-    // Durable first, pushed second (control.proto rule: a push never precedes its commit).
-    for config in pushes { hosts.push(config) }
-    if let edgePush { edge.push(edgePush) }
-    return outcome
+  }
+
+  /// Computes the edge's routes from the hosts' current underlay addresses and stores them under
+  /// a new version if they changed; returns what to push, if anything.
+  static func storeEdgeConfig(intent: StoredIntent, planner: NATPlanner, tx: StoreTransaction, nowMs: Int64) throws -> Hostnat_V1_EdgeConfig? {
+    let underlays = Dictionary(try tx.reader.hosts().map { ($0.hostID, $0.underlayAddress) }, uniquingKeysWith: { a, _ in a })
+    var edgeConfig = SnapshotBuilder.edgeConfig(intent, planner: planner, underlays: underlays)
+    if let stored = try tx.reader.edgeConfig(), sameRoutes(stored, edgeConfig) {
+      return nil
+    }
+    edgeConfig.version = try tx.nextVersion()
+    edgeConfig.generatedMs = nowMs
+    try tx.setEdgeConfig(edgeConfig)
+    return edgeConfig
   }
 
   /// Pushes the latest snapshot again to every connected host (and edge) that has not ACKed it.
@@ -356,19 +365,20 @@ public final class ControllerCore: Sendable {
   /// that failed to save; a duplicate of the version a host holds is simply ACKed again
   /// (control.proto rule 1), so resending is always safe. Returns how many were resent.
   @discardableResult
-  public func resendUnacknowledged() throws -> Int {
-    let (hostConfigs, edgeConfig) = try store.read { reader -> ([Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?) in
+  public func resendUnacknowledged() async throws -> Int {
+    let connected = sessions.hosts.statuses().filter(\.connected).map { ($0.hostID, $0.lastAcked) }
+    let (hostConfigs, edgeConfig) = try await store.fetch { reader -> ([Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?) in
       var configs: [Hostnat_V1_HostConfig] = []
-      for status in hosts.registry.statuses() where status.connected {
-        if let config = try reader.hostConfig(status.hostID), config.version > status.lastAcked { configs.append(config) }
+      for (hostID, lastAcked) in connected {
+        if let config = try reader.hostConfig(hostID), config.version > lastAcked { configs.append(config) }
       }
       return (configs, try reader.edgeConfig())
     }
-    for config in hostConfigs { hosts.push(config) }
+    for config in hostConfigs { sessions.hosts.push(config) }
     var resent = hostConfigs.count
     if let edgeConfig {
-      for status in edge.registry.statuses() where status.connected && edgeConfig.version > status.lastAcked {
-        edge.push(edgeConfig, to: status.hostID)
+      for status in sessions.edges.statuses() where status.connected && edgeConfig.version > status.lastAcked {
+        sessions.edges.push(edgeConfig, to: status.hostID)
         resent += 1
       }
     }
@@ -379,24 +389,14 @@ public final class ControllerCore: Sendable {
   /// version if they changed: a host that (re)connects from a new address must get its return
   /// traffic there. Returns the new edge version, if any.
   @discardableResult
-  public func refreshEdge() throws -> UInt64? {
-    let now = nowMs()
-    let push = try state.withLock { state -> Hostnat_V1_EdgeConfig? in
-      try store.write { tx in
-        let underlays = Dictionary(try tx.reader.hosts().map { ($0.hostID, $0.underlayAddress) }, uniquingKeysWith: { a, _ in a })
-        var edgeConfig = SnapshotBuilder.edgeConfig(state.intent, planner: state.planner, underlays: underlays)
-        let stored = try tx.reader.edgeConfig()
-        if let stored, Self.sameRoutes(stored, edgeConfig) {
-          return nil
-        }
-        edgeConfig.version = try tx.nextVersion()
-        edgeConfig.generatedMs = now
-        try tx.setEdgeConfig(edgeConfig)
-        return edgeConfig
-      }
+  public func refreshEdge() async throws -> UInt64? {
+    try await gate.withTurn {
+      let now = nowMs()
+      let (intent, planner) = state.withLock { ($0.intent, $0.planner) }
+      let push = try await store.commit { tx in try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, nowMs: now) }
+      if let push { sessions.edges.push(push) }
+      return push?.version
     }
-    if let push { edge.push(push) }
-    return push?.version
   }
 
   /// Same content: everything but the version and the time stamp (so a field added to a config
@@ -438,14 +438,14 @@ public final class ControllerCore: Sendable {
 
   /// Keeps the allocation history (who-had) in step: blocks that appeared are granted, blocks
   /// that disappeared are released, drained flags follow.
-  static func recordAllocations(old: NatPlanner, new: NatPlanner, intent: StoredIntent, tx: StoreTransaction, nowMs: Int64) throws {
+  static func recordAllocations(old: NATPlanner, new: NATPlanner, intent: StoredIntent, tx: StoreTransaction, nowMs: Int64) throws {
     struct Key: Hashable {
       var gateway, instance: String
       var nic: Int
       var natIP: String
       var firstPort, count: Int
     }
-    func blocks(_ planner: NatPlanner) -> [Key: (host: String, drained: Bool)] {
+    func blocks(_ planner: NATPlanner) -> [Key: (host: String, drained: Bool)] {
       var result: [Key: (host: String, drained: Bool)] = [:]
       for allocation in planner.allAllocations {
         let rules = allocation.ruleAllocations
@@ -480,6 +480,38 @@ public final class ControllerCore: Sendable {
     }
     for (key, record) in live where after[key] == nil {
       try tx.release(id: record.id, atMs: nowMs)
+    }
+  }
+}
+
+extension ControllerCore: HostControlEvents {
+  public func portRequested(hostID: String, _ request: Hostnat_V1_PortRequest) async -> Hostnat_V1_PortGrant {
+    let grant = await grantPorts(hostID: hostID, request: request)
+    logger.info(
+      "port request", metadata: ["host": "\(hostID)", "nic": "\(request.instance)/\(request.nic)",
+        "result": "\(grant.refusedReason.isEmpty ? "granted \(grant.block.natIp):\(grant.block.firstPort)+\(grant.block.count)" : grant.refusedReason)"])
+    return grant
+  }
+
+  public func usageReported(hostID: String, _ report: Hostnat_V1_PortUsageReport) async {
+    do {
+      try await reclaimPorts(hostID: hostID, report: report)
+    } catch {
+      logger.error("reclaiming ports failed", metadata: ["host": "\(hostID)", "error": "\(error)"])
+    }
+  }
+
+  public func acknowledged(_ ack: HostAcknowledgement) {
+    acknowledgements.continuation.yield(ack)
+  }
+
+  public func connected(_ hello: Hostnat_V1_Hello) async {
+    do {
+      if let version = try await refreshEdge() {
+        logger.info("edge routes follow host", metadata: ["host": "\(hello.hostID)", "underlay": "\(hello.underlayAddress)", "edgeVersion": "\(version)"])
+      }
+    } catch {
+      logger.error("refreshing edge routes failed", metadata: ["host": "\(hello.hostID)", "error": "\(error)"])
     }
   }
 }

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatEngine
 
 /// Per-VM counters of the engine, with drops by reason (DropReason names as keys).

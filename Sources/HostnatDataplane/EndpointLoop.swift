@@ -1,3 +1,4 @@
+import HostnatAddressing
 internal import Synchronization
 
 /// Sends a batch when it fills up (emit callbacks can produce more packets than one batch holds),

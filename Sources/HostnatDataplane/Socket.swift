@@ -1,46 +1,14 @@
 package import Glibc
 public import HostnatPackets
+public import HostnatAddressing
 internal import Synchronization
 
-/// An IPv4 address and UDP port ("127.0.0.1:4000").
-public struct SocketAddress: Hashable, Sendable, CustomStringConvertible, Codable {
-  public var ip: IPv4Address
-  public var port: UInt16
-
-  public init(ip: IPv4Address, port: UInt16) {
-    self.ip = ip
-    self.port = port
-  }
-
-  /// Parses "a.b.c.d:port" (strict dotted quad, decimal port 0...65535, no whitespace).
-  public init?(_ text: some StringProtocol) {
-    guard let colon = text.lastIndex(of: ":"), let ip = IPv4Address(text[text.startIndex..<colon]) else { return nil }
-    let portText = text[text.index(after: colon)...]
-    guard !portText.isEmpty, portText.utf8.count <= 5, portText.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
-      let port = UInt32(portText), port <= 65_535
-    else { return nil }
-    self.init(ip: ip, port: UInt16(port))
-  }
-
-  public var description: String { "\(ip):\(port)" }
-
-  public init(from decoder: any Decoder) throws {
-    let text = try decoder.singleValueContainer().decode(String.self)
-    guard let parsed = SocketAddress(text) else {
-      throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not ip:port: \(text)"))
-    }
-    self = parsed
-  }
-
-  public func encode(to encoder: any Encoder) throws {
-    var c = encoder.singleValueContainer()
-    try c.encode(description)
-  }
-
+// SocketAddress itself lives in HostnatAddressing (pure); the conversions to the kernel's
+// sockaddr_in live here, beside the only code that makes system calls.
+extension SocketAddress {
   @inline(__always)
   init(_ sin: sockaddr_in) {
-    ip = IPv4Address(UInt32(bigEndian: sin.sin_addr.s_addr))
-    port = UInt16(bigEndian: sin.sin_port)
+    self.init(ip: IPv4Address(UInt32(bigEndian: sin.sin_addr.s_addr)), port: UInt16(bigEndian: sin.sin_port))
   }
 
   @inline(__always)

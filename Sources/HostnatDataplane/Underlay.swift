@@ -1,3 +1,4 @@
+import HostnatAddressing
 internal import Glibc
 public import HostnatPackets
 

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatPackets
 internal import Synchronization
 

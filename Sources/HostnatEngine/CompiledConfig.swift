@@ -1,4 +1,28 @@
+import HostnatAddressing
 import HostnatPackets
+
+/// Which NAT events a VM's gateway logs, from its `LoggingConfig`.
+struct LogEvents: OptionSet {
+  let rawValue: UInt8
+  /// New translations (Cloud NAT's `OK` entries).
+  static let translations = LogEvents(rawValue: 1 << 0)
+  /// Drops that belong to the VM (Cloud NAT's `DROPPED` entries).
+  static let drops = LogEvents(rawValue: 1 << 1)
+
+  init(rawValue: UInt8) { self.rawValue = rawValue }
+
+  init(_ logging: LoggingConfig) {
+    guard logging.enabled else {
+      self = []
+      return
+    }
+    switch logging.filter {
+    case .all: self = [.translations, .drops]
+    case .errorsOnly: self = .drops
+    case .translationsOnly: self = .translations
+    }
+  }
+}
 
 /// Per-VM settings flattened to plain data for the packet path.
 struct CompiledVM {
@@ -6,8 +30,7 @@ struct CompiledVM {
   var externalIP: UInt32
   var hasExternalIP: Bool
   var endpointIndependent: Bool
-  /// Bit 0: log new translations; bit 1: log drops.
-  var logMask: UInt8
+  var logEvents: LogEvents
   var blockStart: Int
   var blockCount: Int
   var drainedStart: Int
@@ -56,7 +79,7 @@ struct CompiledGroup {
 }
 
 /// A NAT rule's match, its destination ranges a slice of `CompiledConfig.natRuleRanges`.
-struct CompiledNatRule {
+struct CompiledNATRule {
   var ruleNumber: Int
   var rangeStart: Int
   var rangeCount: Int
@@ -70,7 +93,7 @@ final class CompiledConfig {
   let vms: UnsafeMutableBufferPointer<CompiledVM>
   let blocks: UnsafeMutableBufferPointer<CompiledBlock>
   let groups: UnsafeMutableBufferPointer<CompiledGroup>
-  let natRules: UnsafeMutableBufferPointer<CompiledNatRule>
+  let natRules: UnsafeMutableBufferPointer<CompiledNATRule>
   let natRuleRanges: UnsafeMutableBufferPointer<(UInt32, UInt32)>
   let drained: UnsafeMutableBufferPointer<UInt32>
   /// NAT source ranges sorted by first address: (first, last, vm).
@@ -129,7 +152,7 @@ final class CompiledConfig {
     var allBlocks: [(ip: UInt32, start: Int, end: Int, vm: Int)] = []
     var totalPorts = 0
     var groups: [CompiledGroup] = []
-    var natRules: [CompiledNatRule] = []
+    var natRules: [CompiledNATRule] = []
     var natRuleRanges: [(UInt32, UInt32)] = []
     var policies = CompiledPolicies()
     var anyPrimaries: [(UInt32, Int)] = []
@@ -166,7 +189,7 @@ final class CompiledConfig {
         guard rule.ruleNumber >= 1, ruleNumbers.insert(rule.ruleNumber).inserted else {
           throw .invalidNatRule(vm: vm.id, ruleNumber: rule.ruleNumber)
         }
-        natRules.append(CompiledNatRule(ruleNumber: rule.ruleNumber, rangeStart: natRuleRanges.count, rangeCount: rule.destinations.count))
+        natRules.append(CompiledNATRule(ruleNumber: rule.ruleNumber, rangeStart: natRuleRanges.count, rangeCount: rule.destinations.count))
         for d in rule.destinations { natRuleRanges.append((d.first.value, d.last.value)) }
       }
       let drainedStart = drained.count
@@ -177,13 +200,10 @@ final class CompiledConfig {
         externals.append((external.value, index))
       }
       let t = vm.gateway.timeouts
-      let log = vm.gateway.logging
-      let mask: UInt8 =
-        !log.enabled ? 0 : log.filter == .all ? 3 : log.filter == .errorsOnly ? 2 : 1
       vms.append(
         CompiledVM(
           primaryIP: vm.primaryIP.value, externalIP: vm.externalIP?.value ?? 0, hasExternalIP: vm.externalIP != nil,
-          endpointIndependent: vm.gateway.endpointIndependentMapping, logMask: mask, blockStart: blockStart,
+          endpointIndependent: vm.gateway.endpointIndependentMapping, logEvents: LogEvents(vm.gateway.logging), blockStart: blockStart,
           blockCount: blocks.count - blockStart, drainedStart: drainedStart, drainedCount: drained.count - drainedStart,
           groupStart: groupStart, groupCount: groups.count - groupStart, ruleStart: ruleStart,
           ruleCount: natRules.count - ruleStart,

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatPackets
 
 /// Idle timeouts of a NAT gateway (Cloud NAT defaults; RFC 4787/5382/5508 recommend longer ones).
@@ -45,11 +46,11 @@ public struct GatewaySettings: Sendable, Hashable {
   public var logging: LoggingConfig
   /// NAT rules: a new connection uses the port blocks of the lowest-numbered rule whose destinations
   /// contain its destination, or the default blocks (`ruleNumber` 0) when none does.
-  public var rules: [NatRuleDestinations]
+  public var rules: [NATRuleDestinations]
 
   public init(
     name: String = "gateway", endpointIndependentMapping: Bool = true, timeouts: NATTimeouts = .init(),
-    drainedNatIPs: [IPv4Address] = [], logging: LoggingConfig = .init(), rules: [NatRuleDestinations] = []
+    drainedNatIPs: [IPv4Address] = [], logging: LoggingConfig = .init(), rules: [NATRuleDestinations] = []
   ) {
     self.name = name
     self.endpointIndependentMapping = endpointIndependentMapping
@@ -61,7 +62,7 @@ public struct GatewaySettings: Sendable, Hashable {
 }
 
 /// The match of a Cloud NAT rule: the destinations whose new connections use the rule's NAT IPs.
-public struct NatRuleDestinations: Sendable, Hashable {
+public struct NATRuleDestinations: Sendable, Hashable {
   /// 1 or more (0 stands for the gateway's default NAT IPs in `PortBlock.ruleNumber`); unique per gateway.
   public var ruleNumber: Int
   public var destinations: [IPv4CIDR]

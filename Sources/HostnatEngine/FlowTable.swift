@@ -20,16 +20,21 @@ struct FlowSlot {
   var remotePort: UInt16
   var natPort: UInt16
   var proto: UInt8
-  var tcpState: UInt8
+  var tcpState: TCPState
   var vmIndex: UInt16
-  var flags: UInt8
+  var flags: Flags
   var reserved: UInt8
   var generation: UInt32
   var nextFree: UInt32
   var expiresAt: UInt64
 
-  static let occupied: UInt8 = 1
-  static let hasMapping: UInt8 = 2
+  /// One byte in the region: the raw values are part of its layout.
+  struct Flags: OptionSet {
+    let rawValue: UInt8
+    static let occupied = Flags(rawValue: 1)
+    /// The flow holds a reference on an EIM mapping (released when it ends).
+    static let hasMapping = Flags(rawValue: 2)
+  }
 }
 
 /// EIM mapping: 16 bytes; empty when `refAndProto == 0`.
@@ -225,7 +230,7 @@ struct FlowTable {
 
   @inline(__always)
   func freeSlot(_ slot: Int) {
-    flows[slot].flags = 0
+    flows[slot].flags = []
     flows[slot].nextFree = freeHead
     freeHead = UInt32(truncatingIfNeeded: slot)
   }

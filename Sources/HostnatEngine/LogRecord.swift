@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatPackets
 
 /// One NAT log event (Cloud NAT's log entry): a new translation or a drop.

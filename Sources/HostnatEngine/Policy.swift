@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatPackets
 
 // The VPC network around the VMs: firewall rules, custom routes and Private Google Access, as the
@@ -394,15 +395,23 @@ struct ConnTrackTable: ~Copyable {
     return (Int(truncatingIfNeeded: h) & (sets - 1)) &* ways
   }
 
-  /// Returned by `refresh` for a tracked connection.
-  static let hit = -1
+  /// What `refresh` found.
+  enum Lookup {
+    /// The connection is tracked and live; its expiry was pushed on.
+    case tracked
+    /// Not tracked: `set` is the base of its set, for `insert`.
+    case untracked(set: Int)
 
-  /// `hit` when the connection is tracked and live (its expiry is then pushed to `expiresAt`);
-  /// otherwise the base of its set, for `insert`.
+    var isTracked: Bool {
+      if case .tracked = self { return true }
+      return false
+    }
+  }
+
   func refresh(
     _ proto: UInt8, _ insideIP: UInt32, _ insidePort: UInt16, _ remoteIP: UInt32, _ remotePort: UInt16, now: UInt64,
     expiresAt: UInt64
-  ) -> Int {
+  ) -> Lookup {
     let base = Self.set(proto, insideIP, insidePort, remoteIP, remotePort)
     for i in base..<(base &+ Self.ways) {
       let e = entries[i]
@@ -410,10 +419,10 @@ struct ConnTrackTable: ~Copyable {
         && e.remotePort == remotePort && e.proto == proto
       {
         entries[i].expiresAt = expiresAt
-        return Self.hit
+        return .tracked
       }
     }
-    return base
+    return .untracked(set: base)
   }
 
   /// Starts tracking a connection in its set `base` (as `refresh` returned it, finding it untracked).

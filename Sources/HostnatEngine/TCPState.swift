@@ -1,47 +1,59 @@
+import HostnatAddressing
+import HostnatPackets
+
 /// TCP connection tracking from flags only (no sequence numbers), enough to pick a timeout.
-/// The state is a bit set kept in the flow slot.
-enum TCPState {
-  static let outSyn: UInt8 = 0x01
-  static let inSyn: UInt8 = 0x02
-  static let outFin: UInt8 = 0x04
-  static let inFin: UInt8 = 0x08
-  static let rst: UInt8 = 0x10
-  static let inSeen: UInt8 = 0x20
+/// One byte of the flow slot: the raw values are part of the region's layout.
+struct TCPState: OptionSet {
+  let rawValue: UInt8
+
+  static let outSyn = TCPState(rawValue: 0x01)
+  static let inSyn = TCPState(rawValue: 0x02)
+  static let outFin = TCPState(rawValue: 0x04)
+  static let inFin = TCPState(rawValue: 0x08)
+  static let rst = TCPState(rawValue: 0x10)
+  /// A packet came in (the remote end answered).
+  static let inSeen = TCPState(rawValue: 0x20)
 
   enum Phase { case transitory, established, timeWait }
+
+  /// The TCP flags read here. `TCPFlags.syn` and the rest are `static let`s of another module,
+  /// which the optimizer cannot fold: each read would call their lazy initializer per packet.
+  private enum Flag {
+    static var fin: TCPFlags { TCPFlags(rawValue: 0x01) }
+    static var syn: TCPFlags { TCPFlags(rawValue: 0x02) }
+    static var rst: TCPFlags { TCPFlags(rawValue: 0x04) }
+    static var ack: TCPFlags { TCPFlags(rawValue: 0x10) }
+  }
 
   /// RST or FIN both ways → TIME_WAIT; both directions seen and no FIN → established (this covers
   /// simultaneous open); anything else (SYN sent, half-closed) → transitory.
   @inline(__always)
-  static func phase(_ s: UInt8) -> Phase {
-    if s & rst != 0 || s & (outFin | inFin) == (outFin | inFin) { return .timeWait }
-    if s & inSeen != 0 && s & (outFin | inFin) == 0 { return .established }
+  var phase: Phase {
+    if contains(.rst) || isSuperset(of: [.outFin, .inFin]) { return .timeWait }
+    if contains(.inSeen) && isDisjoint(with: [.outFin, .inFin]) { return .established }
     return .transitory
   }
 
   @inline(__always)
-  static func outbound(_ s: UInt8, flags: UInt8) -> UInt8 {
-    var s = s
+  mutating func outbound(_ flags: TCPFlags) {
     // A fresh SYN on a connection in TIME_WAIT reopens it (same 5-tuple, RFC 1122 4.2.2.13).
-    if flags & 0x12 == 0x02 && phase(s) == .timeWait { s = 0 }
-    if flags & 0x02 != 0 { s |= outSyn }
-    if flags & 0x01 != 0 { s |= outFin }
-    if flags & 0x04 != 0 { s |= rst }
-    return s
+    if flags.contains(Flag.syn) && !flags.contains(Flag.ack) && phase == .timeWait { self = [] }
+    if flags.contains(Flag.syn) { insert(.outSyn) }
+    if flags.contains(Flag.fin) { insert(.outFin) }
+    if flags.contains(Flag.rst) { insert(.rst) }
   }
 
   @inline(__always)
-  static func inbound(_ s: UInt8, flags: UInt8) -> UInt8 {
-    var s = s | inSeen
-    if flags & 0x02 != 0 { s |= inSyn }
-    if flags & 0x01 != 0 { s |= inFin }
-    if flags & 0x04 != 0 { s |= rst }
-    return s
+  mutating func inbound(_ flags: TCPFlags) {
+    insert(.inSeen)
+    if flags.contains(Flag.syn) { insert(.inSyn) }
+    if flags.contains(Flag.fin) { insert(.inFin) }
+    if flags.contains(Flag.rst) { insert(.rst) }
   }
 
   @inline(__always)
-  static func timeout(_ s: UInt8, _ vm: CompiledVM) -> UInt64 {
-    switch phase(s) {
+  func timeout(_ vm: CompiledVM) -> UInt64 {
+    switch phase {
     case .established: return vm.tcpEstablished
     case .transitory: return vm.tcpTransitory
     case .timeWait: return vm.tcpTimeWait

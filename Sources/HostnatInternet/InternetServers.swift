@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatPackets
 
 /// The emulated Internet: every configured server address, answering packets the edge hands over.

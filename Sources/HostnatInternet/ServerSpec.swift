@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatPackets
 
 /// A service an emulated Internet server offers (each on its well-known port).

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 import HostnatPackets
 
 struct ConnectionKey: Hashable {

@@ -1,7 +1,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import HostnatAgent
+import HostnatContracts
 import HostnatProto
 import Synchronization
 import SwiftProtobuf

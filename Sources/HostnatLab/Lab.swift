@@ -1,5 +1,5 @@
 import Foundation
-import HostnatAgent
+import HostnatContracts
 import HostnatProto
 import HostnatNetns
 

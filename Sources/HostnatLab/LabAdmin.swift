@@ -1,4 +1,5 @@
 import Foundation
+import HostnatAddressing
 public import GRPCCore
 public import GRPCNIOTransportHTTP2
 public import HostnatProto
@@ -10,10 +11,13 @@ public struct LabAdmin: Sendable {
   public var port: Int
 
   public init(controller: String) throws {
-    let parts = controller.split(separator: ":")
-    guard parts.count == 2, let port = Int(parts[1]) else { throw LabError("controller address \(controller) is not HOST:PORT") }
-    host = String(parts[0])
-    self.port = port
+    do {
+      let address = try SocketAddress.parse(controller, flag: "controller address")
+      host = address.host
+      port = Int(address.port)
+    } catch {
+      throw LabError(error.description)
+    }
   }
 
   /// Runs `body` with an admin client. With `waitForReady`, calls wait for the controller to come
@@ -176,7 +180,7 @@ public struct LabAdmin: Sendable {
     }
   }
 
-  static func gateway(_ nat: Topology.Nat) -> Hostnat_V1_NatGateway {
+  static func gateway(_ nat: Topology.NAT) -> Hostnat_V1_NatGateway {
     .with {
       $0.name = nat.name
       if let subnets = nat.subnets {

@@ -1,5 +1,5 @@
 import Foundation
-import HostnatAgent
+import HostnatContracts
 
 /// Faults by hand (`hostnat lab chaos`): signals to one component of a running lab.
 public enum ChaosAction: String, CaseIterable, Sendable {

@@ -1,5 +1,5 @@
 import Foundation
-public import HostnatAgent
+public import HostnatContracts
 public import HostnatProto
 
 /// One process of a lab, as recorded in `lab.json`.

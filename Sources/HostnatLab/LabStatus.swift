@@ -1,5 +1,6 @@
+import HostnatAddressing
 import Foundation
-import HostnatAgent
+import HostnatContracts
 import HostnatDataplane
 import HostnatProto
 

@@ -1,6 +1,7 @@
+public import HostnatAddressing
 import Foundation
 import HostnatPackets
-import HostnatAgent
+import HostnatContracts
 import Yams
 
 /// A lab: the intent to create through the admin API, the processes to run, the Internet's
@@ -48,9 +49,9 @@ public struct Topology: Codable, Sendable {
     public var name: String
     public var network: String
     public var region: String?
-    public var nats: [Nat]?
+    public var nats: [NAT]?
   }
-  public struct Nat: Codable, Sendable {
+  public struct NAT: Codable, Sendable {
     public var name: String
     /// Reserved address names (manual pool); absent = auto-allocated IPs.
     public var natIps: [String]?

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 internal import Foundation
 internal import Glibc
 internal import HostnatDataplane
@@ -177,9 +178,9 @@ final class HostnatNATPath: BenchPath {
 /// Where packets of the hostnat path went, summed over the run.
 public struct HostnatPathCounters: Codable, Sendable, Hashable {
   /// The client's bridge (device -> agent).
-  public var vmBridge: TunBridgeStats
+  public var vmBridge: TUNBridgeStats
   /// The server's bridge (edge -> device).
-  public var internetBridge: TunBridgeStats
+  public var internetBridge: TUNBridgeStats
   public var edgeReceived: UInt64
   public var edgeUplinkForwarded: UInt64
   public var agentTranslatedOut: UInt64

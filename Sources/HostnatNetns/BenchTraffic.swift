@@ -1,3 +1,4 @@
+import HostnatAddressing
 internal import Glibc
 internal import HostnatDataplane
 internal import HostnatPackets

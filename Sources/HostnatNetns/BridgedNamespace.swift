@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatDataplane
 public import HostnatPackets
 internal import Synchronization
@@ -22,15 +23,15 @@ internal import Synchronization
 /// ```
 public final class BridgedNamespace: Sendable {
   public let namespace: NetworkNamespace
-  public let device: TunDevice
+  public let device: TUNDevice
   public let socket: UDPSocket
-  public let bridge: TunBridge
+  public let bridge: TUNBridge
   private let isShutDown = Mutex(false)
 
   /// The bridge's underlay address (what the agent learns a VM by, or the edge's uplink).
   public var underlayAddress: SocketAddress { socket.localAddress }
 
-  init(namespace: NetworkNamespace, device: TunDevice, socket: UDPSocket, bridge: TunBridge) {
+  init(namespace: NetworkNamespace, device: TUNDevice, socket: UDPSocket, bridge: TUNBridge) {
     self.namespace = namespace
     self.device = device
     self.socket = socket
@@ -42,11 +43,11 @@ public final class BridgedNamespace: Sendable {
   /// Geneve VNI 1 to the host agent at `agent`. The bridge is not started.
   public static func vm(
     namespace: String, address: IPv4Address, prefixLength: Int, agent: SocketAddress, mtu: Int = PathMTU.vmMTU,
-    deviceName: String = TunDevice.defaultName, underlayIP: IPv4Address = IPv4Address(127, 0, 0, 1), underlayPort: UInt16 = 0
+    deviceName: String = TUNDevice.defaultName, underlayIP: IPv4Address = IPv4Address(127, 0, 0, 1), underlayPort: UInt16 = 0
   ) throws(NetnsError) -> BridgedNamespace {
     try make(
       namespace: namespace, deviceName: deviceName, underlay: SocketAddress(ip: underlayIP, port: underlayPort),
-      bridge: TunBridgeConfiguration(vni: Underlay.overlayVNI, peer: agent, mtu: mtu)
+      bridge: TUNBridgeConfiguration(vni: Underlay.overlayVNI, peer: agent, mtu: mtu)
     ) { device throws(NetnsError) in
       try device.configure(address: address, prefixLength: prefixLength, mtu: mtu, routes: [IPv4CIDR(IPv4Address(0), prefixLength: 0)!])
     }
@@ -59,12 +60,12 @@ public final class BridgedNamespace: Sendable {
   /// `underlayAddress`). The bridge is not started.
   public static func internet(
     namespace: String, address: IPv4Address, prefixLength: Int, serverAddresses: [IPv4Address] = [], edge: SocketAddress,
-    mtu: Int = PathMTU.internetMTU, deviceName: String = TunDevice.defaultName,
+    mtu: Int = PathMTU.internetMTU, deviceName: String = TUNDevice.defaultName,
     underlayIP: IPv4Address = IPv4Address(127, 0, 0, 1), underlayPort: UInt16 = 0
   ) throws(NetnsError) -> BridgedNamespace {
     try make(
       namespace: namespace, deviceName: deviceName, underlay: SocketAddress(ip: underlayIP, port: underlayPort),
-      bridge: TunBridgeConfiguration(vni: Underlay.internetVNI, peer: edge, mtu: mtu)
+      bridge: TUNBridgeConfiguration(vni: Underlay.internetVNI, peer: edge, mtu: mtu)
     ) { device throws(NetnsError) in
       try device.configure(address: address, prefixLength: prefixLength, mtu: mtu)
       for extra in serverAddresses where extra != address { try device.addAddress(extra, prefixLength: 32) }
@@ -73,12 +74,12 @@ public final class BridgedNamespace: Sendable {
   }
 
   private static func make(
-    namespace name: String, deviceName: String, underlay: SocketAddress, bridge configuration: TunBridgeConfiguration,
-    configure: (TunDevice) throws(NetnsError) -> Void
+    namespace name: String, deviceName: String, underlay: SocketAddress, bridge configuration: TUNBridgeConfiguration,
+    configure: (TUNDevice) throws(NetnsError) -> Void
   ) throws(NetnsError) -> BridgedNamespace {
     let ns = try NetworkNamespace.create(named: name)
     do throws(NetnsError) {
-      let device = try TunDevice(name: deviceName, in: ns)
+      let device = try TUNDevice(name: deviceName, in: ns)
       try configure(device)
       let socket: UDPSocket
       do {
@@ -86,7 +87,7 @@ public final class BridgedNamespace: Sendable {
       } catch {
         throw NetnsError(.systemCall, error.description, errno: error.code)
       }
-      let bridge = try TunBridge(device: device, socket: socket, configuration: configuration)
+      let bridge = try TUNBridge(device: device, socket: socket, configuration: configuration)
       return BridgedNamespace(namespace: ns, device: device, socket: socket, bridge: bridge)
     } catch {
       try? ns.delete()

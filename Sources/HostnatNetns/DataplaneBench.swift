@@ -1,3 +1,4 @@
+public import HostnatAddressing
 internal import Foundation
 internal import Glibc
 internal import HostnatDataplane

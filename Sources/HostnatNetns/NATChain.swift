@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatDataplane
 internal import HostnatEngine
 public import HostnatPackets

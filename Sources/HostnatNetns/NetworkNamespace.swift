@@ -12,7 +12,7 @@ internal import Synchronization
 public struct NetworkNamespace: Sendable, Hashable, CustomStringConvertible {
   /// Longest name accepted. Linux allows any file name, but names show up in `ip netns`, paths and
   /// logs; hostnat keeps them short (interface names, which are limited to 15 bytes, are separate
-  /// and per namespace: see `TunDevice`).
+  /// and per namespace: see `TUNDevice`).
   public static let maxNameLength = 48
   /// Where `ip netns` keeps its namespaces.
   public static let directory = "/run/netns"

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatPackets
 
 /// Path MTU on the way into a TUN device: what a router does with a packet too big for the next

@@ -1,3 +1,5 @@
+public import HostnatAddressing
+
 /// Builders that produce complete, checksummed packets as `[UInt8]` for tests, fixtures and
 /// benchmark workloads (not for the data plane, which rewrites in place).
 public enum PacketBuilder {

@@ -1,3 +1,5 @@
+public import HostnatAddressing
+
 /// The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
 ///
 /// Sums are carried as `UInt64` one's-complement accumulators so many words can be added before a

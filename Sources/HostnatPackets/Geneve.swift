@@ -1,3 +1,5 @@
+public import HostnatAddressing
+
 /// Geneve encapsulation (RFC 8926): the 8-byte base header, variable options, then the payload.
 /// hostnat carries inner IPv4 directly (protocol type 0x0800), without an Ethernet header.
 public enum Geneve {

@@ -1,3 +1,5 @@
+public import HostnatAddressing
+
 /// ICMP message types this project understands (RFC 792).
 public enum ICMPType {
   public static let echoReply: UInt8 = 0
@@ -63,7 +65,7 @@ public struct ICMPMessageView {
 /// header (RFC 792). The quote may be truncated by the sender, so its total length field is NOT
 /// required to match; only the header and 8 transport bytes must be present.
 @frozen
-public struct QuotedDatagramView {
+public struct QuotedDatagramView: IPv4HeaderFields {
   public let bytes: UnsafeMutableRawBufferPointer
   public let headerLength: Int
 
@@ -80,19 +82,6 @@ public struct QuotedDatagramView {
     headerLength = hl
   }
 
-  @inlinable public var protocolNumber: UInt8 { bytes[9] }
-  @inlinable public var headerChecksum: UInt16 {
-    get { bytes.loadBE16(at: 10) }
-    nonmutating set { bytes.storeBE16(newValue, at: 10) }
-  }
-  @inlinable public var source: IPv4Address {
-    get { IPv4Address(bytes.loadBE32(at: 12)) }
-    nonmutating set { bytes.storeBE32(newValue.value, at: 12) }
-  }
-  @inlinable public var destination: IPv4Address {
-    get { IPv4Address(bytes.loadBE32(at: 16)) }
-    nonmutating set { bytes.storeBE32(newValue.value, at: 16) }
-  }
   /// Quoted transport bytes (at least 8).
   @inlinable public var transport: UnsafeMutableRawBufferPointer {
     UnsafeMutableRawBufferPointer(rebasing: bytes[headerLength...])
@@ -104,6 +93,8 @@ public struct QuotedDatagramView {
   @inlinable public var destinationPort: UInt16 {
     protocolNumber == IPProtocol.icmp ? 0 : bytes.loadBE16(at: headerLength &+ 2)
   }
+  /// ICMP type of the quoted datagram (meaningful when `protocolNumber` is ICMP).
+  @inlinable public var icmpType: UInt8 { bytes[headerLength] }
   @inlinable
   public var headerChecksumIsValid: Bool {
     InternetChecksum.fold(InternetChecksum.sum(UnsafeRawBufferPointer(rebasing: bytes[0..<headerLength]))) == 0xFFFF

@@ -1,8 +1,35 @@
+public import HostnatAddressing
+
 /// IP protocol numbers this project handles.
 public enum IPProtocol {
   public static let icmp: UInt8 = 1
   public static let tcp: UInt8 = 6
   public static let udp: UInt8 = 17
+}
+
+/// The IPv4 header fields a packet and the datagram quoted in an ICMP error share, read and
+/// written in place. Views conform once their initializer has checked that 20 header bytes exist.
+public protocol IPv4HeaderFields {
+  /// The bytes from the start of the IPv4 header.
+  var bytes: UnsafeMutableRawBufferPointer { get }
+}
+
+extension IPv4HeaderFields {
+  @inlinable public var protocolNumber: UInt8 { bytes[9] }
+  @inlinable public var headerChecksum: UInt16 {
+    get { bytes.loadBE16(at: 10) }
+    nonmutating set { bytes.storeBE16(newValue, at: 10) }
+  }
+  /// Raw source address; setting it does NOT fix any checksum (see `rewriteSource`).
+  @inlinable public var source: IPv4Address {
+    get { IPv4Address(bytes.loadBE32(at: 12)) }
+    nonmutating set { bytes.storeBE32(newValue.value, at: 12) }
+  }
+  /// Raw destination address; setting it does NOT fix any checksum.
+  @inlinable public var destination: IPv4Address {
+    get { IPv4Address(bytes.loadBE32(at: 16)) }
+    nonmutating set { bytes.storeBE32(newValue.value, at: 16) }
+  }
 }
 
 /// An in-place view of an IPv4 packet in a caller-owned buffer: computed accessors read and write
@@ -12,7 +39,7 @@ public enum IPProtocol {
 /// accessor below stays within `bytes`. `bytes` is trimmed to the total length (link-layer padding
 /// after the datagram is ignored).
 @frozen
-public struct IPv4PacketView {
+public struct IPv4PacketView: IPv4HeaderFields {
   /// The datagram, exactly `totalLength` bytes.
   public let bytes: UnsafeMutableRawBufferPointer
   /// IHL × 4, at least 20.
@@ -46,21 +73,6 @@ public struct IPv4PacketView {
   @inlinable public var ttl: UInt8 {
     get { bytes[8] }
     nonmutating set { bytes[8] = newValue }
-  }
-  @inlinable public var protocolNumber: UInt8 { bytes[9] }
-  @inlinable public var headerChecksum: UInt16 {
-    get { bytes.loadBE16(at: 10) }
-    nonmutating set { bytes.storeBE16(newValue, at: 10) }
-  }
-  /// Raw source address; setting it does NOT fix any checksum (see `rewriteSource`).
-  @inlinable public var source: IPv4Address {
-    get { IPv4Address(bytes.loadBE32(at: 12)) }
-    nonmutating set { bytes.storeBE32(newValue.value, at: 12) }
-  }
-  /// Raw destination address; setting it does NOT fix any checksum.
-  @inlinable public var destination: IPv4Address {
-    get { IPv4Address(bytes.loadBE32(at: 16)) }
-    nonmutating set { bytes.storeBE32(newValue.value, at: 16) }
   }
 
   /// The transport payload (after the header, up to the total length).

@@ -1,3 +1,5 @@
+public import HostnatAddressing
+
 // Shared by the pure endpoint modules (HostnatInternet, HostnatWorkload): building whole packets
 // in one reused buffer, so answering or generating a packet allocates nothing.
 

@@ -1,3 +1,5 @@
+public import HostnatAddressing
+
 /// Everything `PacketParser.parse` learned about a packet, as plain values (for tests, logs and
 /// tools; the data plane uses the in-place views instead).
 public struct ParsedPacket: Hashable, Sendable {

@@ -7,17 +7,17 @@
 ///
 /// Order matters only where Cloud NAT says it does: `natIps` order is the order in which NAT IPs
 /// are filled, and `instances` order is the arrival order used when a manual pool is too small.
-public struct NatIntent: Hashable, Sendable {
+public struct NATIntent: Hashable, Sendable {
   public var networks: [Network]
   public var subnetworks: [Subnetwork]
   public var routers: [Router]
-  public var natGateways: [NatGateway]
-  public var autoNatIpPools: [AutoNatIpPool]
+  public var natGateways: [NATGateway]
+  public var autoNatIpPools: [AutoNATIPPool]
   public var instances: [Instance]
 
   public init(
     networks: [Network] = [], subnetworks: [Subnetwork] = [], routers: [Router] = [],
-    natGateways: [NatGateway] = [], autoNatIpPools: [AutoNatIpPool] = [], instances: [Instance] = []
+    natGateways: [NATGateway] = [], autoNatIpPools: [AutoNATIPPool] = [], instances: [Instance] = []
   ) {
     self.networks = networks
     self.subnetworks = subnetworks
@@ -75,7 +75,7 @@ public struct Router: Hashable, Sendable {
 }
 
 /// The addresses a region's AUTO_ONLY gateways may take, in the order they are taken.
-public struct AutoNatIpPool: Hashable, Sendable {
+public struct AutoNATIPPool: Hashable, Sendable {
   public var region: String
   public var natIps: [String]
   public init(region: String, natIps: [String]) {
@@ -85,13 +85,13 @@ public struct AutoNatIpPool: Hashable, Sendable {
 }
 
 /// A NAT gateway (Router.nats[] in the Compute API).
-public struct NatGateway: Hashable, Sendable {
+public struct NATGateway: Hashable, Sendable {
   public var name: String
   public var router: String
-  public var sourceSubnetworkIpRangesToNat: SourceSubnetworkIpRangesToNat
+  public var sourceSubnetworkIpRangesToNat: SourceSubnetworkIPRangesToNAT
   /// Used with `.listOfSubnetworks` only.
-  public var subnetworks: [SubnetworkToNat]
-  public var natIpAllocateOption: NatIpAllocateOption
+  public var subnetworks: [SubnetworkToNAT]
+  public var natIpAllocateOption: NATIPAllocateOption
   /// Active manual NAT IPs (MANUAL_ONLY), in fill order.
   public var natIps: [String]
   /// Drained manual NAT IPs. As in Cloud NAT, draining moves an IP from `natIps` to here; an IP
@@ -115,19 +115,19 @@ public struct NatGateway: Hashable, Sendable {
   /// NAT rules: a new connection whose destination matches a rule uses that rule's NAT IPs
   /// (the lowest-numbered matching rule wins); others use the gateway's default NAT IPs. Every
   /// NIC the gateway serves gets ports on every rule's IPs, whatever its traffic.
-  public var rules: [NatRule]
+  public var rules: [NATRule]
 
   public init(
     name: String, router: String,
-    sourceSubnetworkIpRangesToNat: SourceSubnetworkIpRangesToNat = .allSubnetworksAllIpRanges,
-    subnetworks: [SubnetworkToNat] = [],
-    natIpAllocateOption: NatIpAllocateOption = .autoOnly,
+    sourceSubnetworkIpRangesToNat: SourceSubnetworkIPRangesToNAT = .allSubnetworksAllIpRanges,
+    subnetworks: [SubnetworkToNAT] = [],
+    natIpAllocateOption: NATIPAllocateOption = .autoOnly,
     natIps: [String] = [], drainNatIps: [String] = [],
     minPortsPerVm: Int? = nil, maxPortsPerVm: Int? = nil,
     enableDynamicPortAllocation: Bool = false, enableEndpointIndependentMapping: Bool? = nil,
     udpIdleTimeoutSec: Int? = nil, icmpIdleTimeoutSec: Int? = nil,
     tcpEstablishedIdleTimeoutSec: Int? = nil, tcpTransitoryIdleTimeoutSec: Int? = nil,
-    tcpTimeWaitTimeoutSec: Int? = nil, logConfig: LogConfig = LogConfig(), rules: [NatRule] = []
+    tcpTimeWaitTimeoutSec: Int? = nil, logConfig: LogConfig = LogConfig(), rules: [NATRule] = []
   ) {
     self.name = name
     self.router = router
@@ -150,7 +150,7 @@ public struct NatGateway: Hashable, Sendable {
   }
 
   /// Which subnet ranges of the router's network and region the gateway translates.
-  public enum SourceSubnetworkIpRangesToNat: String, Hashable, Sendable, CaseIterable {
+  public enum SourceSubnetworkIPRangesToNAT: String, Hashable, Sendable, CaseIterable {
     /// Every range of every subnet, present and future; no other gateway may exist for the
     /// network in this region.
     case allSubnetworksAllIpRanges = "ALL_SUBNETWORKS_ALL_IP_RANGES"
@@ -159,22 +159,22 @@ public struct NatGateway: Hashable, Sendable {
     case listOfSubnetworks = "LIST_OF_SUBNETWORKS"
   }
 
-  /// AUTO_ONLY takes addresses from the region's `AutoNatIpPool` as needed and gives back those
+  /// AUTO_ONLY takes addresses from the region's `AutoNATIPPool` as needed and gives back those
   /// that hold no ports; MANUAL_ONLY uses exactly `natIps`.
-  public enum NatIpAllocateOption: String, Hashable, Sendable, CaseIterable {
+  public enum NATIPAllocateOption: String, Hashable, Sendable, CaseIterable {
     case autoOnly = "AUTO_ONLY"
     case manualOnly = "MANUAL_ONLY"
   }
 
   /// One listed subnet and which of its ranges to translate.
-  public struct SubnetworkToNat: Hashable, Sendable {
+  public struct SubnetworkToNAT: Hashable, Sendable {
     public var name: String
     /// `[.allIpRanges]` alone, or any of `.primaryIpRange` and `.listOfSecondaryIpRanges`.
-    public var sourceIpRangesToNat: [SourceIpRanges]
+    public var sourceIpRangesToNat: [SourceIPRanges]
     /// Required with `.listOfSecondaryIpRanges`, forbidden otherwise.
     public var secondaryIpRangeNames: [String]
 
-    public init(name: String, sourceIpRangesToNat: [SourceIpRanges] = [.allIpRanges], secondaryIpRangeNames: [String] = []) {
+    public init(name: String, sourceIpRangesToNat: [SourceIPRanges] = [.allIpRanges], secondaryIpRangeNames: [String] = []) {
       self.name = name
       self.sourceIpRangesToNat = sourceIpRangesToNat
       self.secondaryIpRangeNames = secondaryIpRangeNames
@@ -182,7 +182,7 @@ public struct NatGateway: Hashable, Sendable {
   }
 
   /// Which ranges of a listed subnet are translated.
-  public enum SourceIpRanges: String, Hashable, Sendable, CaseIterable {
+  public enum SourceIPRanges: String, Hashable, Sendable, CaseIterable {
     case allIpRanges = "ALL_IP_RANGES"
     case primaryIpRange = "PRIMARY_IP_RANGE"
     case listOfSecondaryIpRanges = "LIST_OF_SECONDARY_IP_RANGES"
@@ -211,12 +211,12 @@ public struct NatGateway: Hashable, Sendable {
 /// belong to this rule alone: not to another rule, the gateway's default NAT IPs or another
 /// gateway. Draining works as for the gateway: an IP moves from `sourceNatActiveIps` to
 /// `sourceNatDrainIps`, and only an IP that already is one of this rule's IPs can be drained.
-public struct NatRule: Hashable, Sendable {
+public struct NATRule: Hashable, Sendable {
   /// 1...65000 (`validNumbers`), unique within the gateway; the lowest-numbered matching rule
   /// wins. Cloud NAT also allows 0, but hostnat's hosts use rule number 0 for the gateway's
   /// default NAT IPs.
   public var ruleNumber: Int
-  /// A CEL expression over `destination.ip`; see `NatRuleMatch` for the accepted subset.
+  /// A CEL expression over `destination.ip`; see `NATRuleMatch` for the accepted subset.
   public var match: String
   public var sourceNatActiveIps: [String]
   public var sourceNatDrainIps: [String]
@@ -252,12 +252,12 @@ public struct NetworkInterface: Hashable, Sendable {
   public var subnetwork: String
   /// Primary internal IP, inside the subnet's primary range.
   public var networkIP: String
-  public var aliasIpRanges: [AliasIpRange]
+  public var aliasIpRanges: [AliasIPRange]
   /// An external IP takes precedence over Cloud NAT for the primary IP only ("packets sent from
   /// the primary IP address of that interface do not use Cloud NAT"); alias ranges still use NAT.
   public var externalIP: String?
 
-  public init(subnetwork: String, networkIP: String, aliasIpRanges: [AliasIpRange] = [], externalIP: String? = nil) {
+  public init(subnetwork: String, networkIP: String, aliasIpRanges: [AliasIPRange] = [], externalIP: String? = nil) {
     self.subnetwork = subnetwork
     self.networkIP = networkIP
     self.aliasIpRanges = aliasIpRanges
@@ -267,7 +267,7 @@ public struct NetworkInterface: Hashable, Sendable {
 
 /// An alias IP range of a NIC: from the subnet's primary range when `subnetworkRangeName` is nil,
 /// otherwise from the named secondary range.
-public struct AliasIpRange: Hashable, Sendable {
+public struct AliasIPRange: Hashable, Sendable {
   public var ipCidrRange: String
   public var subnetworkRangeName: String?
   public init(ipCidrRange: String, subnetworkRangeName: String? = nil) {

@@ -1,11 +1,13 @@
+public import HostnatAddressing
+
 /// A NAT IP and an aligned block of its ports, written "203.0.113.5:1024-1087" as in gcloud's
 /// `natIpPortRanges`.
-public struct NatPortRange: Hashable, Comparable, Sendable, CustomStringConvertible {
-  public var natIp: PlannerIPv4Address
+public struct NATPortRange: Hashable, Comparable, Sendable, CustomStringConvertible {
+  public var natIp: IPv4Address
   public var firstPort: Int
   public var lastPort: Int
 
-  public init(natIp: PlannerIPv4Address, firstPort: Int, lastPort: Int) {
+  public init(natIp: IPv4Address, firstPort: Int, lastPort: Int) {
     self.natIp = natIp
     self.firstPort = firstPort
     self.lastPort = lastPort
@@ -19,7 +21,7 @@ public struct NatPortRange: Hashable, Comparable, Sendable, CustomStringConverti
 
 /// Names one allocation: a VM NIC as served by one gateway. A NIC usually has one; it has two
 /// when its primary range and a secondary range are translated by different gateways.
-public struct NicRef: Hashable, Sendable, CustomStringConvertible {
+public struct NICRef: Hashable, Sendable, CustomStringConvertible {
   public var instance: String
   public var nicIndex: Int
   public var gateway: String
@@ -38,16 +40,16 @@ public struct NicRef: Hashable, Sendable, CustomStringConvertible {
 /// The NIC is the unit, as in Cloud NAT ("the per-VM number of ports is the number of ports
 /// available to all containers on that VM"): the primary IP and every alias range the gateway
 /// translates share these ports, and `natMappingInfo` lists the same ranges under each source.
-public struct NicNatAllocation: Hashable, Sendable {
-  public var nic: NicRef
+public struct NICNATAllocation: Hashable, Sendable {
+  public var nic: NICRef
   public var host: String
   /// The primary IP, when this gateway translates it (not when the NIC has an external IP).
   public var sourceVirtualIp: String?
   public var sourceAliasIpRanges: [String]
   /// Ranges for new connections, sorted.
-  public var natIpPortRanges: [NatPortRange]
+  public var natIpPortRanges: [NATPortRange]
   /// Ranges on drained NAT IPs: existing connections only.
-  public var drainNatIpPortRanges: [NatPortRange]
+  public var drainNatIpPortRanges: [NATPortRange]
   public var numTotalNatPorts: Int
   public var numTotalDrainNatPorts: Int
   /// True while the NIC waits for ports the pool cannot give (listed as left out).
@@ -62,14 +64,14 @@ public struct NicNatAllocation: Hashable, Sendable {
 /// A NIC's ports on one NAT rule's IPs: used for new connections to destinations the rule
 /// matches (when no lower-numbered rule matches them too).
 ///
-/// Always `minPortsPerVm` ports, also with dynamic port allocation (see `NatPlanner`).
+/// Always `minPortsPerVm` ports, also with dynamic port allocation (see `NATPlanner`).
 public struct RuleAllocation: Hashable, Sendable {
   public var ruleNumber: Int
   /// Ranges for new connections, sorted; empty while the NIC waits for ports on this rule.
-  public var natIpPortRanges: [NatPortRange]
+  public var natIpPortRanges: [NATPortRange]
   /// Ranges on the rule's drained IPs: existing connections only.
-  public var drainNatIpPortRanges: [NatPortRange]
-  /// True while the rule's IPs have no room for this NIC's ports (see `NatRuleStatus`).
+  public var drainNatIpPortRanges: [NATPortRange]
+  /// True while the rule's IPs have no room for this NIC's ports (see `NATRuleStatus`).
   public var waitingForNatPorts: Bool
 }
 
@@ -80,27 +82,27 @@ public struct DynamicPortState: Hashable, Sendable {
   /// Ports the NIC should hold now (a power of two between min and max).
   public var targetPorts: Int
   /// The block `grant` would add next; nil at the maximum or when no NAT IP has room.
-  public var nextGrant: NatPortRange?
+  public var nextGrant: NATPortRange?
   /// The blocks one halving step of `reclaim` would take back.
-  public var nextReclaim: [NatPortRange]
+  public var nextReclaim: [NATPortRange]
 }
 
 /// gcloud's `get-nat-mapping-info` for one VM: one entry per translated source (primary IP or
 /// alias range) of each NIC.
-public struct VmNatMappingInfo: Hashable, Sendable {
+public struct VMNATMappingInfo: Hashable, Sendable {
   public var instanceName: String
-  public var interfaceNatMappings: [InterfaceNatMapping]
+  public var interfaceNatMappings: [InterfaceNATMapping]
 }
 
 /// One translated source of a NIC and the ports of the NIC it belongs to.
-public struct InterfaceNatMapping: Hashable, Sendable {
+public struct InterfaceNATMapping: Hashable, Sendable {
   public var nicIndex: Int
   public var gateway: String
   /// Exactly one of `sourceVirtualIp` and `sourceAliasIpRange` is set.
   public var sourceVirtualIp: String?
   public var sourceAliasIpRange: String?
-  public var natIpPortRanges: [NatPortRange]
-  public var drainNatIpPortRanges: [NatPortRange]
+  public var natIpPortRanges: [NATPortRange]
+  public var drainNatIpPortRanges: [NATPortRange]
   public var numTotalNatPorts: Int
   public var numTotalDrainNatPorts: Int
   /// The NIC's ports on each NAT rule's IPs, sorted by rule number.
@@ -109,7 +111,7 @@ public struct InterfaceNatMapping: Hashable, Sendable {
 
 /// A gateway as the admin API shows it (Cloud Router `get-status` NAT status), plus the settings
 /// hosts need.
-public struct NatGatewayStatus: Hashable, Sendable {
+public struct NATGatewayStatus: Hashable, Sendable {
   public var name: String
   public var autoAllocatedNatIps: [String]
   public var userAllocatedNatIps: [String]
@@ -122,22 +124,22 @@ public struct NatGatewayStatus: Hashable, Sendable {
   /// NICs left without any ports, in arrival order. (A NIC that holds some ports but waits
   /// for more, e.g. after minPortsPerVm went up on a full pool, is not listed here but counts
   /// towards `minExtraNatIpsNeeded`.)
-  public var vmNicsWithoutNat: [NicRef]
+  public var vmNicsWithoutNat: [NICRef]
   public var minPortsPerVm: Int
   public var maxPortsPerVm: Int
   public var enableDynamicPortAllocation: Bool
   public var enableEndpointIndependentMapping: Bool
-  public var timeouts: NatTimeouts
-  public var logConfig: NatGateway.LogConfig
+  public var timeouts: NATTimeouts
+  public var logConfig: NATGateway.LogConfig
   /// One entry per NAT rule, sorted by rule number.
-  public var ruleStatus: [NatRuleStatus]
+  public var ruleStatus: [NATRuleStatus]
 }
 
 /// A NAT rule as get-status shows it.
-public struct NatRuleStatus: Hashable, Sendable {
+public struct NATRuleStatus: Hashable, Sendable {
   public var ruleNumber: Int
   /// The destinations the rule's match selects: normalized CIDR strings, exactly as
-  /// `NatRuleMatch.destinationRanges(match)` returns them.
+  /// `NATRuleMatch.destinationRanges(match)` returns them.
   public var destinationRanges: [String]
   public var activeNatIps: [String]
   public var drainNatIps: [String]
@@ -153,9 +155,9 @@ public struct NatRuleStatus: Hashable, Sendable {
 /// lease expired. Until then it counts as owned, so no other NIC can receive it.
 public struct QuarantinedBlock: Hashable, Sendable {
   public var id: UInt64
-  public var range: NatPortRange
+  public var range: NATPortRange
   /// The previous owner.
-  public var nic: NicRef
+  public var nic: NICRef
   public var host: String
   /// The planner epoch at which the block left its owner.
   public var epoch: UInt64
@@ -177,7 +179,7 @@ public struct QuarantinedBlock: Hashable, Sendable {
 
 /// What `grant` did.
 public enum GrantOutcome: Hashable, Sendable {
-  case granted(NatPortRange)
+  case granted(NATPortRange)
   case atMaximum
   case noFreePorts
   case notDynamic

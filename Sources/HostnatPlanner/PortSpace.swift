@@ -5,7 +5,7 @@
 /// never straddles the reserved range and blocks of different sizes nest like a buddy allocator's.
 /// That alignment is also why a NAT IP holds 1,008 blocks of 64 ports but only 15 of 4,096: the
 /// aligned 4,096-port blocks are 4096–8191 … 61440–65535, and 1024–4095 fits none.
-public enum NatPorts {
+public enum NATPorts {
   public static let firstPort = 1024
   public static let usablePortsPerIp = 65536 - 1024
   /// The largest block: 32768–65535. Larger per-VM totals use several blocks.
@@ -140,7 +140,7 @@ struct PortSpace: Hashable, Sendable {
 
   /// Takes one specific block (restoring a previous allocation). False if any part is not free.
   mutating func allocate(offset: Int, level: Int) -> Bool {
-    guard offset >= NatPorts.firstPort, offset & ((1 << level) - 1) == 0, offset + (1 << level) <= 65536 else { return false }
+    guard offset >= NATPorts.firstPort, offset & ((1 << level) - 1) == 0, offset + (1 << level) <= 65536 else { return false }
     var l = level
     while l <= Self.maxLevel {
       let container = offset & ~((1 << l) - 1)

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2

@@ -1,3 +1,4 @@
+import HostnatAddressing
 import HostnatPackets
 
 /// An inbound packet reduced to what flows match and read.

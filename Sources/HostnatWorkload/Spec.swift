@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatPackets
 
 /// One stream of traffic a VM generates. Build with the static constructors (`.udpEcho(...)` etc.).

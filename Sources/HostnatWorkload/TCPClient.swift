@@ -1,3 +1,4 @@
+import HostnatAddressing
 import HostnatPackets
 
 /// The fields of an inbound TCP segment a client connection needs.

@@ -1,3 +1,4 @@
+public import HostnatAddressing
 public import HostnatPackets
 
 /// A VM's traffic generator and judge: it sends each flow's packets on schedule from `tick`, checks

@@ -1,5 +1,7 @@
+import HostnatAddressing
 import Foundation
 import HostnatAgent
+import HostnatContracts
 import HostnatDataplane
 import HostnatEngine
 import HostnatPackets
@@ -118,7 +120,7 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
     #expect(policy.internalRanges == [IPv4CIDR("10.240.0.0/20")!, IPv4CIDR("10.50.0.0/24")!] && policy.fabricID == 3)
     let vm1 = try #require(config.vms.first { $0.id == "vm-1" })
     #expect(vm1.network == "vpc" && vm1.privateGoogleAccess && vm1.tags == ["bastion", "blue"])
-    #expect(vm1.gateway.rules == [NatRuleDestinations(ruleNumber: 100, destinations: [IPv4CIDR("192.0.2.20/32")!])])
+    #expect(vm1.gateway.rules == [NATRuleDestinations(ruleNumber: 100, destinations: [IPv4CIDR("192.0.2.20/32")!])])
     #expect(vm1.portBlocks.last == PortBlock(natIP: IPv4Address(203, 0, 113, 3), ports: 1024..<1088, ruleNumber: 100))
     #expect(config.vms.first { $0.id == "vm-2" }?.privateGoogleAccess == false)
     // The engine takes it: a policy the translation produced is one the engine accepts.

@@ -1,3 +1,4 @@
+import HostnatAddressing
 import HostnatAgent
 import HostnatEngine
 import HostnatPackets

@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCInProcessTransport
 import HostnatController
+import HostnatDesiredState
 import HostnatProto
 import SwiftProtobuf
 import Testing
@@ -14,8 +15,7 @@ struct AdminServiceTests {
     let dir = TempDir()
     let store = try ControllerStore(directory: dir.path)
     let core = try ControllerCore(
-      store: store, hosts: HostControlService(store: store, registry: SessionRegistry()),
-      edge: EdgeControlService(store: store, registry: SessionRegistry()), autoPools: ["us-east1": ["198.51.100.1"]])
+      store: store, sessions: ControlSessions(), autoPools: ["us-east1": ["198.51.100.1"]])
     let transport = InProcessTransport()
     try await withGRPCServer(transport: transport.server, services: [AdminService(core: core)]) { _ in
       try await withGRPCClient(transport: transport.client) { client in

@@ -1,7 +1,9 @@
+import HostnatAddressing
 import Foundation
 import GRPCCore
 import GRPCInProcessTransport
 import HostnatController
+import HostnatDesiredState
 import HostnatPlanner
 import HostnatProto
 import SwiftProtobuf
@@ -19,22 +21,21 @@ import Testing
     let now: MillisecondClock = { clock.ms }
     return try ControllerCore(
       store: store,
-      hosts: HostControlService(store: store, registry: SessionRegistry(), nowMs: now),
-      edge: EdgeControlService(store: store, registry: SessionRegistry(), nowMs: now),
+      sessions: ControlSessions(),
       autoPools: ["us-east1": ["198.51.100.1", "198.51.100.2"]], nowMs: now)
   }
 
   @discardableResult
-  func seed(_ core: ControllerCore) throws -> ChangeOutcome {
+  func seed(_ core: ControllerCore) async throws -> ChangeOutcome {
     let seed = IntentMappingTests().seedIntent()
-    return try core.change { $0 = seed }
+    return try await core.change { $0 = seed }
   }
 
-  @Test func changeCommitsIntentAllocationsAndVersions() throws {
+  @Test func changeCommitsIntentAllocationsAndVersions() async throws {
     let dir = TempDir()
     let clock = Clock()
     let core = try core(dir, clock: clock)
-    let outcome = try seed(core)
+    let outcome = try await seed(core)
     #expect(outcome.hostVersions.keys.sorted() == ["host-a", "host-b"])
     #expect(outcome.edgeVersion != nil)
     let stored = try core.store.read { reader in
@@ -48,13 +49,13 @@ import Testing
     #expect(stored.2.map(\.name) == ["vm-1", "vm-2"])
   }
 
-  @Test func restartKeepsPortsAndOnlyAffectedHostsGetVersions() throws {
+  @Test func restartKeepsPortsAndOnlyAffectedHostsGetVersions() async throws {
     let dir = TempDir()
     let clock = Clock()
-    let before: [NicNatAllocation]
+    let before: [NICNATAllocation]
     do {
       let first = try core(dir, clock: clock)
-      try seed(first)
+      try await seed(first)
       before = first.planner.allocations(instance: "vm-1")
     }
     let restarted = try core(dir, clock: clock)
@@ -62,7 +63,7 @@ import Testing
     #expect(restarted.intent == IntentMappingTests().seedIntent())
 
     clock.ms = 2_000
-    let outcome = try restarted.change { intent in
+    let outcome = try await restarted.change { intent in
       intent.instances.append(.with {
         $0.name = "vm-3"
         $0.host = "host-a"
@@ -76,15 +77,15 @@ import Testing
     #expect(Set(vm3.flatMap(\.natIpPortRanges)).isDisjoint(with: before.flatMap(\.natIpPortRanges)))
   }
 
-  @Test func refusedChangeChangesNothing() throws {
+  @Test func refusedChangeChangesNothing() async throws {
     let dir = TempDir()
     let clock = Clock()
     let core = try core(dir, clock: clock)
-    try seed(core)
+    try await seed(core)
     let counter = try core.store.read { try $0.versionCounter() }
     let intent = core.intent
-    #expect {
-      try core.change { intent in
+    await #expect {
+      try await core.change { intent in
         intent.routers[0].nats[0].enableDynamicPortAllocation = true
         intent.routers[0].nats[0].enableEndpointIndependentMapping = true
       }
@@ -98,14 +99,14 @@ import Testing
   }
 
   /// Deleting a VM releases its block in the history, which still answers who had it.
-  @Test func deletedVMStaysInWhoHadHistory() throws {
+  @Test func deletedVMStaysInWhoHadHistory() async throws {
     let dir = TempDir()
     let clock = Clock()
     let core = try core(dir, clock: clock)
-    try seed(core)
+    try await seed(core)
     let block = try #require(core.planner.allocations(instance: "vm-1").first?.natIpPortRanges.first)
     clock.ms = 5_000
-    let outcome = try core.change { intent in intent.instances.removeAll { $0.name == "vm-1" } }
+    let outcome = try await core.change { intent in intent.instances.removeAll { $0.name == "vm-1" } }
     #expect(outcome.hostVersions["host-a"] != nil, "host-a's last VM left: it gets an empty config")
     #expect(try core.store.read { try $0.hostConfig("host-a") }?.vms.isEmpty == true)
     let then = try core.store.read { try $0.allocations(holding: "\(block.natIp)", port: block.firstPort, atMs: 2_000) }
@@ -127,8 +128,8 @@ import Testing
   }
 
   @discardableResult
-  func replaceVM(_ core: ControllerCore) throws -> ChangeOutcome {
-    try core.change { intent in
+  func replaceVM(_ core: ControllerCore) async throws -> ChangeOutcome {
+    try await core.change { intent in
       intent.instances.removeAll { $0.name == "vm-1" }
       intent.instances.append(.with {
         $0.name = "vm-3"
@@ -138,60 +139,60 @@ import Testing
     }
   }
 
-  @Test func blockWaitsForTheOldHostsAck() throws {
+  @Test func blockWaitsForTheOldHostsAck() async throws {
     let dir = TempDir()
     let clock = ControllerCoreTests.Clock()
     let core = try ControllerCoreTests().core(dir, clock: clock)
-    try core.change { $0 = oneSlotIntent() }
+    try await core.change { $0 = oneSlotIntent() }
     let block = try #require(core.planner.allocations(instance: "vm-1").first?.natIpPortRanges.first)
 
-    let removal = try replaceVM(core)
+    let removal = try await replaceVM(core)
     let removedIn = try #require(removal.hostVersions["host-a"])
     #expect(core.planner.allocations(instance: "vm-3").allSatisfy { $0.natIpPortRanges.isEmpty }, "the block is quarantined")
     #expect(Array(core.pendingReleases.values) == ["host-a"])
 
-    #expect(try core.hostAcknowledged("host-a", version: removedIn - 1) == nil, "an older ACK proves nothing")
-    #expect(try core.hostAcknowledged("host-c", version: removedIn) == nil, "another host's ACK proves nothing")
+    #expect(try await core.hostAcknowledged("host-a", version: removedIn - 1) == nil, "an older ACK proves nothing")
+    #expect(try await core.hostAcknowledged("host-c", version: removedIn) == nil, "another host's ACK proves nothing")
     #expect(core.planner.allocations(instance: "vm-3").allSatisfy { $0.natIpPortRanges.isEmpty })
 
-    let release = try #require(try core.hostAcknowledged("host-a", version: removedIn))
+    let release = try #require(try await core.hostAcknowledged("host-a", version: removedIn))
     #expect(release.hostVersions["host-c"] != nil, "the waiting VM's host gets the block")
     #expect(core.planner.allocations(instance: "vm-3").first?.natIpPortRanges == [block])
     #expect(core.pendingReleases.isEmpty)
   }
 
-  @Test func leaseFreesBlocksOfASilentHost() throws {
+  @Test func leaseFreesBlocksOfASilentHost() async throws {
     let dir = TempDir()
     let clock = ControllerCoreTests.Clock()
     let core = try ControllerCoreTests().core(dir, clock: clock)
-    try core.change { $0 = oneSlotIntent() }
-    try replaceVM(core)
+    try await core.change { $0 = oneSlotIntent() }
+    try await replaceVM(core)
     let lease = Int64(SnapshotBuilder.ownershipLeaseSec(core.planner)) * 1000
     #expect(lease > 1_200_000, "longer than the longest idle timeout")
 
     clock.ms += lease - 1
-    #expect(try core.expireLeases() == nil)
+    #expect(try await core.expireLeases() == nil)
     #expect(core.planner.allocations(instance: "vm-3").allSatisfy { $0.natIpPortRanges.isEmpty })
     clock.ms += 1
-    #expect(try core.expireLeases() != nil)
+    #expect(try await core.expireLeases() != nil)
     #expect(core.planner.allocations(instance: "vm-3").first?.numTotalNatPorts == 32_768)
   }
 
   /// A restart keeps the quarantine (it is in the planner's snapshot) and waits for the host's
   /// newest version.
-  @Test func quarantineSurvivesRestart() throws {
+  @Test func quarantineSurvivesRestart() async throws {
     let dir = TempDir()
     let clock = ControllerCoreTests.Clock()
     let removedIn: UInt64
     do {
       let core = try ControllerCoreTests().core(dir, clock: clock)
-      try core.change { $0 = oneSlotIntent() }
-      removedIn = try #require(try replaceVM(core).hostVersions["host-a"])
+      try await core.change { $0 = oneSlotIntent() }
+      removedIn = try #require(try await replaceVM(core).hostVersions["host-a"])
     }
     let restarted = try ControllerCoreTests().core(dir, clock: clock)
     #expect(Array(restarted.pendingReleases.values) == ["host-a"])
     #expect(restarted.planner.allocations(instance: "vm-3").allSatisfy { $0.natIpPortRanges.isEmpty })
-    #expect(try restarted.hostAcknowledged("host-a", version: removedIn) != nil)
+    #expect(try await restarted.hostAcknowledged("host-a", version: removedIn) != nil)
     #expect(restarted.planner.allocations(instance: "vm-3").first?.numTotalNatPorts == 32_768)
   }
 }
@@ -203,16 +204,15 @@ struct OwnershipOverTheWireTests {
   @Test func ackOverTheStreamReleasesTheBlock() async throws {
     let dir = TempDir()
     let store = try ControllerStore(directory: dir.path)
-    let (acks, ackContinuation) = AsyncStream<HostAcknowledgement>.makeStream()
-    let hosts = HostControlService(store: store, registry: SessionRegistry(), heartbeatInterval: .seconds(30), acknowledgements: ackContinuation)
-    let core = try ControllerCore(
-      store: store, hosts: hosts, edge: EdgeControlService(store: store, registry: SessionRegistry()), autoPools: [:])
-    try core.change { $0 = OwnershipRuleTests().oneSlotIntent() }
+    let sessions = ControlSessions()
+    let core = try ControllerCore(store: store, sessions: sessions, autoPools: [:])
+    let hosts = HostControlService(store: store, registry: sessions.hosts, heartbeatInterval: .seconds(30), events: core)
+    try await core.change { $0 = OwnershipRuleTests().oneSlotIntent() }
     let block = try #require(core.planner.allocations(instance: "vm-1").first?.natIpPortRanges.first)
 
     let transport = InProcessTransport()
     try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await core.run(acknowledgements: acks, leaseCheckInterval: .seconds(60)) }
+      group.addTask { try await core.run(leaseCheckInterval: .seconds(60)) }
       try await withGRPCServer(transport: transport.server, services: [hosts]) { _ in
         try await withGRPCClient(transport: transport.client) { client in
           let agent = ControlProtocolTests()
@@ -220,7 +220,7 @@ struct OwnershipOverTheWireTests {
             guard case .push(let push)? = message.message else { return [] }
             if push.config.vms.contains(where: { $0.instance == "vm-1" }) {
               // The agent holds vm-1's block; now the operator replaces the VM.
-              Task { try OwnershipRuleTests().replaceVM(core) }
+              Task { try await OwnershipRuleTests().replaceVM(core) }
             }
             return [.with { $0.ack = .with { $0.nonce = push.nonce; $0.version = push.config.version } }]
           } until: {

@@ -1,4 +1,6 @@
+import HostnatAddressing
 import HostnatController
+import HostnatDesiredState
 import HostnatPlanner
 import HostnatProto
 import SwiftProtobuf
@@ -52,7 +54,7 @@ import Testing
     #expect(gateway.minPortsPerVm == nil, "an unset minimum stays unset so the planner's default applies")
     #expect(gateway.logConfig == .init(enable: true, filter: .errorsOnly))
 
-    let planner = try NatPlanner(intent: intent)
+    let planner = try NATPlanner(intent: intent)
     let vm1 = planner.allocations(instance: "vm-1")
     #expect(vm1.count == 1)
     #expect(vm1.first?.numTotalNatPorts == 64)
@@ -93,7 +95,7 @@ import Testing
     stored.routers[0].nats[0].natIpAllocateOption = .autoOnly
     stored.routers[0].nats[0].natIps = []
     let intent = try IntentMapping.natIntent(stored, autoPools: ["us-east1": ["198.51.100.1", "198.51.100.2"]])
-    let planner = try NatPlanner(intent: intent)
+    let planner = try NATPlanner(intent: intent)
     let status = try #require(planner.status(gateway: "us-east1/router-1/nat-gw-us-east"))
     #expect(status.autoAllocatedNatIps == ["198.51.100.1"])
     #expect(planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 64)
@@ -102,9 +104,9 @@ import Testing
 
 /// What hosts and the edge receive for the seed's layout.
 @Suite struct SnapshotBuilderTests {
-  func planned() throws -> (StoredIntent, NatPlanner) {
+  func planned() throws -> (StoredIntent, NATPlanner) {
     let stored = IntentMappingTests().seedIntent()
-    return (stored, try NatPlanner(intent: try IntentMapping.natIntent(stored, autoPools: [:])))
+    return (stored, try NATPlanner(intent: try IntentMapping.natIntent(stored, autoPools: [:])))
   }
 
   @Test func eachHostGetsOnlyItsOwnVMs() throws {

@@ -1,5 +1,7 @@
+import HostnatAddressing
 import Foundation
 import HostnatController
+import HostnatDesiredState
 import HostnatPlanner
 import HostnatProto
 import SwiftProtobuf
@@ -9,17 +11,16 @@ import Testing
 /// one durable, versioned change, up to the gateway's max; every other request is refused with
 /// the reason and changes nothing; reclaimed blocks are quarantined.
 @Suite struct PortGrantTests {
-  func dynamicCore(_ dir: borrowing TempDir, maxPorts: UInt32 = 256) throws -> ControllerCore {
+  func dynamicCore(_ dir: borrowing TempDir, maxPorts: UInt32 = 256) async throws -> ControllerCore {
     let store = try ControllerStore(directory: dir.path)
     let core = try ControllerCore(
-      store: store, hosts: HostControlService(store: store, registry: SessionRegistry()),
-      edge: EdgeControlService(store: store, registry: SessionRegistry()), autoPools: [:])
+      store: store, sessions: ControlSessions(), autoPools: [:])
     var intent = IntentMappingTests().seedIntent()
     intent.routers[0].nats[0].enableDynamicPortAllocation = true
     intent.routers[0].nats[0].enableEndpointIndependentMapping = false
     intent.routers[0].nats[0].minPortsPerVm = 64
     intent.routers[0].nats[0].maxPortsPerVm = maxPorts
-    try core.change { $0 = intent }
+    try await core.change { $0 = intent }
     return core
   }
 
@@ -32,12 +33,12 @@ import Testing
     }
   }
 
-  @Test func grantDoublesPortsUpToTheMaximum() throws {
+  @Test func grantDoublesPortsUpToTheMaximum() async throws {
     let dir = TempDir()
-    let core = try dynamicCore(dir)
+    let core = try await dynamicCore(dir)
     let versionBefore = try core.store.read { try $0.hostConfig("host-a")?.version } ?? 0
 
-    let first = core.grantPorts(hostID: "host-a", request: request())
+    let first = await core.grantPorts(hostID: "host-a", request: request())
     #expect(first.refusedReason == "")
     #expect(first.requestID == "r1")
     #expect(first.block.count == 64 && first.block.natIp.hasPrefix("203.0.113."))
@@ -51,11 +52,11 @@ import Testing
     }
     #expect(holders.map(\.instance) == ["vm-1"])
 
-    let second = core.grantPorts(hostID: "host-a", request: request())
+    let second = await core.grantPorts(hostID: "host-a", request: request())
     #expect(second.refusedReason == "" && second.block.count == 128)
     #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
 
-    let atMax = core.grantPorts(hostID: "host-a", request: request())
+    let atMax = await core.grantPorts(hostID: "host-a", request: request())
     #expect(atMax.refusedReason.contains("maximum ports per VM"), "\(atMax.refusedReason)")
     #expect(!atMax.hasBlock)
     #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
@@ -67,31 +68,30 @@ import Testing
     ("host-b", "vm-2", "nic0", "no NAT gateway translates"),
     ("host-a", "vm-1", "eth0", "not a NIC name"),
   ])
-  func refusalsSayWhyAndChangeNothing(host: String, instance: String, nic: String, reason: String) throws {
+  func refusalsSayWhyAndChangeNothing(host: String, instance: String, nic: String, reason: String) async throws {
     let dir = TempDir()
-    let core = try dynamicCore(dir)
+    let core = try await dynamicCore(dir)
     let versions = try core.store.read { try $0.versionCounter() }
-    let grant = core.grantPorts(hostID: host, request: request(instance, nic: nic))
+    let grant = await core.grantPorts(hostID: host, request: request(instance, nic: nic))
     #expect(grant.refusedReason.contains(reason), "\(grant.refusedReason)")
     #expect(try core.store.read { try $0.versionCounter() } == versions)
   }
 
-  @Test func staticGatewayRefusesGrants() throws {
+  @Test func staticGatewayRefusesGrants() async throws {
     let dir = TempDir()
     let store = try ControllerStore(directory: dir.path)
     let core = try ControllerCore(
-      store: store, hosts: HostControlService(store: store, registry: SessionRegistry()),
-      edge: EdgeControlService(store: store, registry: SessionRegistry()), autoPools: [:])
-    try core.change { $0 = IntentMappingTests().seedIntent() }
-    let grant = core.grantPorts(hostID: "host-a", request: request())
+      store: store, sessions: ControlSessions(), autoPools: [:])
+    try await core.change { $0 = IntentMappingTests().seedIntent() }
+    let grant = await core.grantPorts(hostID: "host-a", request: request())
     #expect(grant.refusedReason.contains("does not use dynamic port allocation"), "\(grant.refusedReason)")
   }
 
-  @Test func reclaimShrinksAnIdleNicAndQuarantinesTheBlock() throws {
+  @Test func reclaimShrinksAnIdleNicAndQuarantinesTheBlock() async throws {
     let dir = TempDir()
-    let core = try dynamicCore(dir)
-    _ = core.grantPorts(hostID: "host-a", request: request())
-    _ = core.grantPorts(hostID: "host-a", request: request())
+    let core = try await dynamicCore(dir)
+    _ = await core.grantPorts(hostID: "host-a", request: request())
+    _ = await core.grantPorts(hostID: "host-a", request: request())
     #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
     let report = Hostnat_V1_PortUsageReport.with {
       $0.nics = [.with {
@@ -102,12 +102,12 @@ import Testing
       }]
     }
     // A report from another host does not touch vm-1.
-    #expect(try core.reclaimPorts(hostID: "host-b", report: report) == nil)
-    let outcome = try #require(try core.reclaimPorts(hostID: "host-a", report: report))
+    #expect(try await core.reclaimPorts(hostID: "host-b", report: report) == nil)
+    let outcome = try #require(try await core.reclaimPorts(hostID: "host-a", report: report))
     #expect(outcome.hostVersions["host-a"] != nil)
     #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 64)
     #expect(!core.pendingReleases.isEmpty && core.pendingReleases.values.allSatisfy { $0 == "host-a" })
     // Nothing left to reclaim: no change, no version.
-    #expect(try core.reclaimPorts(hostID: "host-a", report: report) == nil)
+    #expect(try await core.reclaimPorts(hostID: "host-a", report: report) == nil)
   }
 }

@@ -1,8 +1,9 @@
+import HostnatAddressing
 import Foundation
 import GRPCCore
 import GRPCInProcessTransport
 import HostnatController
-import HostnatPackets
+import HostnatDesiredState
 import HostnatProto
 import SwiftProtobuf
 import Testing
@@ -31,8 +32,7 @@ struct VPCTests {
     let dir = TempDir()
     let store = try ControllerStore(directory: dir.path)
     let core = try ControllerCore(
-      store: store, hosts: HostControlService(store: store, registry: SessionRegistry()),
-      edge: EdgeControlService(store: store, registry: SessionRegistry()), autoPools: [:])
+      store: store, sessions: ControlSessions(), autoPools: [:])
     let transport = InProcessTransport()
     try await withGRPCServer(transport: transport.server, services: [AdminService(core: core)]) { _ in
       try await withGRPCClient(transport: transport.client) { client in

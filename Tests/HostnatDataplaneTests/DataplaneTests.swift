@@ -1,8 +1,10 @@
+import HostnatAddressing
 import Foundation
 import Glibc
 import HostnatDataplane
 import HostnatEngine
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 @Suite("SocketAddress")

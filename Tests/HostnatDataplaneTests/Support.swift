@@ -1,3 +1,4 @@
+import HostnatAddressing
 import Glibc
 import HostnatDataplane
 import HostnatEngine
@@ -40,16 +41,6 @@ func receive(_ socket: UDPSocket, count: Int = 1, within: Duration = .seconds(2)
     out += batch.datagrams()
   }
   return out
-}
-
-/// Polls `condition` every 2 ms for at most `within`.
-func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) -> Bool {
-  let deadline = ContinuousClock.now + within
-  while ContinuousClock.now < deadline {
-    if condition() { return true }
-    usleep(2000)
-  }
-  return condition()
 }
 
 /// The inner packet of a Geneve datagram and its VNI (nil when not Geneve/IPv4).

@@ -1,3 +1,4 @@
+import HostnatAddressing
 import HostnatEngine
 import HostnatPackets
 import Testing

@@ -1,5 +1,7 @@
+import HostnatAddressing
 import HostnatEngine
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 /// The VPC around the VM: firewall rules, custom routes, Private Google Access.

@@ -1,5 +1,7 @@
+import HostnatAddressing
 import HostnatEngine
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 /// EIM port choice: a new mapping takes a NAT port no live mapping uses, and shares one only when

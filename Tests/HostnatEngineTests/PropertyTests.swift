@@ -1,5 +1,7 @@
+import HostnatAddressing
 import HostnatEngine
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 /// Seeded random operations checked against the NAT invariants.

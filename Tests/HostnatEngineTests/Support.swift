@@ -1,23 +1,8 @@
+import HostnatAddressing
 import HostnatEngine
 import HostnatPackets
+import HostnatTestSupport
 import Testing
-
-struct SeededRNG: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
-
-func ip(_ text: String) -> IPv4Address {
-  guard let address = IPv4Address(text) else { preconditionFailure("bad address literal \(text)") }
-  return address
-}
 
 func cidr(_ text: String) -> IPv4CIDR {
   guard let c = IPv4CIDR(text) else { preconditionFailure("bad CIDR literal \(text)") }

@@ -1,5 +1,7 @@
+import HostnatAddressing
 import HostnatEngine
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 @Suite struct TranslationTests {

@@ -1,5 +1,7 @@
+import HostnatAddressing
 import HostnatEngine
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 /// Traffic between VMs inside the VPC: subnet routes beat every other route, never use NAT, go

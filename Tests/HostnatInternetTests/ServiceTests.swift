@@ -1,6 +1,8 @@
+import HostnatAddressing
 import Foundation
 import HostnatInternet
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 @Suite struct ServiceTests {

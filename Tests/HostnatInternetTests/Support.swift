@@ -1,14 +1,8 @@
+import HostnatAddressing
 import HostnatInternet
 import HostnatPackets
 import Testing
-
-/// Reproducible fuzz inputs (the modules' own SplitMix64).
-typealias SeededRNG = SplitMix64
-
-func ip(_ text: String) -> IPv4Address {
-  guard let address = IPv4Address(text) else { preconditionFailure("bad address literal \(text)") }
-  return address
-}
+import HostnatTestSupport
 
 let client = ip("192.0.2.5")
 let serverA = ip("203.0.113.10")

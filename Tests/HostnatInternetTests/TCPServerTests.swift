@@ -1,3 +1,4 @@
+import HostnatAddressing
 import HostnatInternet
 import HostnatPackets
 import Testing

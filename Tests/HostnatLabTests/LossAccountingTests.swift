@@ -12,7 +12,7 @@ import Testing
     (lost: 1, late: 4, unanswered: 0, text: "100 sent, 0 lost (1 more answered after the loss timeout)"),
   ])
   func lateRepliesAreNotLost(c: (lost: UInt64, late: UInt64, unanswered: UInt64, text: String)) {
-    var t = LabDemoRunner.Totals()
+    var t = TrafficTotals()
     t.sent = 100
     t.lost = c.lost
     t.late = c.late

@@ -1,7 +1,9 @@
+import HostnatAddressing
 import Foundation
 import HostnatDataplane
 import HostnatNetns
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 /// Answers UDP at 198.51.100.1 (an emulated server) with the payload reversed; counts everything.

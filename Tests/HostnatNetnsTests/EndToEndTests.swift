@@ -1,7 +1,9 @@
+import HostnatAddressing
 import Glibc
 import HostnatDataplane
 import HostnatNetns
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 /// The kernels' own stacks through the whole chain: VM namespace -> TUN bridge (VNI 1) -> agent

@@ -1,7 +1,9 @@
+import HostnatAddressing
 import Glibc
 import HostnatDataplane
 import HostnatNetns
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 @Suite("Names (no root)")
@@ -18,10 +20,10 @@ struct NameTests {
     let missing = try NetworkNamespace(name: "hnt-\(getpid())-never-made")
     #expect(!missing.exists)
     for bad in ["", "sixteen-chars-xx", ".", "..", "a/b", "a b"] {
-      let error = #expect(throws: NetnsError.self, "\(bad)") { try TunDevice(name: bad, in: missing) }
+      let error = #expect(throws: NetnsError.self, "\(bad)") { try TUNDevice(name: bad, in: missing) }
       #expect(error?.code == .invalidName)
     }
-    #expect(TunDevice.defaultName.utf8.count <= TunDevice.maxNameLength)
+    #expect(TUNDevice.defaultName.utf8.count <= TUNDevice.maxNameLength)
   }
 
   @Test("commands: output, exit status, missing programs, time limit")
@@ -68,7 +70,7 @@ struct NamespaceTests {
   func tunDevice() throws {
     let ns = try NetworkNamespace.create(named: uniqueNamespaceName("tun"))
     defer { try? ns.delete() }
-    let tun = try TunDevice(in: ns)
+    let tun = try TUNDevice(in: ns)
     defer { tun.close() }
     #expect(tun.fileDescriptor >= 0)
     #expect(fcntl(tun.fileDescriptor, F_GETFL) & O_NONBLOCK != 0)
@@ -84,7 +86,7 @@ struct NamespaceTests {
     let route = try ns.ip(["route", "show", "default"]).standardOutput
     #expect(route.contains("dev \(tun.name)"), "\(route)")
     tun.close()
-    #expect(!(try ns.exec(["ip", "link", "show", TunDevice.defaultName])).succeeded)
+    #expect(!(try ns.exec(["ip", "link", "show", TUNDevice.defaultName])).succeeded)
   }
 
   @Test("bridge alone: echo through the namespace's kernel, wrong VNI and junk dropped, DF too big answered, non-DF fragmented")

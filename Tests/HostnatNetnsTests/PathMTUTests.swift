@@ -1,3 +1,4 @@
+import HostnatAddressing
 import HostnatNetns
 import HostnatPackets
 import Testing

@@ -1,3 +1,4 @@
+import HostnatAddressing
 import Foundation
 import Glibc
 import HostnatDataplane
@@ -31,16 +32,6 @@ let inetServer = IPv4Address(192, 0, 2, 80)
 
 func bindLoopback(timeout: Duration = .milliseconds(20)) throws -> UDPSocket {
   try UDPSocket(binding: SocketAddress(ip: loopback, port: 0), receiveTimeout: timeout)
-}
-
-/// Polls `condition` every 5 ms for at most `within`.
-func eventually(within: Duration = .seconds(3), _ condition: () -> Bool) -> Bool {
-  let deadline = ContinuousClock.now + within
-  while ContinuousClock.now < deadline {
-    if condition() { return true }
-    usleep(5000)
-  }
-  return condition()
 }
 
 /// Receives Geneve datagrams on `socket` until one passes `accept` or `within` passes (bounded in

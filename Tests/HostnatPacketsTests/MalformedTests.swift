@@ -1,4 +1,6 @@
+import HostnatAddressing
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 @Suite struct MalformedTests {

@@ -1,19 +1,8 @@
+import HostnatAddressing
 import Foundation
 import HostnatPackets
 import Testing
-
-/// SplitMix64: a seeded generator so property tests are reproducible.
-struct SeededRNG: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
+import HostnatTestSupport
 
 enum Fixture {
   static let hand = [
@@ -30,10 +19,4 @@ enum Fixture {
     let text = try String(contentsOf: url, encoding: .utf8)
     return try #require(Hex.decode(text), "fixture \(name) is not valid hex")
   }
-}
-
-/// Address literal for tests (traps on a typo, which fails the test run loudly).
-func ip(_ text: String) -> IPv4Address {
-  guard let address = IPv4Address(text) else { preconditionFailure("bad address literal \(text)") }
-  return address
 }

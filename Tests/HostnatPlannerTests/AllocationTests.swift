@@ -1,3 +1,4 @@
+import HostnatAddressing
 import Testing
 
 @testable import HostnatPlanner
@@ -7,12 +8,12 @@ import Testing
     (64, 1008), (4096, 15), (2, 32256), (32, 2016), (1024, 63), (2048, 31), (8192, 7), (16384, 3), (32768, 1),
   ])
   func blocksPerIp(size: Int, expected: Int) {
-    #expect(NatPorts.blocksPerIp(blockSize: size) == expected)
+    #expect(NATPorts.blocksPerIp(blockSize: size) == expected)
   }
 
   @Test(arguments: [(1, 1), (2, 2), (3, 4), (64, 64), (100, 128), (1000, 1024), (57344, 65536)])
   func roundUp(value: Int, expected: Int) {
-    #expect(NatPorts.roundUpToPowerOfTwo(value) == expected)
+    #expect(NATPorts.roundUpToPowerOfTwo(value) == expected)
   }
 
   @Test func portSpaceAllocatesEveryUsablePortOnceAndMergesBack() {
@@ -54,7 +55,7 @@ import Testing
   ] as [([Int: Int], [Int: Int], Int)])
   func extraNatIpsNeeded(needed: [Int: Int], available: [Int: Int], expected: Int) {
     func counts(_ d: [Int: Int]) -> [Int] { (0..<16).map { d[$0] ?? 0 } }
-    #expect(NatPlanner.extraNatIpsNeeded(blocksNeeded: counts(needed), blocksAvailable: counts(available)) == expected)
+    #expect(NATPlanner.extraNatIpsNeeded(blocksNeeded: counts(needed), blocksAvailable: counts(available)) == expected)
   }
 
   @Test(arguments: [
@@ -62,18 +63,18 @@ import Testing
     ("banana", false), ("010.0.0.0/8", false), ("10.0.0.0/", false), ("256.0.0.0/8", false),
   ])
   func cidrParsing(text: String, valid: Bool) {
-    #expect((PlannerIPv4CIDR(text) != nil) == valid)
+    #expect((IPv4CIDR(strict: text) != nil) == valid)
   }
 
   @Test func cidrRelations() throws {
-    let a = try #require(PlannerIPv4CIDR("10.0.0.0/16"))
-    let b = try #require(PlannerIPv4CIDR("10.0.4.0/24"))
-    let c = try #require(PlannerIPv4CIDR("10.1.0.0/16"))
+    let a = try #require(IPv4CIDR(strict: "10.0.0.0/16"))
+    let b = try #require(IPv4CIDR(strict: "10.0.4.0/24"))
+    let c = try #require(IPv4CIDR(strict: "10.1.0.0/16"))
     #expect(a.contains(b) && a.overlaps(b) && b.overlaps(a) && !b.contains(a))
     #expect(!a.overlaps(c))
-    #expect(a.contains(PlannerIPv4Address("10.0.255.255")!))
-    #expect(!a.contains(PlannerIPv4Address("10.1.0.0")!))
-    #expect(PlannerIPv4Address("203.0.113.5")?.description == "203.0.113.5")
+    #expect(a.contains(IPv4Address("10.0.255.255")!))
+    #expect(!a.contains(IPv4Address("10.1.0.0")!))
+    #expect(IPv4Address("203.0.113.5")?.description == "203.0.113.5")
   }
 }
 
@@ -84,14 +85,14 @@ import Testing
   @Test(arguments: [(64, 1008, 64), (4096, 15, 4096), (100, 504, 128), (2, 32256, 2), (57344, 0, 65536)])
   func oneNatIpHolds(minPorts: Int, perIp: Int, portsPerVm: Int) throws {
     let count = perIp + 1
-    let planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)], minPorts: minPorts)], instances: Fixture.vms(0..<count)))
+    let planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)], minPorts: minPorts)], instances: Fixture.vms(0..<count)))
     let status = try #require(planner.status(gateway: "gw"))
     #expect(status.numVmEndpointsWithNatMappings == perIp)
     #expect(status.vmNicsWithoutNat.map(\.instance) == ["vm\(perIp)"])
     #expect(status.minExtraNatIpsNeeded == 1)
     #expect(status.minPortsPerVm == portsPerVm)
     if perIp > 0 {
-      let first = try #require(planner.allocation(NicRef(instance: "vm0", gateway: "gw")))
+      let first = try #require(planner.allocation(NICRef(instance: "vm0", gateway: "gw")))
       #expect(first.numTotalNatPorts == portsPerVm)
       #expect(first.natIpPortRanges.first?.firstPort == max(1024, portsPerVm))
     }
@@ -105,14 +106,14 @@ import Testing
   }
 
   @Test func defaultIs64PortsFromPort1024() throws {
-    let planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(5)])], instances: Fixture.vms(0..<3)))
+    let planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(5)])], instances: Fixture.vms(0..<3)))
     #expect(planner.ports("vm0") == ["203.0.113.5:1024-1087"])
     #expect(planner.ports("vm1") == ["203.0.113.5:1088-1151"])
     #expect(planner.ports("vm2") == ["203.0.113.5:1152-1215"])
   }
 
   @Test func largeStaticMinimumUsesTwoBlocksOnTwoIps() throws {
-    let planner = try NatPlanner(
+    let planner = try NATPlanner(
       intent: Fixture.intent(gateways: [Fixture.manual(Fixture.ips(1..<5), minPorts: 57344)], instances: Fixture.vms(0..<3)))
     #expect(planner.ports("vm0") == ["203.0.113.1:32768-65535", "203.0.113.2:32768-65535"])
     #expect(planner.ports("vm1") == ["203.0.113.3:32768-65535", "203.0.113.4:32768-65535"])
@@ -122,13 +123,13 @@ import Testing
   }
 
   @Test func manualPoolTooSmallListsLeftOutInArrivalOrder() throws {
-    var planner = try NatPlanner(
+    var planner = try NATPlanner(
       intent: Fixture.intent(gateways: [Fixture.manual(Fixture.ips(1..<3))], instances: Fixture.vms(0..<2020)))
     var status = try #require(planner.status(gateway: "gw"))
     #expect(status.numVmEndpointsWithNatMappings == 2016)
     #expect(status.vmNicsWithoutNat.map(\.instance) == ["vm2016", "vm2017", "vm2018", "vm2019"])
     #expect(status.minExtraNatIpsNeeded == 1)
-    #expect(planner.allocation(NicRef(instance: "vm2017", gateway: "gw"))?.waitingForNatPorts == true)
+    #expect(planner.allocation(NICRef(instance: "vm2017", gateway: "gw"))?.waitingForNatPorts == true)
 
     // A later VM queues behind the earlier ones.
     try planner.upsertInstance(Fixture.vm(3000))
@@ -157,7 +158,7 @@ import Testing
   }
 
   @Test func minExtraNatIpsForLargeBlocks() throws {
-    let planner = try NatPlanner(
+    let planner = try NATPlanner(
       intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)], minPorts: 4096)], instances: Fixture.vms(0..<40)))
     let status = try #require(planner.status(gateway: "gw"))
     #expect(status.numVmEndpointsWithNatMappings == 15)
@@ -166,12 +167,12 @@ import Testing
   }
 
   @Test func changingMinPortsKeepsEachVmsExistingPorts() throws {
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1), Fixture.ip(2)])], instances: Fixture.vms(0..<4)))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1), Fixture.ip(2)])], instances: Fixture.vms(0..<4)))
     let before = planner.rangesByInstance
     try planner.apply(.upsertNatGateway(Fixture.manual([Fixture.ip(1), Fixture.ip(2)], minPorts: 128)))
     let after = planner.rangesByInstance
     for i in 0..<4 {
-      let ports = planner.allocation(NicRef(instance: "vm\(i)", gateway: "gw"))!
+      let ports = planner.allocation(NICRef(instance: "vm\(i)", gateway: "gw"))!
       #expect(ports.numTotalNatPorts == 128)
       // The old block is still there; the VM gained a second one.
       #expect(before["vm\(i)"]!.allSatisfy { after["vm\(i)"]!.contains($0) })
@@ -193,8 +194,8 @@ import Testing
 
 @Suite struct AutoAllocationTests {
   @Test func takesIpsAsNeededAndReleasesUnusedOnes() throws {
-    let gateway = NatGateway(name: "gw", router: "rt")
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [gateway], instances: Fixture.vms(0..<2000), autoPool: Fixture.ips(10..<15)))
+    let gateway = NATGateway(name: "gw", router: "rt")
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [gateway], instances: Fixture.vms(0..<2000), autoPool: Fixture.ips(10..<15)))
     var status = try #require(planner.status(gateway: "gw"))
     #expect(status.autoAllocatedNatIps == ["203.0.113.10", "203.0.113.11"])
     #expect(status.userAllocatedNatIps.isEmpty)
@@ -215,19 +216,19 @@ import Testing
     #expect(status.minExtraNatIpsNeeded == 1)
 
     // A bigger pool serves them on the next change.
-    try planner.apply(.setAutoNatIpPool(AutoNatIpPool(region: "r1", natIps: Fixture.ips(10..<16))))
+    try planner.apply(.setAutoNatIpPool(AutoNATIPPool(region: "r1", natIps: Fixture.ips(10..<16))))
     #expect(planner.status(gateway: "gw")?.vmNicsWithoutNat.isEmpty == true)
     #expect(planner.overlaps.isEmpty)
   }
 
   @Test func gatewaysOfOneRegionShareThePoolWithoutOverlap() throws {
     let intent = Fixture.intent(
-      gateways: [NatGateway(name: "gw", router: "rt"), NatGateway(name: "gw2", router: "rt2")],
+      gateways: [NATGateway(name: "gw", router: "rt"), NATGateway(name: "gw2", router: "rt2")],
       instances: Fixture.vms(0..<1500) + (0..<1500).map { i in
         Instance(name: "other\(i)", host: "h", networkInterfaces: [NetworkInterface(subnetwork: "t1", networkIP: "10.0.\(i / 250).\(i % 250 + 2)")])
       },
       autoPool: Fixture.ips(10..<20))
-    let planner = try NatPlanner(intent: intent)
+    let planner = try NATPlanner(intent: intent)
     let a = try #require(planner.status(gateway: "gw")).autoAllocatedNatIps
     let b = try #require(planner.status(gateway: "gw2")).autoAllocatedNatIps
     #expect(a.count == 2 && b.count == 2)
@@ -240,7 +241,7 @@ import Testing
   @Test func drainedIpKeepsExistingRangesForDrainOnly() throws {
     let a = Fixture.ip(1)
     let b = Fixture.ip(2)
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([a, b])], instances: Fixture.vms(0..<10)))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([a, b])], instances: Fixture.vms(0..<10)))
     let original = (0..<10).map { planner.ports("vm\($0)") }
     #expect(original.allSatisfy { $0.count == 1 && $0[0].hasPrefix(a) })
 
@@ -249,7 +250,7 @@ import Testing
     #expect(status.userAllocatedNatIps == [b])
     #expect(status.drainUserAllocatedNatIps == [a])
     for i in 0..<10 {
-      let allocation = try #require(planner.allocation(NicRef(instance: "vm\(i)", gateway: "gw")))
+      let allocation = try #require(planner.allocation(NICRef(instance: "vm\(i)", gateway: "gw")))
       #expect(allocation.drainNatIpPortRanges.map(\.description) == original[i])
       #expect(allocation.numTotalDrainNatPorts == 64)
       #expect(allocation.natIpPortRanges.count == 1 && allocation.natIpPortRanges[0].natIp.description == b)
@@ -263,7 +264,7 @@ import Testing
     // Undrain: the original ranges are active again and the replacements go back.
     try planner.apply(.upsertNatGateway(Fixture.manual([a, b])))
     for i in 0..<10 {
-      let allocation = try #require(planner.allocation(NicRef(instance: "vm\(i)", gateway: "gw")))
+      let allocation = try #require(planner.allocation(NICRef(instance: "vm\(i)", gateway: "gw")))
       #expect(allocation.natIpPortRanges.map(\.description) == original[i])
       #expect(allocation.drainNatIpPortRanges.isEmpty)
     }
@@ -274,11 +275,11 @@ import Testing
   @Test func removingADrainedIpEndsItsRanges() throws {
     let a = Fixture.ip(1)
     let b = Fixture.ip(2)
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([a, b])], instances: Fixture.vms(0..<3)))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([a, b])], instances: Fixture.vms(0..<3)))
     try planner.apply(.upsertNatGateway(Fixture.manual([b], drain: [a])))
     try planner.apply(.upsertNatGateway(Fixture.manual([b])))
     for i in 0..<3 {
-      #expect(planner.allocation(NicRef(instance: "vm\(i)", gateway: "gw"))?.drainNatIpPortRanges.isEmpty == true)
+      #expect(planner.allocation(NICRef(instance: "vm\(i)", gateway: "gw"))?.drainNatIpPortRanges.isEmpty == true)
     }
     #expect(planner.quarantinedBlocks.filter { $0.reason == .natIpRemoved }.count == 3)
     #expect(planner.status(gateway: "gw")?.drainUserAllocatedNatIps.isEmpty == true)
@@ -290,7 +291,7 @@ import Testing
   @Test func removingAnActiveIpMovesItsVmsToAnotherIp() throws {
     let a = Fixture.ip(1)
     let b = Fixture.ip(2)
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([a, b])], instances: Fixture.vms(0..<1010)))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([a, b])], instances: Fixture.vms(0..<1010)))
     let before = planner.rangesByInstance
     try planner.apply(.upsertNatGateway(Fixture.manual([b])))
     // vm1008 and vm1009 were already on b and keep their ports.
@@ -307,8 +308,8 @@ import Testing
 @Suite struct SourceSelectionTests {
   @Test func externalIpPrimaryIsNotTranslatedButAliasesAre() throws {
     let plain = Fixture.vm(1, externalIP: "198.51.100.7")
-    let withAlias = Fixture.vm(2, aliases: [AliasIpRange(ipCidrRange: "10.100.0.0/28", subnetworkRangeName: "pods")], externalIP: "198.51.100.8")
-    let planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: [plain, withAlias]))
+    let withAlias = Fixture.vm(2, aliases: [AliasIPRange(ipCidrRange: "10.100.0.0/28", subnetworkRangeName: "pods")], externalIP: "198.51.100.8")
+    let planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: [plain, withAlias]))
     #expect(planner.allocations(instance: "vm1").isEmpty)
     let allocation = try #require(planner.allocations(instance: "vm2").first)
     #expect(allocation.sourceVirtualIp == nil)
@@ -318,8 +319,8 @@ import Testing
 
   @Test func aliasRangesShareTheNicsPorts() throws {
     let vm = Fixture.vm(
-      1, aliases: [AliasIpRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "pods"), AliasIpRange(ipCidrRange: "10.0.200.0/28")])
-    let planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: [vm]))
+      1, aliases: [AliasIPRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "pods"), AliasIPRange(ipCidrRange: "10.0.200.0/28")])
+    let planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: [vm]))
     let info = try #require(planner.natMappingInfo(instance: "vm1"))
     #expect(info.interfaceNatMappings.map { $0.sourceVirtualIp ?? $0.sourceAliasIpRange! } == ["10.0.0.3", "10.100.0.0/24", "10.0.200.0/28"])
     #expect(Set(info.interfaceNatMappings.map(\.natIpPortRanges)).count == 1)
@@ -328,23 +329,23 @@ import Testing
 
   struct SelectionCase: Sendable, CustomTestStringConvertible {
     var name: String
-    var gateways: [NatGateway]
+    var gateways: [NATGateway]
     /// Expected sources per gateway for a VM in s1 with a "pods" alias and a VM in s2.
     var expected: [String: [String]]
     var testDescription: String { name }
   }
 
-  static let podsAlias = AliasIpRange(ipCidrRange: "10.100.0.0/28", subnetworkRangeName: "pods")
-  static let svcAlias = AliasIpRange(ipCidrRange: "10.101.0.0/28", subnetworkRangeName: "svc")
+  static let podsAlias = AliasIPRange(ipCidrRange: "10.100.0.0/28", subnetworkRangeName: "pods")
+  static let svcAlias = AliasIPRange(ipCidrRange: "10.101.0.0/28", subnetworkRangeName: "svc")
 
   @Test(arguments: [
     SelectionCase(
-      name: "all ranges", gateways: [NatGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])],
+      name: "all ranges", gateways: [NATGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])],
       expected: ["gw": ["vm1:10.0.0.3", "vm1:10.100.0.0/28", "vm1:10.101.0.0/28", "vm2:10.1.0.4"]]),
     SelectionCase(
       name: "all primary ranges",
       gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .allSubnetworksAllPrimaryIpRanges, natIpAllocateOption: .manualOnly,
           natIps: ["203.0.113.1"])
       ],
@@ -352,7 +353,7 @@ import Testing
     SelectionCase(
       name: "listed primary only",
       gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s1", sourceIpRangesToNat: [.primaryIpRange])], natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])
       ],
@@ -360,7 +361,7 @@ import Testing
     SelectionCase(
       name: "listed secondary range only",
       gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s1", sourceIpRangesToNat: [.listOfSecondaryIpRanges], secondaryIpRangeNames: ["pods"])],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])
@@ -369,10 +370,10 @@ import Testing
     SelectionCase(
       name: "primary ranges and a secondary range on two gateways",
       gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .allSubnetworksAllPrimaryIpRanges, natIpAllocateOption: .manualOnly,
           natIps: ["203.0.113.1"]),
-        NatGateway(
+        NATGateway(
           name: "gw2", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s1", sourceIpRangesToNat: [.listOfSecondaryIpRanges], secondaryIpRangeNames: ["svc"])],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"]),
@@ -381,7 +382,7 @@ import Testing
     SelectionCase(
       name: "listed subnet with all its ranges",
       gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks, subnetworks: [.init(name: "s2")],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])
       ],
@@ -390,7 +391,7 @@ import Testing
   func subnetSelection(_ selection: SelectionCase) throws {
     let vm1 = Fixture.vm(1, aliases: [Self.podsAlias, Self.svcAlias])
     let vm2 = Fixture.vm(2, subnet: "s2")
-    let planner = try NatPlanner(intent: Fixture.intent(gateways: selection.gateways, instances: [vm1, vm2]))
+    let planner = try NATPlanner(intent: Fixture.intent(gateways: selection.gateways, instances: [vm1, vm2]))
     var sources: [String: [String]] = [:]
     for allocation in planner.allAllocations {
       #expect(allocation.numTotalNatPorts == 64)
@@ -403,10 +404,10 @@ import Testing
 }
 
 @Suite struct DynamicAllocationTests {
-  let nic = NicRef(instance: "vm0", gateway: "gw")
+  let nic = NICRef(instance: "vm0", gateway: "gw")
 
   @Test func grantDoublesUpToMaxAndReclaimShrinksBackToMin() throws {
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.dynamic([Fixture.ip(1)], min: 32, max: 256)], instances: Fixture.vms(0..<2)))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.dynamic([Fixture.ip(1)], min: 32, max: 256)], instances: Fixture.vms(0..<2)))
     #expect(planner.allocation(nic)?.numTotalNatPorts == 32)
     #expect(planner.status(gateway: "gw")?.enableEndpointIndependentMapping == false)
     var expectedTotal = 32
@@ -440,7 +441,7 @@ import Testing
 
   @Test func grantUsesAnotherIpWhenTheFirstIsFull() throws {
     // 2016 VMs of 32 ports fill the first IP exactly.
-    var planner = try NatPlanner(
+    var planner = try NATPlanner(
       intent: Fixture.intent(gateways: [Fixture.dynamic([Fixture.ip(1), Fixture.ip(2)], min: 32, max: 64)], instances: Fixture.vms(0..<2016)))
     guard case .granted(let range) = planner.grant(nic) else {
       Issue.record("expected a grant")
@@ -451,19 +452,19 @@ import Testing
   }
 
   @Test func grantOutcomes() throws {
-    var planner = try NatPlanner(
+    var planner = try NATPlanner(
       intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)], minPorts: 32768)], instances: Fixture.vms(0..<2)))
     #expect(planner.grant(nic) == .notDynamic)
-    #expect(planner.grant(NicRef(instance: "nobody", gateway: "gw")) == .unknownNic)
-    planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.dynamic([Fixture.ip(1)], min: 32768, max: 65536)], instances: Fixture.vms(0..<2)))
-    #expect(planner.grant(NicRef(instance: "vm1", gateway: "gw")) == .waitingForNatPorts)
+    #expect(planner.grant(NICRef(instance: "nobody", gateway: "gw")) == .unknownNic)
+    planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.dynamic([Fixture.ip(1)], min: 32768, max: 65536)], instances: Fixture.vms(0..<2)))
+    #expect(planner.grant(NICRef(instance: "vm1", gateway: "gw")) == .waitingForNatPorts)
     #expect(planner.grant(nic) == .noFreePorts)
   }
 }
 
 @Suite struct QuarantineTests {
   @Test func freedBlocksAreNotReusedUntilReleased() throws {
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<3)))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<3)))
     let removed = planner.ports("vm1")
     let summary = try planner.removeInstance("vm1")
     #expect(summary.changedInstances == ["vm1"])
@@ -482,7 +483,7 @@ import Testing
   }
 
   @Test func epochsAndQuarantineIdsOrderChanges() throws {
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<3)))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<3)))
     let e0 = planner.epoch
     try planner.removeInstance("vm0")
     try planner.removeInstance("vm2")
@@ -495,18 +496,18 @@ import Testing
 
 @Suite struct SnapshotTests {
   @Test func restoringKeepsEveryAllocation() throws {
-    var planner = try NatPlanner(
+    var planner = try NATPlanner(
       intent: Fixture.intent(gateways: [Fixture.dynamic(Fixture.ips(1..<3), min: 32, max: 1024)], instances: Fixture.vms(0..<50)))
-    for i in stride(from: 0, to: 50, by: 3) { _ = planner.grant(NicRef(instance: "vm\(i)", gateway: "gw")) }
+    for i in stride(from: 0, to: 50, by: 3) { _ = planner.grant(NICRef(instance: "vm\(i)", gateway: "gw")) }
     try planner.removeInstance("vm7")
-    let restored = try NatPlanner(intent: planner.intent, restoring: planner.snapshot())
+    let restored = try NATPlanner(intent: planner.intent, restoring: planner.snapshot())
     #expect(restored.allAllocations == planner.allAllocations)
     #expect(restored.quarantinedBlocks == planner.quarantinedBlocks)
 
     // A from-scratch plan with one VM fewer keeps everyone else's ports.
     var intent = planner.intent
     intent.instances.removeAll { $0.name == "vm10" }
-    let replanned = try NatPlanner(intent: intent, restoring: planner.snapshot())
+    let replanned = try NATPlanner(intent: intent, restoring: planner.snapshot())
     var expected = planner.rangesByInstance
     expected["vm10"] = nil
     #expect(replanned.rangesByInstance == expected)
@@ -514,25 +515,25 @@ import Testing
   }
 
   @Test func restoreRejectsOverlappingBlocks() throws {
-    let planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<2)))
+    let planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<2)))
     var snapshot = planner.snapshot()
     snapshot.allocations[1].blocks = snapshot.allocations[0].blocks
-    #expect(throws: PlannerValidationError.self) { try NatPlanner(intent: planner.intent, restoring: snapshot) }
+    #expect(throws: PlannerValidationError.self) { try NATPlanner(intent: planner.intent, restoring: snapshot) }
   }
 }
 
 @Suite struct GatewayLifecycleTests {
   @Test func defaultsAreCloudNats() throws {
-    let planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<1)))
+    let planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<1)))
     let status = try #require(planner.status(gateway: "gw"))
-    #expect(status.timeouts == NatTimeouts(udpIdleSec: 30, icmpIdleSec: 30, tcpEstablishedIdleSec: 1200, tcpTransitoryIdleSec: 30, tcpTimeWaitSec: 120))
+    #expect(status.timeouts == NATTimeouts(udpIdleSec: 30, icmpIdleSec: 30, tcpEstablishedIdleSec: 1200, tcpTransitoryIdleSec: 30, tcpTimeWaitSec: 120))
     #expect(status.enableEndpointIndependentMapping)
     #expect(!status.enableDynamicPortAllocation)
     #expect(status.minPortsPerVm == 64 && status.maxPortsPerVm == 64)
   }
 
   @Test func removingAGatewayQuarantinesItsBlocksAndFreesItsIps() throws {
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<5)))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<5)))
     let summary = try planner.apply(.removeNatGateway("gw"))
     #expect(Set(summary.changedInstances) == Set((0..<5).map { "vm\($0)" }))
     #expect(summary.quarantined.count == 5 && summary.quarantined.allSatisfy { $0.reason == .gatewayRemoved })
@@ -544,8 +545,8 @@ import Testing
   }
 
   @Test func switchingFromAutoToManualMovesEveryoneToTheManualIps() throws {
-    var planner = try NatPlanner(
-      intent: Fixture.intent(gateways: [NatGateway(name: "gw", router: "rt")], instances: Fixture.vms(0..<3), autoPool: Fixture.ips(50..<52)))
+    var planner = try NATPlanner(
+      intent: Fixture.intent(gateways: [NATGateway(name: "gw", router: "rt")], instances: Fixture.vms(0..<3), autoPool: Fixture.ips(50..<52)))
     #expect(planner.status(gateway: "gw")?.autoAllocatedNatIps == [Fixture.ip(50)])
     try planner.apply(.upsertNatGateway(Fixture.manual([Fixture.ip(1)])))
     let status = try #require(planner.status(gateway: "gw"))
@@ -555,10 +556,10 @@ import Testing
   }
 
   @Test func movingASubnetOutOfTheSelectionEndsItsVmsMappings() throws {
-    let listed = NatGateway(
+    let listed = NATGateway(
       name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks, subnetworks: [.init(name: "s1"), .init(name: "s2")],
       natIpAllocateOption: .manualOnly, natIps: [Fixture.ip(1)])
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [listed], instances: [Fixture.vm(1), Fixture.vm(2, subnet: "s2")]))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [listed], instances: [Fixture.vm(1), Fixture.vm(2, subnet: "s2")]))
     let kept = planner.ports("vm1")
     var narrowed = listed
     narrowed.subnetworks = [.init(name: "s1")]
@@ -570,10 +571,10 @@ import Testing
   }
 
   @Test func updatingAnInstanceKeepsItsPortsUnlessItLeavesTheGateway() throws {
-    var planner = try NatPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<3)))
+    var planner = try NATPlanner(intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: Fixture.vms(0..<3)))
     let ports = planner.ports("vm1")
     var moved = Fixture.vm(1, host: "elsewhere")
-    moved.networkInterfaces[0].aliasIpRanges = [AliasIpRange(ipCidrRange: "10.100.1.0/24", subnetworkRangeName: "pods")]
+    moved.networkInterfaces[0].aliasIpRanges = [AliasIPRange(ipCidrRange: "10.100.1.0/24", subnetworkRangeName: "pods")]
     let summary = try planner.upsertInstance(moved)
     #expect(summary.changedInstances == ["vm1"] && summary.quarantined.isEmpty)
     #expect(planner.ports("vm1") == ports)

@@ -1,13 +1,14 @@
+import HostnatAddressing
 @testable import HostnatPlanner
 
 /// Small intents for tests: one network "net", region "r1", subnet "s1" 10.0.0.0/16 with a
 /// secondary range "pods" 10.100.0.0/16, router "rt", and whatever gateways and VMs a test adds.
 enum Fixture {
   static func intent(
-    gateways: [NatGateway] = [], instances: [Instance] = [], autoPool: [String] = [],
+    gateways: [NATGateway] = [], instances: [Instance] = [], autoPool: [String] = [],
     extraSubnets: [Subnetwork] = []
-  ) -> NatIntent {
-    NatIntent(
+  ) -> NATIntent {
+    NATIntent(
       networks: [Network(name: "net"), Network(name: "net2")],
       subnetworks: [
         Subnetwork(
@@ -18,22 +19,22 @@ enum Fixture {
       ] + extraSubnets,
       routers: [Router(name: "rt", network: "net", region: "r1"), Router(name: "rt2", network: "net2", region: "r1")],
       natGateways: gateways,
-      autoNatIpPools: autoPool.isEmpty ? [] : [AutoNatIpPool(region: "r1", natIps: autoPool)],
+      autoNatIpPools: autoPool.isEmpty ? [] : [AutoNATIPPool(region: "r1", natIps: autoPool)],
       instances: instances)
   }
 
   /// Manual gateway over the whole network.
-  static func manual(_ ips: [String], name: String = "gw", minPorts: Int? = nil, drain: [String] = [], rules: [NatRule] = []) -> NatGateway {
-    NatGateway(name: name, router: "rt", natIpAllocateOption: .manualOnly, natIps: ips, drainNatIps: drain, minPortsPerVm: minPorts, rules: rules)
+  static func manual(_ ips: [String], name: String = "gw", minPorts: Int? = nil, drain: [String] = [], rules: [NATRule] = []) -> NATGateway {
+    NATGateway(name: name, router: "rt", natIpAllocateOption: .manualOnly, natIps: ips, drainNatIps: drain, minPortsPerVm: minPorts, rules: rules)
   }
 
   /// A NAT rule matching one destination range per rule number (198.51.<n % 256>.0/24).
-  static func rule(_ number: Int, _ ips: [String], drain: [String] = []) -> NatRule {
-    NatRule(ruleNumber: number, match: "inIpRange(destination.ip, \"198.51.\(number % 256).0/24\")", sourceNatActiveIps: ips, sourceNatDrainIps: drain)
+  static func rule(_ number: Int, _ ips: [String], drain: [String] = []) -> NATRule {
+    NATRule(ruleNumber: number, match: "inIpRange(destination.ip, \"198.51.\(number % 256).0/24\")", sourceNatActiveIps: ips, sourceNatDrainIps: drain)
   }
 
-  static func dynamic(_ ips: [String], name: String = "gw", min: Int = 32, max: Int = 256) -> NatGateway {
-    NatGateway(
+  static func dynamic(_ ips: [String], name: String = "gw", min: Int = 32, max: Int = 256) -> NATGateway {
+    NATGateway(
       name: name, router: "rt", natIpAllocateOption: .manualOnly, natIps: ips, minPortsPerVm: min, maxPortsPerVm: max,
       enableDynamicPortAllocation: true)
   }
@@ -43,7 +44,7 @@ enum Fixture {
   static func ips(_ range: Range<Int>) -> [String] { range.map(ip) }
 
   /// VM `vm<i>` on host `h<i % 8>` in s1 with primary IP 10.0.<i / 250>.<i % 250 + 2>.
-  static func vm(_ i: Int, aliases: [AliasIpRange] = [], externalIP: String? = nil, subnet: String = "s1", host: String? = nil) -> Instance {
+  static func vm(_ i: Int, aliases: [AliasIPRange] = [], externalIP: String? = nil, subnet: String = "s1", host: String? = nil) -> Instance {
     let base = subnet == "s2" ? "10.1" : "10.0"
     return Instance(
       name: "vm\(i)", host: host ?? "h\(i % 8)",
@@ -53,29 +54,17 @@ enum Fixture {
   static func vms(_ range: Range<Int>) -> [Instance] { range.map { vm($0) } }
 }
 
-/// SplitMix64: small, seeded, identical on every platform.
-struct SeededRandom: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
 
-extension NatPlanner {
+extension NATPlanner {
   /// Pairs of owned ranges (held on default or rule NAT IPs, active or drained, and
   /// quarantined) that share a NAT IP:port.
   var overlaps: [String] { overlaps(in: allAllocations) }
 
   /// `overlaps`, for `allocations` the caller already has (the property tests call this after
   /// every step: owners are only named when there is a problem).
-  func overlaps(in allocations: [NicNatAllocation]) -> [String] {
+  func overlaps(in allocations: [NICNATAllocation]) -> [String] {
     // Owner: allocation index and rule number (-1: default NAT IPs), or -1 and a quarantine index.
-    var owned: [(range: NatPortRange, owner: Int, detail: Int)] = []
+    var owned: [(range: NATPortRange, owner: Int, detail: Int)] = []
     for (i, allocation) in allocations.enumerated() {
       for range in allocation.natIpPortRanges { owned.append((range, i, -1)) }
       for range in allocation.drainNatIpPortRanges { owned.append((range, i, -1)) }
@@ -86,7 +75,7 @@ extension NatPlanner {
     }
     let quarantine = quarantinedBlocks
     for (q, block) in quarantine.enumerated() { owned.append((block.range, -1, q)) }
-    func name(_ entry: (range: NatPortRange, owner: Int, detail: Int)) -> String {
+    func name(_ entry: (range: NATPortRange, owner: Int, detail: Int)) -> String {
       if entry.owner < 0 { return "quarantine#\(quarantine[entry.detail].id) of \(quarantine[entry.detail].nic)" }
       let nic = allocations[entry.owner].nic
       return entry.detail < 0 ? "\(nic)" : "\(nic) rule \(entry.detail)"
@@ -114,12 +103,12 @@ extension NatPlanner {
   }
 
   func ports(_ instance: String, gateway: String = "gw") -> [String] {
-    allocation(NicRef(instance: instance, gateway: gateway))?.natIpPortRanges.map(\.description) ?? []
+    allocation(NICRef(instance: instance, gateway: gateway))?.natIpPortRanges.map(\.description) ?? []
   }
 
   /// The NIC's allocation on one NAT rule of the gateway.
   func rule(_ number: Int, of instance: String, gateway: String = "gw") -> RuleAllocation? {
-    allocation(NicRef(instance: instance, gateway: gateway))?.ruleAllocations.first { $0.ruleNumber == number }
+    allocation(NICRef(instance: instance, gateway: gateway))?.ruleAllocations.first { $0.ruleNumber == number }
   }
 
   func rulePorts(_ number: Int, of instance: String, gateway: String = "gw") -> [String] {

@@ -1,3 +1,5 @@
+import HostnatAddressing
+import HostnatTestSupport
 import Testing
 
 @testable import HostnatPlanner
@@ -8,8 +10,8 @@ import Testing
 /// IP:port has two owners, that the NICs a change is not about keep exactly their ports (on the
 /// default NAT IPs and on every rule's), and that the internal bookkeeping is consistent.
 struct RandomWorld {
-  var rng: SeededRandom
-  var planner: NatPlanner
+  var rng: SeededRNG
+  var planner: NATPlanner
   var staticIps = [Fixture.ip(1), Fixture.ip(2)]
   var drained: [String] = []
   var staticMinPorts = 1024
@@ -22,35 +24,35 @@ struct RandomWorld {
   var granted: [String] = []
   /// `planner.allAllocations` as of the last check (every change is checked), to compare the
   /// next step against without building them twice.
-  var current: [NicNatAllocation] = []
+  var current: [NICNATAllocation] = []
   var sawRuleWaiting = false
   var sawRuleDrain = false
 
   static let vmCount = 240
 
   init(seed: UInt64) throws {
-    rng = SeededRandom(seed: seed)
-    planner = try NatPlanner(intent: Self.intent(staticIps: staticIps, drained: [], minPorts: staticMinPorts, rules: [:], autoPool: autoPool))
+    rng = SeededRNG(seed: seed)
+    planner = try NATPlanner(intent: Self.intent(staticIps: staticIps, drained: [], minPorts: staticMinPorts, rules: [:], autoPool: autoPool))
     current = planner.allAllocations
   }
 
-  static func intent(staticIps: [String], drained: [String], minPorts: Int, rules: [Int: (active: [String], drained: [String])], autoPool: [String]) -> NatIntent {
+  static func intent(staticIps: [String], drained: [String], minPorts: Int, rules: [Int: (active: [String], drained: [String])], autoPool: [String]) -> NATIntent {
     var intent = Fixture.intent(autoPool: autoPool)
     intent.natGateways = gateways(staticIps: staticIps, drained: drained, minPorts: minPorts, rules: rules)
     return intent
   }
 
-  static func gateways(staticIps: [String], drained: [String], minPorts: Int, rules: [Int: (active: [String], drained: [String])]) -> [NatGateway] {
+  static func gateways(staticIps: [String], drained: [String], minPorts: Int, rules: [Int: (active: [String], drained: [String])]) -> [NATGateway] {
     [
-      NatGateway(
+      NATGateway(
         name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks, subnetworks: [.init(name: "s1")],
         natIpAllocateOption: .manualOnly, natIps: staticIps, drainNatIps: drained, minPortsPerVm: minPorts,
         rules: rules.keys.sorted().map { Fixture.rule($0, rules[$0]!.active, drain: rules[$0]!.drained) }),
-      NatGateway(
+      NATGateway(
         name: "dyn", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks, subnetworks: [.init(name: "s2")],
         natIpAllocateOption: .manualOnly, natIps: [Fixture.ip(10)], minPortsPerVm: 64, maxPortsPerVm: 4096, enableDynamicPortAllocation: true,
         rules: [Fixture.rule(1, [Fixture.ip(11)])]),
-      NatGateway(name: "auto", router: "rt2", minPortsPerVm: 4096, rules: [Fixture.rule(1, [Fixture.ip(12)])]),
+      NATGateway(name: "auto", router: "rt2", minPortsPerVm: 4096, rules: [Fixture.rule(1, [Fixture.ip(12)])]),
     ]
   }
 
@@ -63,10 +65,10 @@ struct RandomWorld {
     switch variant {
     case 0, 1:
       nic = NetworkInterface(subnetwork: "s1", networkIP: "10.0.\(third).\(fourth)")
-      if variant == 1 { nic.aliasIpRanges = [AliasIpRange(ipCidrRange: "10.100.\(i).0/28", subnetworkRangeName: "pods")] }
+      if variant == 1 { nic.aliasIpRanges = [AliasIPRange(ipCidrRange: "10.100.\(i).0/28", subnetworkRangeName: "pods")] }
     case 2:
       nic = NetworkInterface(subnetwork: "s1", networkIP: "10.0.\(third).\(fourth)", externalIP: "198.51.100.\(i % 250 + 1)")
-      if Bool.random(using: &rng) { nic.aliasIpRanges = [AliasIpRange(ipCidrRange: "10.100.\(i).16/28", subnetworkRangeName: "pods")] }
+      if Bool.random(using: &rng) { nic.aliasIpRanges = [AliasIPRange(ipCidrRange: "10.100.\(i).16/28", subnetworkRangeName: "pods")] }
     case 3, 4:
       nic = NetworkInterface(subnetwork: "s2", networkIP: "10.1.\(third).\(fourth)")
     default:
@@ -111,14 +113,14 @@ struct RandomWorld {
       scope = .waitingOnly
       log.append("release \(modulus)")
     case 65..<78:
-      let outcome = planner.grant(NicRef(instance: "vm\(i)", gateway: "dyn"))
+      let outcome = planner.grant(NICRef(instance: "vm\(i)", gateway: "dyn"))
       if case .granted = outcome { granted.append("vm\(i)") }
       scope = .instance("vm\(i)")
       log.append("grant vm\(i) \(outcome)")
     case 78..<88:
       let usage = Bool.random(using: &rng) ? 0 : Int.random(in: 0..<300, using: &rng)
       let name = granted.randomElement(using: &rng) ?? "vm\(i)"
-      let released = planner.reclaim(NicRef(instance: name, gateway: "dyn"), portsInUse: usage)
+      let released = planner.reclaim(NICRef(instance: name, gateway: "dyn"), portsInUse: usage)
       scope = .instance(name)
       log.append("reclaim \(name) \(usage) \(released)")
     case 88..<96:
@@ -131,7 +133,7 @@ struct RandomWorld {
       } else {
         autoPool.removeLast()
       }
-      try planner.apply(.setAutoNatIpPool(AutoNatIpPool(region: "r1", natIps: autoPool)))
+      try planner.apply(.setAutoNatIpPool(AutoNATIPPool(region: "r1", natIps: autoPool)))
       scope = add ? .waitingOnly : .natIps(Set(previous).subtracting(autoPool))
       log.append("auto pool \(autoPool)")
     }
@@ -217,18 +219,18 @@ struct RandomWorld {
 
   /// One NIC's ports on one pool: the gateway's default NAT IPs (rule nil) or one rule's.
   struct Part: Hashable, CustomStringConvertible {
-    var nic: NicRef
+    var nic: NICRef
     var rule: Int?
     var description: String { rule.map { "\(nic) rule \($0)" } ?? "\(nic)" }
   }
 
   struct PartState: Equatable {
-    var held: [NatPortRange]
+    var held: [NATPortRange]
     var waiting: Bool
     var activePorts: Int
   }
 
-  static func parts(_ allocations: [NicNatAllocation]) -> [Part: PartState] {
+  static func parts(_ allocations: [NICNATAllocation]) -> [Part: PartState] {
     var result: [Part: PartState] = [:]
     for allocation in allocations {
       result[Part(nic: allocation.nic, rule: nil)] = PartState(
@@ -243,7 +245,7 @@ struct RandomWorld {
     return result
   }
 
-  mutating func check(before: [NicNatAllocation], scope: Scope) throws {
+  mutating func check(before: [NICNATAllocation], scope: Scope) throws {
     let step = log.last ?? ""
     current = planner.allAllocations
     let overlaps = planner.overlaps(in: current)
@@ -321,7 +323,7 @@ struct RandomWorld {
     #expect(world.sawRuleWaiting && world.sawRuleDrain)
 
     // A restarted controller plans the same intent on top of the snapshot: nothing moves.
-    let restored = try NatPlanner(intent: world.planner.intent, restoring: world.planner.snapshot())
+    let restored = try NATPlanner(intent: world.planner.intent, restoring: world.planner.snapshot())
     #expect(restored.allAllocations == world.planner.allAllocations)
     #expect(restored.quarantinedBlocks == world.planner.quarantinedBlocks)
     #expect(restored.gatewayStatuses == world.planner.gatewayStatuses)

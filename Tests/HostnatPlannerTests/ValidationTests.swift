@@ -1,3 +1,4 @@
+import HostnatAddressing
 import Testing
 
 @testable import HostnatPlanner
@@ -7,10 +8,10 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
   var name: String
   var field: String
   var reasonContains: String
-  var build: @Sendable () -> NatIntent
+  var build: @Sendable () -> NATIntent
   var testDescription: String { name }
 
-  init(_ name: String, field: String, reason: String, _ build: @escaping @Sendable () -> NatIntent) {
+  init(_ name: String, field: String, reason: String, _ build: @escaping @Sendable () -> NATIntent) {
     self.name = name
     self.field = field
     self.reasonContains = reason
@@ -19,9 +20,9 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
 
   /// A valid base intent with one change.
   static func with(
-    gateways: [NatGateway] = [Fixture.manual(["203.0.113.1"])], instances: [Instance] = [Fixture.vm(1)], autoPool: [String] = [],
-    _ change: @escaping @Sendable (inout NatIntent) -> Void = { _ in }
-  ) -> @Sendable () -> NatIntent {
+    gateways: [NATGateway] = [Fixture.manual(["203.0.113.1"])], instances: [Instance] = [Fixture.vm(1)], autoPool: [String] = [],
+    _ change: @escaping @Sendable (inout NATIntent) -> Void = { _ in }
+  ) -> @Sendable () -> NATIntent {
     {
       var intent = Fixture.intent(gateways: gateways, instances: instances, autoPool: autoPool)
       change(&intent)
@@ -72,28 +73,28 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
     // Gateways: ranges.
     .init(
       "gateway on unknown router", field: "natGateways[gw].router", reason: "unknown router",
-      InvalidIntent.with(gateways: [NatGateway(name: "gw", router: "nope", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])])),
+      InvalidIntent.with(gateways: [NATGateway(name: "gw", router: "nope", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])])),
     .init(
       "duplicate gateway", field: "natGateways[1].name", reason: "duplicate",
       InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"]), Fixture.manual(["203.0.113.2"])])),
     .init(
       "a range in two gateways", field: "natGateways[gw2].subnetworks[s1]", reason: "already translated by gateway 'gw'",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .allSubnetworksAllPrimaryIpRanges, natIpAllocateOption: .manualOnly,
           natIps: ["203.0.113.1"]),
-        NatGateway(
+        NATGateway(
           name: "gw2", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks, subnetworks: [.init(name: "s1")],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"]),
       ])),
     .init(
       "a secondary range in two gateways", field: "natGateways[gw2].subnetworks[s1].secondaryIpRangeNames[0]", reason: "already translated",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s1", sourceIpRangesToNat: [.listOfSecondaryIpRanges], secondaryIpRangeNames: ["pods"])],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"]),
-        NatGateway(
+        NATGateway(
           name: "gw2", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s1", sourceIpRangesToNat: [.primaryIpRange, .listOfSecondaryIpRanges], secondaryIpRangeNames: ["pods"])],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"]),
@@ -102,29 +103,29 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
       "second gateway beside ALL_SUBNETWORKS_ALL_IP_RANGES", field: "natGateways[gw2].router", reason: "already translates every range",
       InvalidIntent.with(gateways: [
         Fixture.manual(["203.0.113.1"]),
-        NatGateway(
+        NATGateway(
           name: "gw2", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s2", sourceIpRangesToNat: [.primaryIpRange])], natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"]),
       ])),
     .init(
       "ALL_SUBNETWORKS_ALL_IP_RANGES beside another gateway", field: "natGateways[gw2].sourceSubnetworkIpRangesToNat", reason: "must be the only gateway",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s2", sourceIpRangesToNat: [.primaryIpRange])], natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"]),
-        NatGateway(name: "gw2", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"]),
+        NATGateway(name: "gw2", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"]),
       ])),
     .init(
       "listed subnet in another region", field: "natGateways[gw].subnetworks[x]", reason: "not in network",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks, subnetworks: [.init(name: "x")],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])
       ]) { $0.subnetworks.append(Subnetwork(name: "x", network: "net", region: "r2", ipCidrRange: "10.9.0.0/16")) }),
     .init(
       "unknown secondary range", field: "natGateways[gw].subnetworks[s1].secondaryIpRangeNames[0]", reason: "no secondary range 'nope'",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s1", sourceIpRangesToNat: [.listOfSecondaryIpRanges], secondaryIpRangeNames: ["nope"])],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])
@@ -132,7 +133,7 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
     .init(
       "secondary names without LIST_OF_SECONDARY_IP_RANGES", field: "natGateways[gw].subnetworks[s1].secondaryIpRangeNames", reason: "only allowed",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s1", sourceIpRangesToNat: [.primaryIpRange], secondaryIpRangeNames: ["pods"])],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])
@@ -140,7 +141,7 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
     .init(
       "ALL_IP_RANGES combined", field: "natGateways[gw].subnetworks[s1].sourceIpRangesToNat", reason: "cannot be combined",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s1", sourceIpRangesToNat: [.allIpRanges, .primaryIpRange])], natIpAllocateOption: .manualOnly,
           natIps: ["203.0.113.1"])
@@ -148,7 +149,7 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
     .init(
       "empty subnet list", field: "natGateways[gw].subnetworks", reason: "at least one",
       InvalidIntent.with(gateways: [
-        NatGateway(name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks, natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])
+        NATGateway(name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks, natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"])
       ])),
 
     // Gateways: ports and timeouts.
@@ -160,7 +161,7 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
       InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], minPorts: 57345)])),
     .init(
       "max ports without dynamic allocation", field: "natGateways[gw].maxPortsPerVm", reason: "only allowed with enableDynamicPortAllocation",
-      InvalidIntent.with(gateways: [NatGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"], maxPortsPerVm: 128)])),
+      InvalidIntent.with(gateways: [NATGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"], maxPortsPerVm: 128)])),
     .init(
       "dynamic min not a power of two", field: "natGateways[gw].minPortsPerVm", reason: "power of two",
       InvalidIntent.with(gateways: [Fixture.dynamic(["203.0.113.1"], min: 48)])),
@@ -179,22 +180,22 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
     .init(
       "dynamic allocation with endpoint-independent mapping", field: "natGateways[gw].enableEndpointIndependentMapping", reason: "cannot be enabled",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"], enableDynamicPortAllocation: true,
           enableEndpointIndependentMapping: true)
       ])),
     .init(
       "zero timeout", field: "natGateways[gw].udpIdleTimeoutSec", reason: "between 1 and 604800",
-      InvalidIntent.with(gateways: [NatGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"], udpIdleTimeoutSec: 0)])),
+      InvalidIntent.with(gateways: [NATGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"], udpIdleTimeoutSec: 0)])),
     .init(
       "timeout over 7 days", field: "natGateways[gw].tcpTimeWaitTimeoutSec", reason: "between 1 and 604800",
       InvalidIntent.with(gateways: [
-        NatGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"], tcpTimeWaitTimeoutSec: 604801)
+        NATGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"], tcpTimeWaitTimeoutSec: 604801)
       ])),
     .init(
       "negative established timeout", field: "natGateways[gw].tcpEstablishedIdleTimeoutSec", reason: "between 1",
       InvalidIntent.with(gateways: [
-        NatGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"], tcpEstablishedIdleTimeoutSec: -5)
+        NATGateway(name: "gw", router: "rt", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"], tcpEstablishedIdleTimeoutSec: -5)
       ])),
 
     // Gateways: NAT IPs.
@@ -207,10 +208,10 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
     .init(
       "NAT IP in two gateways", field: "natGateways[gw2].natIps[0]", reason: "already a NAT IP of gateway 'gw'",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .allSubnetworksAllPrimaryIpRanges, natIpAllocateOption: .manualOnly,
           natIps: ["203.0.113.1"]),
-        NatGateway(
+        NATGateway(
           name: "gw2", router: "rt", sourceSubnetworkIpRangesToNat: .listOfSubnetworks,
           subnetworks: [.init(name: "s1", sourceIpRangesToNat: [.listOfSecondaryIpRanges], secondaryIpRangeNames: ["pods"])],
           natIpAllocateOption: .manualOnly, natIps: ["203.0.113.1"]),
@@ -220,10 +221,10 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
       InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"])], autoPool: ["203.0.113.1"])),
     .init(
       "NAT IPs with AUTO_ONLY", field: "natGateways[gw].natIps", reason: "MANUAL_ONLY",
-      InvalidIntent.with(gateways: [NatGateway(name: "gw", router: "rt", natIps: ["203.0.113.1"])])),
+      InvalidIntent.with(gateways: [NATGateway(name: "gw", router: "rt", natIps: ["203.0.113.1"])])),
     .init(
       "draining with AUTO_ONLY", field: "natGateways[gw].drainNatIps", reason: "only manually allocated",
-      InvalidIntent.with(gateways: [NatGateway(name: "gw", router: "rt", drainNatIps: ["203.0.113.1"])])),
+      InvalidIntent.with(gateways: [NATGateway(name: "gw", router: "rt", drainNatIps: ["203.0.113.1"])])),
     .init(
       "draining an IP that never was in the pool", field: "natGateways[gw].drainNatIps[0]", reason: "only existing",
       InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], drain: ["203.0.113.9"])])),
@@ -234,7 +235,7 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
       "empty manual pool", field: "natGateways[gw].natIps", reason: "at least one NAT IP", InvalidIntent.with(gateways: [Fixture.manual([])])),
     .init(
       "auto pool address twice", field: "autoNatIpPools[r2].natIps[0]", reason: "already in the auto-allocation pool",
-      InvalidIntent.with(autoPool: ["198.51.100.1"]) { $0.autoNatIpPools.append(AutoNatIpPool(region: "r2", natIps: ["198.51.100.1"])) }),
+      InvalidIntent.with(autoPool: ["198.51.100.1"]) { $0.autoNatIpPools.append(AutoNATIPPool(region: "r2", natIps: ["198.51.100.1"])) }),
 
     // Gateways: NAT rules.
     .init(
@@ -255,12 +256,12 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
       InvalidIntent.with(gateways: [
         Fixture.manual(
           ["203.0.113.1"],
-          rules: [NatRule(ruleNumber: 100, match: #"destination.ip == "1.2.3.4" && destination.ip == "1.2.3.5""#, sourceNatActiveIps: ["203.0.113.2"])])
+          rules: [NATRule(ruleNumber: 100, match: #"destination.ip == "1.2.3.4" && destination.ip == "1.2.3.5""#, sourceNatActiveIps: ["203.0.113.2"])])
       ])),
     .init(
       "rule match with host bits", field: "natGateways[gw].rules[7].match", reason: "has host bits set",
       InvalidIntent.with(gateways: [
-        Fixture.manual(["203.0.113.1"], rules: [NatRule(ruleNumber: 7, match: #"inIpRange(destination.ip, "1.2.3.4/24")"#, sourceNatActiveIps: ["203.0.113.2"])])
+        Fixture.manual(["203.0.113.1"], rules: [NATRule(ruleNumber: 7, match: #"inIpRange(destination.ip, "1.2.3.4/24")"#, sourceNatActiveIps: ["203.0.113.2"])])
       ])),
     .init(
       "rule without NAT IPs", field: "natGateways[gw].rules[100].sourceNatActiveIps", reason: "at least one NAT IP",
@@ -286,21 +287,21 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
     .init(
       "rule NAT IP of another gateway", field: "natGateways[gw2].rules[5].sourceNatActiveIps[0]", reason: "already a NAT IP of gateway 'gw'",
       InvalidIntent.with(gateways: [
-        NatGateway(
+        NATGateway(
           name: "gw", router: "rt", sourceSubnetworkIpRangesToNat: .allSubnetworksAllPrimaryIpRanges, natIpAllocateOption: .manualOnly,
           natIps: ["203.0.113.1"]),
-        NatGateway(
+        NATGateway(
           name: "gw2", router: "rt2", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"], rules: [Fixture.rule(5, ["203.0.113.1"])]),
       ])),
     .init(
       "NAT IP of another gateway's rule", field: "natGateways[gw2].natIps[0]", reason: "already a NAT IP of rule 5 of gateway 'gw'",
       InvalidIntent.with(gateways: [
         Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(5, ["203.0.113.2"])]),
-        NatGateway(name: "gw2", router: "rt2", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"]),
+        NATGateway(name: "gw2", router: "rt2", natIpAllocateOption: .manualOnly, natIps: ["203.0.113.2"]),
       ])),
     .init(
       "rule NAT IP from the auto pool", field: "natGateways[gw].rules[100].sourceNatActiveIps[0]", reason: "auto-allocation pool of region 'r1'",
-      InvalidIntent.with(gateways: [NatGateway(name: "gw", router: "rt", rules: [Fixture.rule(100, ["203.0.113.9"])])], autoPool: ["203.0.113.9"])),
+      InvalidIntent.with(gateways: [NATGateway(name: "gw", router: "rt", rules: [Fixture.rule(100, ["203.0.113.9"])])], autoPool: ["203.0.113.9"])),
     .init(
       "draining a rule IP that never was active", field: "natGateways[gw].rules[100].sourceNatDrainIps[0]", reason: "only IPs already active in the rule",
       InvalidIntent.with(gateways: [Fixture.manual(["203.0.113.1"], rules: [Fixture.rule(100, ["203.0.113.2"], drain: ["203.0.113.3"])])])),
@@ -340,41 +341,41 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
       ])),
     .init(
       "alias outside its range", field: "instances[vm1].networkInterfaces[0].aliasIpRanges[0].ipCidrRange", reason: "outside secondary range 'pods'",
-      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIpRange(ipCidrRange: "10.101.0.0/24", subnetworkRangeName: "pods")])])),
+      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIPRange(ipCidrRange: "10.101.0.0/24", subnetworkRangeName: "pods")])])),
     .init(
       "alias from an unknown range", field: "instances[vm1].networkInterfaces[0].aliasIpRanges[0].subnetworkRangeName", reason: "no secondary range",
-      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIpRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "nope")])])),
+      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIPRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "nope")])])),
     .init(
       "alias inside another VM's alias", field: "instances[vm2].networkInterfaces[0].aliasIpRanges[0].ipCidrRange", reason: "overlaps an alias IP range of instance 'vm1'",
       InvalidIntent.with(instances: [
-        Fixture.vm(1, aliases: [AliasIpRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "pods")]),
-        Fixture.vm(2, aliases: [AliasIpRange(ipCidrRange: "10.100.0.128/25", subnetworkRangeName: "pods")]),
+        Fixture.vm(1, aliases: [AliasIPRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "pods")]),
+        Fixture.vm(2, aliases: [AliasIPRange(ipCidrRange: "10.100.0.128/25", subnetworkRangeName: "pods")]),
       ])),
     .init(
       "alias containing another VM's alias", field: "instances[vm2].networkInterfaces[0].aliasIpRanges[0].ipCidrRange", reason: "overlaps an alias IP range",
       InvalidIntent.with(instances: [
-        Fixture.vm(1, aliases: [AliasIpRange(ipCidrRange: "10.100.0.0/25", subnetworkRangeName: "pods")]),
-        Fixture.vm(2, aliases: [AliasIpRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "pods")]),
+        Fixture.vm(1, aliases: [AliasIPRange(ipCidrRange: "10.100.0.0/25", subnetworkRangeName: "pods")]),
+        Fixture.vm(2, aliases: [AliasIPRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "pods")]),
       ])),
     .init(
       "alias containing another VM's primary IP", field: "instances[vm2].networkInterfaces[0].aliasIpRanges[0].ipCidrRange",
       reason: "the primary IP of instance 'vm1'",
-      InvalidIntent.with(instances: [Fixture.vm(1), Fixture.vm(2, aliases: [AliasIpRange(ipCidrRange: "10.0.0.0/30")])])),
+      InvalidIntent.with(instances: [Fixture.vm(1), Fixture.vm(2, aliases: [AliasIPRange(ipCidrRange: "10.0.0.0/30")])])),
     .init(
       "primary IP inside another VM's alias", field: "instances[vm2].networkInterfaces[0].networkIP", reason: "inside an alias IP range of instance 'vm1'",
-      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIpRange(ipCidrRange: "10.0.0.4/30")]), Fixture.vm(2)])),
+      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIPRange(ipCidrRange: "10.0.0.4/30")]), Fixture.vm(2)])),
     .init(
       "alias containing its own primary IP", field: "instances[vm1].networkInterfaces[0].aliasIpRanges[0].ipCidrRange", reason: "own primary IP",
-      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIpRange(ipCidrRange: "10.0.0.0/24")])])),
+      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIPRange(ipCidrRange: "10.0.0.0/24")])])),
     .init(
       "malformed alias", field: "instances[vm1].networkInterfaces[0].aliasIpRanges[0].ipCidrRange", reason: "not an IPv4 range",
-      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIpRange(ipCidrRange: "10.100.0.7/24", subnetworkRangeName: "pods")])])),
+      InvalidIntent.with(instances: [Fixture.vm(1, aliases: [AliasIPRange(ipCidrRange: "10.100.0.7/24", subnetworkRangeName: "pods")])])),
   ]
 
   @Test(arguments: cases)
   func rejected(_ invalid: InvalidIntent) {
     do {
-      _ = try NatPlanner(intent: invalid.build())
+      _ = try NATPlanner(intent: invalid.build())
       Issue.record("accepted")
     } catch {
       #expect(error.field == invalid.field)
@@ -383,14 +384,14 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
   }
 
   @Test func theBaseIntentIsValid() throws {
-    let planner = try NatPlanner(intent: InvalidIntent.with()())
+    let planner = try NATPlanner(intent: InvalidIntent.with()())
     #expect(planner.allocations(instance: "vm1").count == 1)
   }
 
   /// Validate, then apply: a refused change leaves the planner exactly as it was.
   @Test(arguments: cases)
   func refusedChangeLeavesThePlannerUntouched(_ invalid: InvalidIntent) throws {
-    var planner = try NatPlanner(
+    var planner = try NATPlanner(
       intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1), Fixture.ip(2)])], instances: Fixture.vms(0..<20)))
     try planner.removeInstance("vm3")
     let snapshot = planner.snapshot()
@@ -403,12 +404,12 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
   }
 
   @Test func refusedInstanceChangesLeaveThePlannerUntouched() throws {
-    var planner = try NatPlanner(
-      intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: [Fixture.vm(1, aliases: [AliasIpRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "pods")]), Fixture.vm(2)]))
+    var planner = try NATPlanner(
+      intent: Fixture.intent(gateways: [Fixture.manual([Fixture.ip(1)])], instances: [Fixture.vm(1, aliases: [AliasIPRange(ipCidrRange: "10.100.0.0/24", subnetworkRangeName: "pods")]), Fixture.vm(2)]))
     let snapshot = planner.snapshot()
     let intent = planner.intent
     let bad: [(Instance, String)] = [
-      (Fixture.vm(3, aliases: [AliasIpRange(ipCidrRange: "10.100.0.64/26", subnetworkRangeName: "pods")]), "instances[vm3].networkInterfaces[0].aliasIpRanges[0].ipCidrRange"),
+      (Fixture.vm(3, aliases: [AliasIPRange(ipCidrRange: "10.100.0.64/26", subnetworkRangeName: "pods")]), "instances[vm3].networkInterfaces[0].aliasIpRanges[0].ipCidrRange"),
       (Instance(name: "vm2", host: "h", networkInterfaces: [NetworkInterface(subnetwork: "s1", networkIP: "10.0.0.3")]), "instances[vm2].networkInterfaces[0].networkIP"),
       (Instance(name: "vm9", host: "h", networkInterfaces: [NetworkInterface(subnetwork: "s9", networkIP: "10.0.0.99")]), "instances[vm9].networkInterfaces[0].subnetwork"),
     ]
@@ -427,7 +428,7 @@ struct InvalidIntent: Sendable, CustomTestStringConvertible {
     #expect(planner.intent == intent)
 
     // An instance may keep (or shrink) its own alias range when it is updated.
-    try planner.upsertInstance(Fixture.vm(1, aliases: [AliasIpRange(ipCidrRange: "10.100.0.0/25", subnetworkRangeName: "pods")]))
+    try planner.upsertInstance(Fixture.vm(1, aliases: [AliasIPRange(ipCidrRange: "10.100.0.0/25", subnetworkRangeName: "pods")]))
     #expect(planner.ports("vm1") == snapshot.allocations[0].blocks.map { "\($0.natIp):\($0.firstPort)-\($0.firstPort + $0.size - 1)" })
   }
 }

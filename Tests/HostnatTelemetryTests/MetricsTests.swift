@@ -1,6 +1,8 @@
+import HostnatAddressing
 import Foundation
 import HostnatDataplane
 import HostnatEngine
+import HostnatMetrics
 import HostnatTelemetry
 import Testing
 
@@ -92,7 +94,7 @@ import Darwin
   }
 
   @Test func nameListCoversTheIssue() {
-    let list = HostnatMetrics.renderNameList()
+    let list = MetricCatalog.renderNameList()
     for name in [
       "hostnat_agent_sent_packets_total", "hostnat_agent_received_bytes_total", "hostnat_agent_new_connections_total",
       "hostnat_agent_open_connections", "hostnat_agent_closed_connections_total", "hostnat_agent_allocated_ports",
@@ -105,14 +107,14 @@ import Darwin
     ] {
       #expect(list.contains("\n\(name) "), "\(name) missing")
     }
-    let all = HostnatMetrics.all
+    let all = MetricCatalog.all
     #expect(Set(all.map(\.name)).count == all.count)
     for d in all {
       #expect(d.name.hasPrefix("hostnat_"))
       #expect((d.kind == .counter) == d.name.hasSuffix("_total"), "\(d.name)")
       #expect(!d.help.isEmpty)
     }
-    #expect(HostnatMetrics.dropReasons.contains("ENDPOINT_INDEPENDENCE_CONFLICT"))
+    #expect(MetricCatalog.dropReasons.contains("ENDPOINT_INDEPENDENCE_CONFLICT"))
     // Every catalogued metric registers and renders.
     let r = TelemetryRegistry()
     for d in all {

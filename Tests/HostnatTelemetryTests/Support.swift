@@ -1,7 +1,9 @@
+import HostnatAddressing
 import Foundation
 // LogRecord and AgentLogEntry have no public init; the tests use their memberwise ones.
 import HostnatEngine
 import HostnatPackets
+import HostnatTestSupport
 import Testing
 
 /// A fresh directory under the system temp dir, removed by `cleanup`.
@@ -14,8 +16,6 @@ struct TempDir {
   func file(_ name: String) -> String { path + "/" + name }
   func cleanup() { try? FileManager.default.removeItem(atPath: path) }
 }
-
-func ip(_ s: String) -> IPv4Address { IPv4Address(s)! }
 
 /// 2024-05-01T12:00:00Z in Unix nanoseconds.
 let t0: UInt64 = 1_714_564_800 * 1_000_000_000

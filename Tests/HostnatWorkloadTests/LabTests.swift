@@ -1,3 +1,4 @@
+import HostnatAddressing
 import HostnatInternet
 import HostnatPackets
 import HostnatWorkload
@@ -94,7 +95,7 @@ import Testing
   }
 
   @Test func natShimShowsEndpointIndependentMappingAndFiltering() throws {
-    let nat = NatShim(filtering: true)
+    let nat = NATShim(filtering: true)
     let lab = Lab(spec: .labDefault(), nat: nat)
     let r = lab.finish(stopAt: 6 * second, end: 10 * second)
     let whoami = try r.one(.whoami)
@@ -111,7 +112,7 @@ import Testing
   }
 
   @Test func passThroughNatLetsUnsolicitedThrough() throws {
-    let lab = Lab(spec: .labDefault(), nat: NatShim(filtering: false))
+    let lab = Lab(spec: .labDefault(), nat: NATShim(filtering: false))
     let r = lab.finish(stopAt: 4 * second, end: 6 * second)
     let probe = try r.one(.filteringProbe)
     #expect(probe.unsolicited > 0)

@@ -1,12 +1,9 @@
+import HostnatAddressing
 import HostnatInternet
 import HostnatPackets
 import HostnatWorkload
 import Testing
-
-func ip(_ text: String) -> IPv4Address {
-  guard let address = IPv4Address(text) else { preconditionFailure("bad address literal \(text)") }
-  return address
-}
+import HostnatTestSupport
 
 let ms: UInt64 = 1_000_000
 let second: UInt64 = 1_000_000_000
@@ -17,7 +14,7 @@ let serverC = ip("203.0.113.30")
 
 /// A NAT in the test: rewrites the VM's source to 198.51.100.1 with an endpoint-independent
 /// mapping (one public port per private protocol+port), and optionally endpoint-dependent filtering.
-final class NatShim {
+final class NATShim {
   struct Private: Hashable { var proto: UInt8; var port: UInt16 }
   struct Public: Hashable { var proto: UInt8; var port: UInt16 }
   struct Permission: Hashable { var proto: UInt8; var port: UInt16; var remote: UInt32; var remotePort: UInt16 }
@@ -123,7 +120,7 @@ final class Lab {
   enum Direction { case up, down }
   let vm: Workload
   let net: InternetServers
-  var nat: NatShim?
+  var nat: NATShim?
   var now: UInt64 = 0
   /// Decides per packet whether the link loses it; `n` counts packets in that direction.
   var drop: (Direction, UInt64, Int) -> Bool = { _, _, _ in false }
@@ -134,7 +131,7 @@ final class Lab {
   private var toNet: [[UInt8]] = []
   private var toVM: [[UInt8]] = []
 
-  init(spec: WorkloadSpec, nat: NatShim? = nil, seed: UInt64 = 7) {
+  init(spec: WorkloadSpec, nat: NATShim? = nil, seed: UInt64 = 7) {
     vm = Workload(name: "vm-1", ip: vmIP, spec: spec, seed: seed)
     net = InternetServers(servers: InternetServers.labDefault)
     self.nat = nat
@@ -197,6 +194,3 @@ extension WorkloadReport {
   func kind(_ k: FlowSpec.Kind) -> [FlowReport] { flows.filter { $0.kind == k } }
   func one(_ k: FlowSpec.Kind) throws -> FlowReport { try #require(kind(k).first) }
 }
-
-/// Reproducible fuzz inputs (the modules' own SplitMix64).
-typealias SeededRNG = SplitMix64

@@ -1,7 +1,9 @@
+import HostnatAddressing
 import Foundation
 import HostnatInternet
 import HostnatPackets
 import HostnatWorkload
+import HostnatTestSupport
 import Testing
 
 @Suite struct WorkloadTests {

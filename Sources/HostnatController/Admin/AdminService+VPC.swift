@@ -1,5 +1,6 @@
 public import GRPCCore
-import HostnatPackets
+public import HostnatAddressing
+import HostnatDesiredState
 import SwiftProtobuf
 public import HostnatProto
 
@@ -9,9 +10,9 @@ extension AdminService {
   // MARK: Networks
 
   public func updateNetwork(request: Hostnat_V1_UpdateNetworkRequest, context: ServerContext) async throws -> Hostnat_V1_Network {
-    try rpc {
+    try await rpc {
       var updated = Hostnat_V1_Network()
-      try core.change { intent in
+      try await core.change { intent in
         guard let index = intent.networks.firstIndex(where: { $0.name == request.network.name }) else {
           throw AdminError(.notFound, field: "network.name", reason: "network \(request.network.name) not found")
         }
@@ -32,11 +33,11 @@ extension AdminService {
 
   public func createFirewallRule(request: Hostnat_V1_CreateFirewallRuleRequest, context: ServerContext) async throws -> Hostnat_V1_FirewallRule {
     var rule = request.rule
-    try rpc {
-      try AdminChecks.name(rule.name, field: "rule.name")
-      try AdminChecks.nonEmpty(rule.network, field: "rule.network")
+    try await rpc {
+      try IntentChecks.name(rule.name, field: "rule.name")
+      try IntentChecks.nonEmpty(rule.network, field: "rule.network")
       if rule.direction == .unspecified { rule.direction = .ingress }
-      try core.change { intent in
+      try await core.change { intent in
         if intent.firewallRules.contains(where: { $0.name == rule.name }) {
           throw AdminError(.alreadyExists, field: "rule.name", reason: "firewall rule \(rule.name) already exists")
         }
@@ -47,7 +48,7 @@ extension AdminService {
   }
 
   public func getFirewallRule(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_FirewallRule {
-    try rpc { try AdminChecks.find(core.intent.firewallRules, "firewall rule", request.name) { $0.name == request.name } }
+    try await rpc { try IntentChecks.find(core.intent.firewallRules, "firewall rule", request.name) { $0.name == request.name } }
   }
 
   public func listFirewallRules(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListFirewallRulesResponse {
@@ -58,9 +59,9 @@ extension AdminService {
   }
 
   public func deleteFirewallRule(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      try deleting(request.name) { intent in
-        _ = try AdminChecks.find(intent.firewallRules, "firewall rule", request.name) { $0.name == request.name }
+    try await rpc {
+      try await deleting(request.name) { intent in
+        _ = try IntentChecks.find(intent.firewallRules, "firewall rule", request.name) { $0.name == request.name }
         intent.firewallRules.removeAll { $0.name == request.name }
       }
     }
@@ -70,12 +71,12 @@ extension AdminService {
 
   public func createRoute(request: Hostnat_V1_CreateRouteRequest, context: ServerContext) async throws -> Hostnat_V1_Route {
     var route = request.route
-    try rpc {
-      try AdminChecks.name(route.name, field: "route.name")
-      try AdminChecks.nonEmpty(route.network, field: "route.network")
-      try AdminChecks.nonEmpty(route.destRange, field: "route.destRange")
+    try await rpc {
+      try IntentChecks.name(route.name, field: "route.name")
+      try IntentChecks.nonEmpty(route.network, field: "route.network")
+      try IntentChecks.nonEmpty(route.destRange, field: "route.destRange")
       if route.priority == 0 { route.priority = 1000 }
-      try core.change { intent in
+      try await core.change { intent in
         if intent.routes.contains(where: { $0.name == route.name }) {
           throw AdminError(.alreadyExists, field: "route.name", reason: "route \(route.name) already exists")
         }
@@ -86,7 +87,7 @@ extension AdminService {
   }
 
   public func getRoute(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_Route {
-    try rpc { try AdminChecks.find(core.intent.routes, "route", request.name) { $0.name == request.name } }
+    try await rpc { try IntentChecks.find(core.intent.routes, "route", request.name) { $0.name == request.name } }
   }
 
   public func listRoutes(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListRoutesResponse {
@@ -97,9 +98,9 @@ extension AdminService {
   }
 
   public func deleteRoute(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      try deleting(request.name) { intent in
-        _ = try AdminChecks.find(intent.routes, "route", request.name) { $0.name == request.name }
+    try await rpc {
+      try await deleting(request.name) { intent in
+        _ = try IntentChecks.find(intent.routes, "route", request.name) { $0.name == request.name }
         intent.routes.removeAll { $0.name == request.name }
       }
     }
@@ -109,12 +110,12 @@ extension AdminService {
 
   public func createProject(request: Hostnat_V1_CreateProjectRequest, context: ServerContext) async throws -> Hostnat_V1_Project {
     let project = request.project
-    try rpc {
-      try AdminChecks.name(project.id, field: "project.id")
+    try await rpc {
+      try IntentChecks.name(project.id, field: "project.id")
       if project.sharedVpcHost && !project.sharedVpcHostProject.isEmpty {
         throw AdminError(.invalidArgument, field: "project.sharedVpcHostProject", reason: "a Shared VPC host project cannot also be a service project")
       }
-      try core.change { intent in
+      try await core.change { intent in
         if intent.projects.contains(where: { $0.id == project.id }) {
           throw AdminError(.alreadyExists, field: "project.id", reason: "project \(project.id) already exists")
         }
@@ -134,10 +135,10 @@ extension AdminService {
     request: Hostnat_V1_CreateServerlessConnectorRequest, context: ServerContext
   ) async throws -> Hostnat_V1_ServerlessConnector {
     var connector = request.connector
-    return try rpc {
-      let hosts = try agentHosts()
-      try AdminChecks.name(connector.name, field: "connector.name")
-      try AdminChecks.nonEmpty(connector.region, field: "connector.region")
+    return try await rpc {
+      let hosts = try await agentHosts()
+      try IntentChecks.name(connector.name, field: "connector.name")
+      try IntentChecks.nonEmpty(connector.region, field: "connector.region")
       if connector.minInstances == 0 { connector.minInstances = 2 }
       if connector.maxInstances == 0 { connector.maxInstances = 10 }
       // Serverless VPC Access's bounds.
@@ -149,17 +150,17 @@ extension AdminService {
       }
       connector.instances = []
       connector.state = ""
-      try core.change { intent in
+      try await core.change { intent in
         if intent.connectors.contains(where: { $0.name == connector.name && $0.region == connector.region }) {
           throw AdminError(.alreadyExists, field: "connector.name", reason: "connector \(connector.name) already exists in \(connector.region)")
         }
         if connector.subnet.isEmpty {
-          try AdminChecks.nonEmpty(connector.network, field: "connector.network")
+          try IntentChecks.nonEmpty(connector.network, field: "connector.network")
           try VPCChecks.cidr(connector.ipCidrRange, field: "connector.ipCidrRange")
           guard connector.ipCidrRange.hasSuffix("/28") else {
             throw AdminError(.invalidArgument, field: "connector.ipCidrRange", reason: "a connector needs a dedicated /28, not \(connector.ipCidrRange)")
           }
-          _ = try AdminChecks.find(intent.networks, "network", connector.network, field: "connector.network") { $0.name == connector.network }
+          _ = try IntentChecks.find(intent.networks, "network", connector.network, field: "connector.network") { $0.name == connector.network }
           let subnet = ServerlessModel.connectorSubnetName(connector.name)
           if intent.subnets.contains(where: { $0.name == subnet }) {
             throw AdminError(.alreadyExists, field: "connector.name", reason: "subnet \(subnet) already exists")
@@ -173,7 +174,7 @@ extension AdminService {
             $0.createTimeMs = core.nowMsValue
           })
         } else {
-          let subnet = try AdminChecks.find(intent.subnets, "subnet", connector.subnet, field: "connector.subnet") { $0.name == connector.subnet }
+          let subnet = try IntentChecks.find(intent.subnets, "subnet", connector.subnet, field: "connector.subnet") { $0.name == connector.subnet }
           guard subnet.ipCidrRange.hasSuffix("/28") else {
             throw AdminError(.invalidArgument, field: "connector.subnet", reason: "subnet \(subnet.name) is \(subnet.ipCidrRange); a connector needs a /28")
           }
@@ -189,22 +190,21 @@ extension AdminService {
   }
 
   public func getServerlessConnector(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_ServerlessConnector {
-    try rpc {
-      try AdminChecks.find(core.intent.connectors, "connector", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }
+    try await rpc {
+      try find(core.intent.connectors, "connector", request)
     }
   }
 
   public func listServerlessConnectors(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListServerlessConnectorsResponse {
     .with {
-      $0.connectors = core.intent.connectors.filter { request.region.isEmpty || $0.region == request.region }
-        .sorted { ($0.region, $0.name) < ($1.region, $1.name) }
+      $0.connectors = listed(core.intent.connectors, request)
     }
   }
 
   public func deleteServerlessConnector(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      try deleting(request.name) { intent in
-        let c = try AdminChecks.find(intent.connectors, "connector", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }
+    try await rpc {
+      try await deleting(request.name) { intent in
+        let c = try find(intent.connectors, "connector", request)
         let users = intent.services.filter { $0.vpcConnector == c.name && $0.region == c.region }.map(\.name)
         if !users.isEmpty {
           throw AdminError(.failedPrecondition, field: "name", reason: "connector \(c.name) is used by services \(users.joined(separator: ", "))")
@@ -220,10 +220,10 @@ extension AdminService {
 
   public func deployService(request: Hostnat_V1_DeployServiceRequest, context: ServerContext) async throws -> Hostnat_V1_ServerlessService {
     var service = request.service
-    return try rpc {
-      let hosts = try agentHosts()
-      try AdminChecks.name(service.name, field: "service.name")
-      try AdminChecks.nonEmpty(service.region, field: "service.region")
+    return try await rpc {
+      let hosts = try await agentHosts()
+      try IntentChecks.name(service.name, field: "service.name")
+      try IntentChecks.nonEmpty(service.region, field: "service.region")
       if service.instances == 0 { service.instances = 1 }
       guard service.instances <= 100 else {
         throw AdminError(.invalidArgument, field: "service.instances", reason: "\(service.instances) is above hostnat's 100 instances per service")
@@ -238,17 +238,17 @@ extension AdminService {
       }
       service.vpcInstances = []
       service.createTimeMs = core.nowMsValue
-      try core.change { intent in
+      try await core.change { intent in
         let previous = intent.services.first { $0.name == service.name && $0.region == service.region }
         if let previous { intent.instances.removeAll { previous.vpcInstances.contains($0.name) } }
         intent.services.removeAll { $0.name == service.name && $0.region == service.region }
         if !service.vpcConnector.isEmpty {
-          _ = try AdminChecks.find(intent.connectors, "connector", service.vpcConnector, field: "service.vpcConnector") {
+          _ = try IntentChecks.find(intent.connectors, "connector", service.vpcConnector, field: "service.vpcConnector") {
             $0.name == service.vpcConnector && $0.region == service.region
           }
         }
         if direct {
-          let subnet = try AdminChecks.find(intent.subnets, "subnet", service.subnet, field: "service.subnet") { $0.name == service.subnet }
+          let subnet = try IntentChecks.find(intent.subnets, "subnet", service.subnet, field: "service.subnet") { $0.name == service.subnet }
           guard subnet.network == service.network else {
             throw AdminError(.invalidArgument, field: "service.subnet", reason: "subnet \(subnet.name) is in network \(subnet.network), not \(service.network)")
           }
@@ -261,7 +261,7 @@ extension AdminService {
             if intent.instances.contains(where: { $0.name == name }) {
               throw AdminError(.alreadyExists, field: "service.name", reason: "instance \(name) already exists")
             }
-            let ip = try AdminChecks.nextFreeIP(in: subnet, intent: intent, field: "service.subnet")
+            let ip = try IntentChecks.nextFreeIP(in: subnet, intent: intent, field: "service.subnet")
             intent.instances.append(.with {
               $0.name = name
               $0.region = service.region
@@ -292,23 +292,22 @@ extension AdminService {
   }
 
   public func getService(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_ServerlessService {
-    try rpc {
-      try AdminChecks.find(core.intent.services, "service", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }
+    try await rpc {
+      try find(core.intent.services, "service", request)
     }
   }
 
   public func listServices(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListServicesResponse {
     .with {
-      $0.services = core.intent.services.filter { request.region.isEmpty || $0.region == request.region }
-        .sorted { ($0.region, $0.name) < ($1.region, $1.name) }
+      $0.services = listed(core.intent.services, request)
     }
   }
 
   public func deleteService(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      let hosts = try agentHosts()
-      return try deleting(request.name) { intent in
-        let s = try AdminChecks.find(intent.services, "service", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }
+    try await rpc {
+      let hosts = try await agentHosts()
+      return try await deleting(request.name) { intent in
+        let s = try find(intent.services, "service", request)
         intent.instances.removeAll { s.vpcInstances.contains($0.name) }
         intent.services.removeAll { $0.name == s.name && $0.region == s.region }
         try ServerlessModel.scaleConnectors(&intent, agentHosts: hosts)
@@ -318,8 +317,8 @@ extension AdminService {
 
   /// Agent hosts the controller knows (said hello once, or run an instance), for placing the
   /// VMs it creates itself.
-  func agentHosts() throws -> [String] {
-    let known = try core.store.read { reader in try reader.hosts() }.filter { $0.kind == .agent }.map(\.hostID)
+  func agentHosts() async throws -> [String] {
+    let known = try await core.store.fetch { reader in try reader.hosts() }.filter { $0.kind == .agent }.map(\.hostID)
     return Array(Set(known + core.intent.instances.map(\.host))).sorted()
   }
 }

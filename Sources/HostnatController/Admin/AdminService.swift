@@ -1,4 +1,6 @@
+import HostnatAddressing
 public import GRPCCore
+import HostnatDesiredState
 import HostnatPlanner
 public import HostnatProto
 import SwiftProtobuf
@@ -27,10 +29,10 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
 
   public func createNetwork(request: Hostnat_V1_CreateNetworkRequest, context: ServerContext) async throws -> Hostnat_V1_Network {
     var network = request.network
-    try rpc {
-      try AdminChecks.name(network.name, field: "network.name")
+    try await rpc {
+      try IntentChecks.name(network.name, field: "network.name")
       network.createTimeMs = core.nowMsValue
-      try core.change { intent in
+      try await core.change { intent in
         if intent.networks.contains(where: { $0.name == network.name }) {
           throw AdminError(.alreadyExists, field: "network.name", reason: "network \(network.name) already exists")
         }
@@ -41,7 +43,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func getNetwork(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_Network {
-    try rpc { try AdminChecks.find(core.intent.networks, "network", request.name) { $0.name == request.name } }
+    try await rpc { try IntentChecks.find(core.intent.networks, "network", request.name) { $0.name == request.name } }
   }
 
   public func listNetworks(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListNetworksResponse {
@@ -49,9 +51,9 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func deleteNetwork(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      try deleting(request.name) { intent in
-        _ = try AdminChecks.find(intent.networks, "network", request.name) { $0.name == request.name }
+    try await rpc {
+      try await deleting(request.name) { intent in
+        _ = try IntentChecks.find(intent.networks, "network", request.name) { $0.name == request.name }
         let users = intent.subnets.filter { $0.network == request.name }.map { "subnet \($0.name)" }
           + intent.routers.filter { $0.network == request.name }.map { "router \($0.name)" }
         if !users.isEmpty {
@@ -66,13 +68,13 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
 
   public func createSubnet(request: Hostnat_V1_CreateSubnetRequest, context: ServerContext) async throws -> Hostnat_V1_Subnet {
     var subnet = request.subnet
-    try rpc {
-      try AdminChecks.name(subnet.name, field: "subnet.name")
-      try AdminChecks.nonEmpty(subnet.region, field: "subnet.region")
-      try AdminChecks.nonEmpty(subnet.ipCidrRange, field: "subnet.ipCidrRange")
+    try await rpc {
+      try IntentChecks.name(subnet.name, field: "subnet.name")
+      try IntentChecks.nonEmpty(subnet.region, field: "subnet.region")
+      try IntentChecks.nonEmpty(subnet.ipCidrRange, field: "subnet.ipCidrRange")
       subnet.createTimeMs = core.nowMsValue
-      try core.change { intent in
-        _ = try AdminChecks.find(intent.networks, "network", subnet.network, field: "subnet.network") { $0.name == subnet.network }
+      try await core.change { intent in
+        _ = try IntentChecks.find(intent.networks, "network", subnet.network, field: "subnet.network") { $0.name == subnet.network }
         if intent.subnets.contains(where: { $0.name == subnet.name }) {
           throw AdminError(.alreadyExists, field: "subnet.name", reason: "subnet \(subnet.name) already exists")
         }
@@ -83,25 +85,24 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func getSubnet(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_Subnet {
-    try rpc {
+    try await rpc {
       let intent = core.intent
-      return PrivateGoogleAccess.effective(try AdminChecks.find(intent.subnets, "subnet", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }, intent)
+      return PrivateGoogleAccess.effective(try find(intent.subnets, "subnet", request), intent)
     }
   }
 
   public func listSubnets(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListSubnetsResponse {
     .with {
       let intent = core.intent
-      $0.subnets = intent.subnets.map { PrivateGoogleAccess.effective($0, intent) }
-        .filter { (request.region.isEmpty || $0.region == request.region) && (request.network.isEmpty || $0.network == request.network) }
-        .sorted { ($0.region, $0.name) < ($1.region, $1.name) }
+      $0.subnets = listed(intent.subnets.filter { request.network.isEmpty || $0.network == request.network }, request)
+        .map { PrivateGoogleAccess.effective($0, intent) }
     }
   }
 
   public func updateSubnet(request: Hostnat_V1_UpdateSubnetRequest, context: ServerContext) async throws -> Hostnat_V1_Subnet {
-    try rpc {
+    try await rpc {
       var updated = Hostnat_V1_Subnet()
-      try core.change { intent in
+      try await core.change { intent in
         guard let index = intent.subnets.firstIndex(where: { $0.name == request.subnet.name }) else {
           throw AdminError(.notFound, field: "subnet.name", reason: "subnet \(request.subnet.name) not found")
         }
@@ -127,9 +128,9 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func deleteSubnet(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      try deleting(request.name) { intent in
-        _ = try AdminChecks.find(intent.subnets, "subnet", request.name) { $0.name == request.name }
+    try await rpc {
+      try await deleting(request.name) { intent in
+        _ = try IntentChecks.find(intent.subnets, "subnet", request.name) { $0.name == request.name }
         let users = intent.instances.filter { $0.networkInterfaces.contains { $0.subnet == request.name } }.map(\.name)
         if !users.isEmpty {
           throw AdminError(.failedPrecondition, field: "name", reason: "subnet \(request.name) is used by instances \(users.joined(separator: ", "))")
@@ -143,15 +144,15 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
 
   public func createRouter(request: Hostnat_V1_CreateRouterRequest, context: ServerContext) async throws -> Hostnat_V1_Router {
     var router = request.router
-    try rpc {
-      try AdminChecks.name(router.name, field: "router.name")
-      try AdminChecks.nonEmpty(router.region, field: "router.region")
+    try await rpc {
+      try IntentChecks.name(router.name, field: "router.name")
+      try IntentChecks.nonEmpty(router.region, field: "router.region")
       if !router.nats.isEmpty {
         throw AdminError(.invalidArgument, field: "router.nats", reason: "create NAT gateways with CreateNat")
       }
       router.createTimeMs = core.nowMsValue
-      try core.change { intent in
-        _ = try AdminChecks.find(intent.networks, "network", router.network, field: "router.network") { $0.name == router.network }
+      try await core.change { intent in
+        _ = try IntentChecks.find(intent.networks, "network", router.network, field: "router.network") { $0.name == router.network }
         if intent.routers.contains(where: { $0.name == router.name && $0.region == router.region }) {
           throw AdminError(.alreadyExists, field: "router.name", reason: "router \(router.name) already exists in \(router.region)")
         }
@@ -162,20 +163,18 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func getRouter(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_Router {
-    try rpc { try router(request.region, request.name, in: core.intent).router }
+    try await rpc { try router(request.region, request.name, in: core.intent).router }
   }
 
   public func listRouters(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListRoutersResponse {
     .with {
-      $0.routers = core.intent.routers
-        .filter { (request.region.isEmpty || $0.region == request.region) && (request.network.isEmpty || $0.network == request.network) }
-        .sorted { ($0.region, $0.name) < ($1.region, $1.name) }
+      $0.routers = listed(core.intent.routers.filter { request.network.isEmpty || $0.network == request.network }, request)
     }
   }
 
   public func deleteRouter(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      try deleting(request.name) { intent in
+    try await rpc {
+      try await deleting(request.name) { intent in
         let index = try router(request.region, request.name, in: intent).index
         intent.routers.remove(at: index)
       }
@@ -185,17 +184,17 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   // MARK: NAT gateways
 
   public func createNat(request: Hostnat_V1_CreateNatRequest, context: ServerContext) async throws -> Hostnat_V1_NatGateway {
-    try rpc {
+    try await rpc {
       var nat = request.nat
-      try AdminChecks.name(nat.name, field: "nat.name")
+      try IntentChecks.name(nat.name, field: "nat.name")
       nat.region = request.region
       nat.router = request.router
-      try core.change { intent in
+      try await core.change { intent in
         let index = try router(request.region, request.router, in: intent).index
         if intent.routers[index].nats.contains(where: { $0.name == nat.name }) {
           throw AdminError(.alreadyExists, field: "nat.name", reason: "NAT gateway \(nat.name) already exists on router \(request.router)")
         }
-        try AdminChecks.natAddresses(nat, region: request.region, intent: intent)
+        try IntentChecks.natAddresses(nat, region: request.region, intent: intent)
         intent.routers[index].nats.append(nat)
       }
       return nat
@@ -203,30 +202,30 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func getNat(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_NatGateway {
-    try rpc {
+    try await rpc {
       let router = try router(request.region, request.router, in: core.intent).router
-      return try AdminChecks.find(router.nats, "NAT gateway", request.name) { $0.name == request.name }
+      return try IntentChecks.find(router.nats, "NAT gateway", request.name) { $0.name == request.name }
     }
   }
 
   public func listNats(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListNatsResponse {
-    try rpc {
+    try await rpc {
       let router = try router(request.region, request.router, in: core.intent).router
       return .with { $0.nats = router.nats.sorted { $0.name < $1.name } }
     }
   }
 
   public func updateNat(request: Hostnat_V1_UpdateNatRequest, context: ServerContext) async throws -> Hostnat_V1_NatGateway {
-    try rpc {
+    try await rpc {
       var updated = Hostnat_V1_NatGateway()
-      try core.change { intent in
+      try await core.change { intent in
         let routerIndex = try router(request.region, request.router, in: intent).index
         guard let index = intent.routers[routerIndex].nats.firstIndex(where: { $0.name == request.nat.name }) else {
           throw AdminError(.notFound, field: "nat.name", reason: "NAT gateway \(request.nat.name) not found on router \(request.router)")
         }
         var nat = intent.routers[routerIndex].nats[index]
-        try AdminChecks.merge(request.nat, into: &nat, mask: request.updateMask)
-        try AdminChecks.natAddresses(nat, region: request.region, intent: intent)
+        try IntentChecks.merge(request.nat, into: &nat, mask: request.updateMask)
+        try IntentChecks.natAddresses(nat, region: request.region, intent: intent)
         intent.routers[routerIndex].nats[index] = nat
         updated = nat
       }
@@ -235,8 +234,8 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func deleteNat(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      try deleting(request.name) { intent in
+    try await rpc {
+      try await deleting(request.name) { intent in
         let routerIndex = try router(request.region, request.router, in: intent).index
         guard intent.routers[routerIndex].nats.contains(where: { $0.name == request.name }) else {
           throw AdminError(.notFound, field: "name", reason: "NAT gateway \(request.name) not found on router \(request.router)")
@@ -249,13 +248,13 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   // MARK: Addresses
 
   public func createAddress(request: Hostnat_V1_CreateAddressRequest, context: ServerContext) async throws -> Hostnat_V1_Address {
-    try rpc {
+    try await rpc {
       var address = request.address
-      try AdminChecks.name(address.name, field: "address.name")
-      try AdminChecks.nonEmpty(address.region, field: "address.region")
+      try IntentChecks.name(address.name, field: "address.name")
+      try IntentChecks.nonEmpty(address.region, field: "address.region")
       address.createTimeMs = core.nowMsValue
       address.status = .reserved
-      try core.change { intent in
+      try await core.change { intent in
         if intent.addresses.contains(where: { $0.name == address.name && $0.region == address.region }) {
           throw AdminError(.alreadyExists, field: "address.name", reason: "address \(address.name) already exists in \(address.region)")
         }
@@ -266,7 +265,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
           }
           address.address = free
         } else {
-          try AdminChecks.ipv4(address.address, field: "address.address")
+          try IntentChecks.ipv4(address.address, field: "address.address")
           if taken.contains(address.address) {
             throw AdminError(.alreadyExists, field: "address.address", reason: "\(address.address) is already reserved")
           }
@@ -285,28 +284,26 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func getAddress(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_Address {
-    try rpc {
+    try await rpc {
       let intent = core.intent
-      let address = try AdminChecks.find(intent.addresses, "address", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }
-      return AdminChecks.withUsage(address, intent: intent)
+      let address = try find(intent.addresses, "address", request)
+      return IntentChecks.withUsage(address, intent: intent)
     }
   }
 
   public func listAddresses(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListAddressesResponse {
     let intent = core.intent
     return .with {
-      $0.addresses = intent.addresses
-        .filter { request.region.isEmpty || $0.region == request.region }
-        .sorted { ($0.region, $0.name) < ($1.region, $1.name) }
-        .map { AdminChecks.withUsage($0, intent: intent) }
+      $0.addresses = listed(intent.addresses, request)
+        .map { IntentChecks.withUsage($0, intent: intent) }
     }
   }
 
   public func deleteAddress(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      try deleting(request.name) { intent in
-        let address = try AdminChecks.find(intent.addresses, "address", request.name) { $0.name == request.name && AdminChecks.region($0.region, request) }
-        let user = AdminChecks.withUsage(address, intent: intent).user
+    try await rpc {
+      try await deleting(request.name) { intent in
+        let address = try find(intent.addresses, "address", request)
+        let user = IntentChecks.withUsage(address, intent: intent).user
         if !user.isEmpty {
           throw AdminError(.failedPrecondition, field: "name", reason: "address \(request.name) is used by \(user)")
         }
@@ -318,27 +315,27 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   // MARK: Instances
 
   public func createInstance(request: Hostnat_V1_CreateInstanceRequest, context: ServerContext) async throws -> Hostnat_V1_Instance {
-    try rpc {
+    try await rpc {
       var instance = request.instance
-      try AdminChecks.name(instance.name, field: "instance.name")
-      try AdminChecks.nonEmpty(instance.host, field: "instance.host")
+      try IntentChecks.name(instance.name, field: "instance.name")
+      try IntentChecks.nonEmpty(instance.host, field: "instance.host")
       if instance.networkInterfaces.isEmpty {
         throw AdminError(.invalidArgument, field: "instance.networkInterfaces", reason: "an instance needs at least one network interface")
       }
-      instance.tags = try AdminChecks.tags(instance.tags, field: "instance.tags")
+      instance.tags = try IntentChecks.tags(instance.tags, field: "instance.tags")
       instance.createTimeMs = core.nowMsValue
-      try core.change { intent in
+      try await core.change { intent in
         if intent.instances.contains(where: { $0.name == instance.name }) {
           throw AdminError(.alreadyExists, field: "instance.name", reason: "instance \(instance.name) already exists")
         }
         for index in instance.networkInterfaces.indices {
           let field = "instance.networkInterfaces[\(index)]"
           let nic = instance.networkInterfaces[index]
-          let subnet = try AdminChecks.find(intent.subnets, "subnet", nic.subnet, field: "\(field).subnet") { $0.name == nic.subnet }
+          let subnet = try IntentChecks.find(intent.subnets, "subnet", nic.subnet, field: "\(field).subnet") { $0.name == nic.subnet }
           instance.region = subnet.region
           instance.networkInterfaces[index].name = "nic\(index)"
           if nic.networkIp.isEmpty {
-            instance.networkInterfaces[index].networkIp = try AdminChecks.nextFreeIP(in: subnet, intent: intent, field: "\(field).networkIp")
+            instance.networkInterfaces[index].networkIp = try IntentChecks.nextFreeIP(in: subnet, intent: intent, field: "\(field).networkIp")
           }
         }
         intent.instances.append(instance)
@@ -348,11 +345,11 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func updateInstanceTags(request: Hostnat_V1_UpdateInstanceTagsRequest, context: ServerContext) async throws -> Hostnat_V1_Instance {
-    try rpc {
-      _ = try AdminChecks.tags(request.add, field: "add")
-      for (i, tag) in request.remove.enumerated() { try AdminChecks.name(tag, field: "remove[\(i)]") }
+    try await rpc {
+      _ = try IntentChecks.tags(request.add, field: "add")
+      for (i, tag) in request.remove.enumerated() { try IntentChecks.name(tag, field: "remove[\(i)]") }
       var updated = Hostnat_V1_Instance()
-      try core.change { intent in
+      try await core.change { intent in
         guard let index = intent.instances.firstIndex(where: { $0.name == request.name }) else {
           throw AdminError(.notFound, field: "name", reason: "instance \(request.name) not found")
         }
@@ -360,7 +357,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
           throw AdminError(.failedPrecondition, field: "name", reason: "instance \(request.name) is managed by \(owner); its tags are set there")
         }
         let remove = Set(request.remove)
-        intent.instances[index].tags = try AdminChecks.tags(
+        intent.instances[index].tags = try IntentChecks.tags(
           intent.instances[index].tags.filter { !remove.contains($0) } + request.add, field: "add")
         updated = intent.instances[index]
       }
@@ -375,7 +372,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func getInstance(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_Instance {
-    try rpc { try AdminChecks.find(core.intent.instances, "instance", request.name) { $0.name == request.name } }
+    try await rpc { try IntentChecks.find(core.intent.instances, "instance", request.name) { $0.name == request.name } }
   }
 
   public func listInstances(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListInstancesResponse {
@@ -387,9 +384,9 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func deleteInstance(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_DeleteResponse {
-    try rpc {
-      try deleting(request.name) { intent in
-        _ = try AdminChecks.find(intent.instances, "instance", request.name) { $0.name == request.name }
+    try await rpc {
+      try await deleting(request.name) { intent in
+        _ = try IntentChecks.find(intent.instances, "instance", request.name) { $0.name == request.name }
         if let owner = Self.manager(of: request.name, in: intent) {
           throw AdminError(.failedPrecondition, field: "name", reason: "instance \(request.name) is managed by \(owner); change that instead")
         }
@@ -401,7 +398,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   // MARK: Status
 
   public func getRouterStatus(request: Hostnat_V1_ResourceName, context: ServerContext) async throws -> Hostnat_V1_RouterStatusResponse {
-    try rpc {
+    try await rpc {
       let router = try router(request.region, request.name, in: core.intent).router
       let planner = core.planner
       return .with {
@@ -434,7 +431,7 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func getNatMappingInfo(request: Hostnat_V1_GetNatMappingInfoRequest, context: ServerContext) async throws -> Hostnat_V1_NatMappingInfoResponse {
-    try rpc {
+    try await rpc {
       let intent = core.intent
       let router = try router(request.region, request.router, in: intent).router
       let prefix = "\(router.region)/\(router.name)/"
@@ -474,13 +471,13 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func whoHad(request: Hostnat_V1_WhoHadRequest, context: ServerContext) async throws -> Hostnat_V1_WhoHadResponse {
-    try rpc {
-      try AdminChecks.ipv4(request.natIp, field: "natIp")
+    try await rpc {
+      try IntentChecks.ipv4(request.natIp, field: "natIp")
       guard (1024...65535).contains(request.port) else {
         throw AdminError(.invalidArgument, field: "port", reason: "NAT ports are 1024-65535, got \(request.port)")
       }
       let at = request.atMs == 0 ? core.nowMsValue : request.atMs
-      let records = try core.store.read { try $0.allocations(holding: request.natIp, port: Int(request.port), atMs: at) }
+      let records = try await core.store.fetch { try $0.allocations(holding: request.natIp, port: Int(request.port), atMs: at) }
       guard let record = records.last else { return .with { $0.found = false } }
       return .with {
         $0.found = true
@@ -497,12 +494,12 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 
   public func listHosts(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListHostsResponse {
-    try rpc {
-      let (records, edgeVersion) = try core.store.read { reader in (try reader.hosts(), try reader.edgeConfig()?.version ?? 0) }
+    try await rpc {
+      let (records, edgeVersion) = try await core.store.fetch { reader in (try reader.hosts(), try reader.edgeConfig()?.version ?? 0) }
       let instances = Dictionary(grouping: core.intent.instances, by: \.host).mapValues(\.count)
       return .with {
         $0.hosts = records.map { record in
-          let live = record.kind == .edge ? core.edge.registry.status(record.hostID) : core.hosts.registry.status(record.hostID)
+          let live = record.kind == .edge ? core.sessions.edges.status(record.hostID) : core.sessions.hosts.status(record.hostID)
           return .with {
             $0.hostID = record.hostID
             $0.kind = record.kind
@@ -524,24 +521,25 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
 
   // MARK: Helpers
 
-  /// Runs a call, turning AdminError into the gRPC status the proto documents.
-  func rpc<T>(method: String = #function, _ body: () throws -> T) throws -> T {
+  /// Runs a call and tells `observe` its result. An `AdminError` becomes the gRPC status the
+  /// proto documents by itself (`RPCErrorConvertible`).
+  func rpc<T>(method: String = #function, _ body: () async throws -> T) async throws -> T {
     let name = String(method.prefix { $0 != "(" })
     do {
-      let result = try body()
+      let result = try await body()
       observe?(name, "OK")
       return result
     } catch let error as AdminError {
-      observe?(name, "\(error.kind.code)")
-      throw RPCError(code: error.kind.code, message: error.description)
+      observe?(name, "\(error.rpcErrorCode)")
+      throw error
     } catch {
       observe?(name, "INTERNAL")
       throw error
     }
   }
 
-  func deleting(_ name: String, _ edit: (inout StoredIntent) throws -> Void) throws -> Hostnat_V1_DeleteResponse {
-    let outcome = try core.change(edit)
+  func deleting(_ name: String, _ edit: (inout StoredIntent) throws -> Void) async throws -> Hostnat_V1_DeleteResponse {
+    let outcome = try await core.change(edit)
     return .with {
       $0.name = name
       $0.hostVersions = outcome.hostVersions
@@ -556,13 +554,26 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
   }
 }
 
-extension AdminError.Kind {
-  var code: RPCError.Code {
-    switch self {
-    case .invalidArgument: .invalidArgument
-    case .failedPrecondition: .failedPrecondition
-    case .notFound: .notFound
-    case .alreadyExists: .alreadyExists
-    }
+/// A resource named per region: a request without a region matches any.
+protocol RegionalResource {
+  var name: String { get }
+  var region: String { get }
+}
+
+extension Hostnat_V1_Subnet: RegionalResource {}
+extension Hostnat_V1_Router: RegionalResource {}
+extension Hostnat_V1_Address: RegionalResource {}
+extension Hostnat_V1_ServerlessConnector: RegionalResource {}
+extension Hostnat_V1_ServerlessService: RegionalResource {}
+
+extension AdminService {
+  /// The resource the request names, or NOT_FOUND.
+  func find<R: RegionalResource>(_ items: [R], _ kind: String, _ request: Hostnat_V1_ResourceName) throws -> R {
+    try IntentChecks.find(items, kind, request.name) { $0.name == request.name && IntentChecks.region($0.region, request) }
+  }
+
+  /// The resources of the request's region (all without one), by region then name.
+  func listed<R: RegionalResource>(_ items: [R], _ request: Hostnat_V1_ListRequest) -> [R] {
+    items.filter { request.region.isEmpty || $0.region == request.region }.sorted { ($0.region, $0.name) < ($1.region, $1.name) }
   }
 }

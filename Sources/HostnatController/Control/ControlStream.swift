@@ -4,28 +4,36 @@ import HostnatProto
 import HostnatTrace
 import SwiftProtobuf
 
-/// The life of one control stream, shared by the agent and edge services: the first message
-/// must be a hello; then the outbox (pushes, grants, heartbeats) is written while inbound
-/// messages are handled, until either side ends or the registry shuts down.
-struct ControlStream<Inbound: SwiftProtobuf.Message & Sendable, Outbound: SwiftProtobuf.Message & Sendable> {
-  let registry: SessionRegistry<Outbound>
+/// The life of one control stream, the same for agents and the edge: the first message must be
+/// a hello, answered with the host's current snapshot; then the outbox (pushes, grants,
+/// heartbeats) is written while inbound messages are handled, until either side ends or the
+/// registry shuts down. ACKs and NACKs update the registry's live view first (so status is
+/// current at once), then the durable record.
+struct ControlStream<Kind: ControlKind>: Sendable {
+  let store: ControllerStore
+  let registry: SessionRegistry<Kind.Outbound>
   let heartbeatInterval: Duration
-  let nowMs: @Sendable () -> Int64
-  /// Extracts the hello from a message, nil when it is something else.
-  let hello: @Sendable (Inbound) -> Hostnat_V1_Hello?
-  /// Builds a heartbeat message.
-  let heartbeat: @Sendable (Int64) -> Outbound
-  /// Called once the session is registered: sends the current snapshot.
-  let opened: @Sendable (Hostnat_V1_Hello) async throws -> Void
-  /// Handles every message after the hello.
-  let received: @Sendable (String, Inbound) async throws -> Void
+  let nowMs: MillisecondClock
   /// Where every message of the stream is recorded (`--trace-control`), if anywhere.
   var trace: ControlTrace? = nil
-  /// The host's transport address: the stream's name in a trace until its hello names the host.
-  var remote = ""
+  /// Told once the snapshot answering a hello is queued.
+  var opened: (@Sendable (Hostnat_V1_Hello) async -> Void)? = nil
+  /// Told every ACK once it is durable.
+  var acknowledged: (@Sendable (HostAcknowledgement) -> Void)? = nil
+  /// Handles the messages only this kind of stream has (the host is marked alive first).
+  var received: (@Sendable (String, Kind.Other) async throws -> Void)? = nil
 
-  func run(request: RPCAsyncSequence<Inbound, any Error>, response: RPCWriter<Outbound>) async throws {
-    let (outbox, outboxContinuation) = AsyncStream<Outbound>.makeStream(bufferingPolicy: .unbounded)
+  init(store: ControllerStore, registry: SessionRegistry<Kind.Outbound>, heartbeatInterval: Duration, nowMs: @escaping MillisecondClock) {
+    self.store = store
+    self.registry = registry
+    self.heartbeatInterval = heartbeatInterval
+    self.nowMs = nowMs
+  }
+
+  /// Serves one stream; `remote` (the host's transport address) names it in a trace until its
+  /// hello names the host.
+  func run(request: RPCAsyncSequence<Kind.Inbound, any Error>, response: RPCWriter<Kind.Outbound>, remote: String) async throws {
+    let (outbox, outboxContinuation) = AsyncStream<Kind.Outbound>.makeStream(bufferingPolicy: .unbounded)
     let registry = self.registry
     let trace = self.trace
     let traceStream = trace?.nextStream() ?? 0
@@ -59,15 +67,15 @@ struct ControlStream<Inbound: SwiftProtobuf.Message & Sendable, Outbound: SwiftP
         }
         for try await message in request {
           lastHeard.value.withLock { $0 = .now }
-          if trace != nil, session == nil, let hello = hello(message), !hello.hostID.isEmpty {
+          if trace != nil, session == nil, case .hello(let hello) = Kind.inbound(message), !hello.hostID.isEmpty {
             peer.name.withLock { $0 = hello.hostID }
           }
           trace?.record(.received, peer: peer.name.withLock { $0 }, stream: traceStream, message)
           if let session {
-            try await received(session.hostID, message)
+            try await handle(hostID: session.hostID, message)
             continue
           }
-          guard let hello = hello(message) else {
+          guard case .hello(let hello) = Kind.inbound(message) else {
             throw RPCError(code: .invalidArgument, message: "the first message on a control stream must be hello")
           }
           guard !hello.hostID.isEmpty else {
@@ -81,13 +89,15 @@ struct ControlStream<Inbound: SwiftProtobuf.Message & Sendable, Outbound: SwiftP
             throw RPCError(code: .unavailable, message: "the controller is shutting down")
           }
           session = (hello.hostID, id)
-          try await opened(hello)
+          let config = try await currentSnapshot(hostID: hello.hostID, holds: hello.appliedVersion, underlay: hello.underlayAddress)
+          Kind.push(config, to: hello.hostID, in: registry)
+          await opened?(hello)
         }
       }
-      group.addTask { [heartbeatInterval, nowMs, heartbeat] in
+      group.addTask { [heartbeatInterval, nowMs] in
         while true {
           try await Task.sleep(for: heartbeatInterval)
-          outboxContinuation.yield(heartbeat(nowMs()))
+          outboxContinuation.yield(Kind.heartbeat(sentMs: nowMs()))
         }
       }
       // Whichever ends first ends the stream: the host hung up, the registry closed the outbox
@@ -98,6 +108,51 @@ struct ControlStream<Inbound: SwiftProtobuf.Message & Sendable, Outbound: SwiftP
       } catch is CancellationError {
         return
       }
+    }
+  }
+
+  /// The snapshot to send on hello. A host never seen before gets an empty config under a new
+  /// version; a host that holds a version newer than the stored one (the database was restored
+  /// from an older backup) gets the stored content re-issued above its version, so versions
+  /// still only go up.
+  func currentSnapshot(hostID: String, holds applied: UInt64, underlay: String) async throws -> Kind.Config {
+    let now = nowMs()
+    return try await store.commit { tx in
+      try tx.recordResponse(hostID: hostID, kind: Kind.hostKind, ackedVersion: nil, nack: nil, underlay: underlay.isEmpty ? nil : underlay)
+      let stored = try Kind.storedConfig(tx.reader, hostID: hostID)
+      if let stored, stored.version >= applied {
+        return stored
+      }
+      var config = stored ?? Kind.emptyConfig(hostID: hostID)
+      try tx.raiseVersionCounter(above: applied)
+      config.version = try tx.nextVersion()
+      config.generatedMs = now
+      try Kind.store(config, tx)
+      return config
+    }
+  }
+
+  /// Every message after the hello.
+  func handle(hostID: String, _ message: Kind.Inbound) async throws {
+    let now = nowMs()
+    switch Kind.inbound(message) {
+    case .ack(let ack):
+      let version = registry.acknowledge(hostID: hostID, nonce: ack.nonce, version: ack.version, nowMs: now)
+      try await store.commit { try $0.recordResponse(hostID: hostID, kind: Kind.hostKind, ackedVersion: version, nack: nil, underlay: nil) }
+      acknowledged?(HostAcknowledgement(hostID: hostID, version: version))
+    case .nack(let nack):
+      registry.reject(hostID: hostID, nonce: nack.nonce, error: nack.error, nowMs: now)
+      let reason = nack.error.isEmpty ? "rejected without a reason" : nack.error
+      try await store.commit { try $0.recordResponse(hostID: hostID, kind: Kind.hostKind, ackedVersion: nil, nack: reason, underlay: nil) }
+    case .heartbeat:
+      registry.touch(hostID: hostID, nowMs: now)
+    case .other(let other):
+      registry.touch(hostID: hostID, nowMs: now)
+      try await received?(hostID, other)
+    case .hello:
+      throw RPCError(code: .invalidArgument, message: "hello may only be the first message of a stream")
+    case .empty:
+      throw RPCError(code: .invalidArgument, message: "empty \(Kind.peerName) message")
     }
   }
 }

@@ -1,14 +1,13 @@
 import Foundation
 import GRPCCore
-import HostnatTelemetry
+import HostnatMetrics
 import GRPCNIOTransportHTTP2
-import HostnatPackets
+public import HostnatAddressing
+import HostnatDesiredState
 import HostnatProto
 import HostnatTrace
 public import Logging
 import ServiceLifecycle
-import Synchronization
-import SwiftProtobuf
 import UnixSignals
 
 /// Why the controller process could not start. Each case is a sentence an operator can act on.
@@ -77,13 +76,14 @@ public struct ControllerOptions: Sendable, Equatable {
     "us-east1": poolAddresses(IPv4CIDR("198.51.100.128/25")!),
   ]
 
-  /// Parses "HOST:PORT" (IPv4 literal, port 0...65535).
-  public static func parseListen(_ value: String) throws(ControllerStartError) -> (host: String, port: Int) {
-    let parts = value.split(separator: ":", omittingEmptySubsequences: false)
-    guard parts.count == 2, IPv4Address(String(parts[0])) != nil, let port = Int(parts[1]), (0...65535).contains(port) else {
-      throw .badOption(option: "--listen", reason: "\"\(value)\" is not HOST:PORT with an IPv4 host and a port 0-65535")
+  /// Parses a listener's "HOST:PORT" (IPv4 or localhost, port 0...65535: 0 lets the kernel choose).
+  public static func parseListen(_ value: String, flag: String = "--listen") throws(ControllerStartError) -> (host: String, port: Int) {
+    do {
+      let address = try SocketAddress.parse(value, flag: flag, allowPortZero: true)
+      return (address.host, Int(address.port))
+    } catch {
+      throw .badOption(option: error.field, reason: error.reason)
     }
-    return (String(parts[0]), port)
   }
 
   /// Parses repeated "REGION=CIDR" values. Pools must lie in 192.0.2.0/24 or 198.51.100.0/24
@@ -148,11 +148,6 @@ public struct ControllerServer: Sendable {
     } catch {
       throw ControllerStartError.store(error.description)
     }
-    let (acknowledgements, ackContinuation) = AsyncStream<HostAcknowledgement>.makeStream(bufferingPolicy: .unbounded)
-    // The core needs the host service and the host service's port-request handler needs the
-    // core: the handler reads the core through this reference, set before serving starts.
-    let coreReference = Mutex<ControllerCore?>(nil)
-    let logger = self.logger
     var trace: ControlTrace?
     if let path = options.traceControl {
       do {
@@ -161,51 +156,18 @@ public struct ControllerServer: Sendable {
         throw ControllerStartError.badOption(option: "--trace-control", reason: error.description)
       }
     }
-    var hostServiceDraft = HostControlService(
-      store: store, registry: SessionRegistry(), heartbeatInterval: options.heartbeat,
-      portRequests: { hostID, request in
-        guard let core = coreReference.withLock({ $0 }) else {
-          return .with {
-            $0.requestID = request.requestID
-            $0.refusedReason = "the controller is starting"
-          }
-        }
-        let grant = core.grantPorts(hostID: hostID, request: request)
-        logger.info(
-          "port request", metadata: ["host": "\(hostID)", "nic": "\(request.instance)/\(request.nic)",
-            "result": "\(grant.refusedReason.isEmpty ? "granted \(grant.block.natIp):\(grant.block.firstPort)+\(grant.block.count)" : grant.refusedReason)"])
-        return grant
-      },
-      usageReports: { hostID, report in
-        guard let core = coreReference.withLock({ $0 }) else { return }
-        do {
-          try core.reclaimPorts(hostID: hostID, report: report)
-        } catch {
-          logger.error("reclaiming ports failed", metadata: ["host": "\(hostID)", "error": "\(error)"])
-        }
-      },
-      acknowledgements: ackContinuation,
-      connected: { hello in
-        guard let core = coreReference.withLock({ $0 }) else { return }
-        do {
-          if let version = try core.refreshEdge() {
-            logger.info("edge routes follow host", metadata: ["host": "\(hello.hostID)", "underlay": "\(hello.underlayAddress)", "edgeVersion": "\(version)"])
-          }
-        } catch {
-          logger.error("refreshing edge routes failed", metadata: ["host": "\(hello.hostID)", "error": "\(error)"])
-        }
-      })
-    var edgeServiceDraft = EdgeControlService(store: store, registry: SessionRegistry(), heartbeatInterval: options.heartbeat)
-    hostServiceDraft.trace = trace
-    edgeServiceDraft.trace = trace
-    let (hostService, edgeService) = (hostServiceDraft, edgeServiceDraft)
+    // The core first: it pushes to the sessions and the services tell it what hosts say.
+    let sessions = ControlSessions()
     let core: ControllerCore
     do {
-      core = try ControllerCore(store: store, hosts: hostService, edge: edgeService, autoPools: options.autoPools)
+      core = try ControllerCore(store: store, sessions: sessions, autoPools: options.autoPools, logger: logger)
     } catch {
       throw ControllerStartError.restore("\(error)")
     }
-    coreReference.withLock { $0 = core }
+    var hostService = HostControlService(store: store, registry: sessions.hosts, heartbeatInterval: options.heartbeat, events: core)
+    var edgeService = EdgeControlService(store: store, registry: sessions.edges, heartbeatInterval: options.heartbeat)
+    hostService.trace = trace
+    edgeService.trace = trace
     let registry = TelemetryRegistry()
     let admin = AdminService(core: core) { method, result in
       registry.counter("hostnat_controller_admin_requests_total", labels: [("method", method), ("result", result)]).increment()
@@ -218,16 +180,13 @@ public struct ControllerServer: Sendable {
 
     let serving = GRPCService(server: server, address: address, onReady: onReady) {
       // Control streams never end on their own: close them so the server can drain.
-      hostService.registry.shutdown()
-      edgeService.registry.shutdown()
+      sessions.shutdown()
     }
-    let background = CoreService(core: core, acknowledgements: acknowledgements, leaseCheckInterval: options.leaseCheckInterval) {
-      ackContinuation.finish()
-    }
+    let background = CoreService(core: core, leaseCheckInterval: options.leaseCheckInterval)
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: background), .init(service: serving)]
     if let metrics = options.metrics {
       services.append(.init(service: ControllerMetricsService(
-        registry: registry, hosts: hostService.registry, edges: edgeService.registry, host: metrics.host, port: metrics.port, logger: logger)))
+        registry: registry, sessions: sessions, host: metrics.host, port: metrics.port, logger: logger)))
     }
     let group = ServiceGroup(
       configuration: .init(
@@ -276,14 +235,12 @@ struct GRPCService: Service {
 /// Service, cancelled on graceful shutdown.
 struct CoreService: Service {
   let core: ControllerCore
-  let acknowledgements: AsyncStream<HostAcknowledgement>
   let leaseCheckInterval: Duration
-  let finish: @Sendable () -> Void
 
   func run() async throws {
-    defer { finish() }
+    defer { core.finishAcknowledgements() }
     try await cancelWhenGracefulShutdown {
-      try await core.run(acknowledgements: acknowledgements, leaseCheckInterval: leaseCheckInterval)
+      try await core.run(leaseCheckInterval: leaseCheckInterval)
     }
   }
 }
@@ -292,8 +249,7 @@ struct CoreService: Service {
 /// connected hosts, versions pushed/ACKed/NACKed per host, push-to-ACK latency.
 struct ControllerMetricsService: Service {
   let registry: TelemetryRegistry
-  let hosts: SessionRegistry<Hostnat_V1_ControllerMessage>
-  let edges: SessionRegistry<Hostnat_V1_EdgeControllerMessage>
+  let sessions: ControlSessions
   let host: String
   let port: Int
   let logger: Logger
@@ -305,7 +261,7 @@ struct ControllerMetricsService: Service {
     print("controller metrics on http://\(host):\(bound)/metrics")
     await cancelWhenGracefulShutdown {
       while !Task.isCancelled {
-        let statuses = hosts.statuses() + edges.statuses()
+        let statuses = sessions.hosts.statuses() + sessions.edges.statuses()
         registry.gauge("hostnat_controller_connected_hosts").set(statuses.filter(\.connected).count)
         for status in statuses {
           let labels = [("host", status.hostID)]
@@ -313,7 +269,7 @@ struct ControllerMetricsService: Service {
           registry.counter("hostnat_controller_config_versions_acked_total", labels: labels).set(status.acks)
           registry.counter("hostnat_controller_config_versions_nacked_total", labels: labels).set(status.nacks)
         }
-        for seconds in hosts.takeAckLatencies() + edges.takeAckLatencies() {
+        for seconds in sessions.hosts.takeAckLatencies() + sessions.edges.takeAckLatencies() {
           registry.histogram("hostnat_controller_push_to_ack_seconds").record(seconds)
         }
         try? await Task.sleep(for: .seconds(1))

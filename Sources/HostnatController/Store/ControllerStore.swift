@@ -206,13 +206,31 @@ public final class ControllerStore: Sendable {
   }
 
   /// Runs `body` as one transaction: all of it is durable when this returns, or none of it.
+  /// Blocks the calling thread through the fsync: for startup, tools and tests. Work on the
+  /// cooperative pool uses `commit`.
   public func write<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
     try queue.write { db in try body(StoreTransaction(db: db)) }
   }
 
-  /// Runs `body` against a consistent snapshot.
+  /// Runs `body` against a consistent snapshot, blocking the calling thread (see `write`).
   public func read<T>(_ body: (StoreReader) throws -> T) throws -> T {
     try queue.read { db in try body(StoreReader(db: db)) }
+  }
+
+  /// `write` on the database's own serial queue: the caller suspends instead of blocking a
+  /// thread of the cooperative pool through SQLite's fsync (synchronous=FULL). Transactions run
+  /// one at a time in the order they were asked for; all of one is durable when this returns,
+  /// or none of it.
+  public func commit<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
+    // In a task of its own, which the caller's cancellation does not reach: GRDB would interrupt
+    // a cancelled write, and a change once asked for is carried through, as a blocking write was.
+    let queue = self.queue
+    return try await Task { try await queue.write { db in try body(StoreTransaction(db: db)) } }.value
+  }
+
+  /// `read` on the database's own serial queue, suspending the caller (see `commit`).
+  public func fetch<T: Sendable>(_ body: @escaping @Sendable (StoreReader) throws -> T) async throws -> T {
+    try await queue.read { db in try body(StoreReader(db: db)) }
   }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HostnatAdminCLI
 import HostnatController
 import Logging
 
@@ -32,8 +33,8 @@ struct ControllerCommand: AsyncParsableCommand {
 
   func run() async throws {
     guard let level = Logger.Level(rawValue: logLevel) else {
-      FileHandle.standardError.write(Data("hostnat controller: --log-level: \"\(logLevel)\" is not trace, debug, info, notice, warning, error or critical\n".utf8))
-      throw ExitCode(2)
+      throw CommandError(flag: "--log-level", reason: "\"\(logLevel)\" is not trace, debug, info, notice, warning, error or critical")
+        .exit("hostnat controller:", status: 2)
     }
     LoggingSystem.bootstrap { label in
       var handler = StreamLogHandler.standardError(label: label)
@@ -51,7 +52,7 @@ struct ControllerCommand: AsyncParsableCommand {
         dataDirectory: dataDir, host: host, port: port, autoPools: pools, heartbeat: .milliseconds(heartbeatMs))
       options.traceControl = traceControl
       if let metrics {
-        let (metricsHost, metricsPort) = try ControllerOptions.parseListen(metrics)
+        let (metricsHost, metricsPort) = try ControllerOptions.parseListen(metrics, flag: "--metrics")
         options.metrics = (metricsHost, metricsPort)
       }
       let dataDir = self.dataDir
@@ -60,8 +61,7 @@ struct ControllerCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data("controller listening on \(host):\(port) data-dir \(dataDir)\n".utf8))
       }
     } catch let error as ControllerStartError {
-      FileHandle.standardError.write(Data("hostnat controller: \(error)\n".utf8))
-      throw ExitCode(2)
+      throw CommandError(.startFailed, error.description, cause: error).exit("hostnat controller:", status: 2)
     }
   }
 }

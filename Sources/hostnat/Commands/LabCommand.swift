@@ -11,7 +11,7 @@ struct LabCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "lab",
     abstract: "A local hostnat cluster: controller, host agents, edge and VMs as processes on loopback.",
-    subcommands: [LabUp.self, LabStatusCommand.self, LabDown.self, LabDemo.self, LabChaos.self, LabScenario.self, LabTopCommand.self, LabExec.self])
+    subcommands: [LabUp.self, LabStatusCommand.self, LabDown.self, LabDemo.self, LabChaos.self, LabScenarioCommand.self, LabTopCommand.self, LabExec.self])
 }
 
 /// Runs a lab operation, printing a lab error as one line and exiting 1.
@@ -75,20 +75,14 @@ struct LabDown: AsyncParsableCommand {
 struct LabDemo: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "demo",
-    abstract: "Cloud NAT's central claim, live: kill the controller under traffic, change NAT meanwhile, restart, resync.")
+    abstract: DemoScenario().summary)
   @Option(help: "The lab's directory (default: a fresh temporary one).") var dir: String?
   @Flag(help: "Print the report as one JSON object.") var json = false
   @Option(help: "Seconds of traffic in each phase.") var phaseSeconds: Double = 4
 
   func run() async throws {
     try await labMain {
-      let directory: String = dir ?? (NSTemporaryDirectory() + "hostnat-demo-\(getpid())")
-      let quiet = json
-      let say: @Sendable (String) -> Void = { line in if !quiet { print(line) } }
-      let runner = LabDemoRunner(lab: Lab(dir: directory, say: say), phaseSeconds: phaseSeconds)
-      let report = try await runner.run()
-      if quiet { print(report.json()) }
-      if !report.passed { throw ExitCode(1) }
+      try await runScenario(DemoScenario(phaseSeconds: phaseSeconds), dir: dir ?? (NSTemporaryDirectory() + "hostnat-demo-\(getpid())"), json: json)
     }
   }
 }
@@ -119,7 +113,7 @@ struct LabChaosSignal: AsyncParsableCommand {
   }
 }
 
-struct LabScenario: AsyncParsableCommand {
+struct LabScenarioCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "scenario",
     abstract: "Run a failure scenario under traffic, measure, heal and report (exit 0 only if it passed).")
@@ -131,36 +125,28 @@ struct LabScenario: AsyncParsableCommand {
   func run() async throws {
     try await labMain {
       if list || name == nil {
-        let width = (Scenario.all.map(\.name.count).max() ?? 0) + 2
-        for s in Scenario.all { print(s.name.padding(toLength: width, withPad: " ", startingAt: 0) + s.summary) }
-        for (name, summary) in [(ServerlessEgressRunner.name, ServerlessEgressRunner.summary), (VPCEdgesRunner.name, VPCEdgesRunner.summary)] {
-          print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "(own lab: deploy/lab/serverless.yaml) " + summary)
+        let width = (LabScenarios.all.map(\.name.count).max() ?? 0) + 2
+        for s in LabScenarios.all {
+          let lab = s.joinsRunningLab ? "" : "(own lab: \(s.topology.file)) "
+          print(s.name.padding(toLength: width, withPad: " ", startingAt: 0) + lab + s.summary)
         }
         return
       }
-      let directory: String = dir ?? (NSTemporaryDirectory() + "hostnat-scenario-\(getpid())")
-      let quiet = json
-      let say: @Sendable (String) -> Void = { line in if !quiet { print(line) } }
-      if name == ServerlessEgressRunner.name {
-        let report = try await ServerlessEgressRunner(lab: Lab(dir: directory, say: say)).run()
-        if quiet { print(report.json()) }
-        if !report.passed { throw ExitCode(1) }
-        return
+      guard let scenario = LabScenarios.named(name ?? "") else {
+        throw LabError("no scenario \(name ?? ""); known: \(LabScenarios.all.map(\.name).joined(separator: ", "))")
       }
-      if name == VPCEdgesRunner.name {
-        let report = try await VPCEdgesRunner(lab: Lab(dir: directory, say: say)).run()
-        if quiet { print(report.json()) }
-        if !report.passed { throw ExitCode(1) }
-        return
-      }
-      guard let scenario = Scenario.named(name ?? "") else {
-        throw LabError("no scenario \(name ?? ""); known: \((Scenario.all.map(\.name) + [ServerlessEgressRunner.name, VPCEdgesRunner.name]).joined(separator: ", "))")
-      }
-      let report = try await ScenarioRunner(lab: Lab(dir: directory, say: say), scenario: scenario).run()
-      if quiet { print(report.json()) }
-      if !report.passed { throw ExitCode(1) }
+      try await runScenario(scenario, dir: dir ?? (NSTemporaryDirectory() + "hostnat-scenario-\(getpid())"), json: json)
     }
   }
+}
+
+/// Runs a scenario in `dir`: its progress on stdout, or only its report as one JSON line with
+/// `json`; exits 1 unless it passed.
+func runScenario(_ scenario: any LabScenario, dir: String, json: Bool) async throws {
+  let say: @Sendable (String) -> Void = { line in if !json { print(line) } }
+  let report = try await scenario.run(on: Lab(dir: dir, say: say))
+  if json { print(report.json()) }
+  if !report.passed { throw ExitCode(1) }
 }
 
 struct LabChaosControl: AsyncParsableCommand {

@@ -29,13 +29,13 @@ struct LogsRead: AsyncParsableCommand {
       guard limit > 0 else { throw LabError("--limit: must be positive") }
       let state = try LabState.load(Lab(dir: lab.dir).dir)
       let files = state.processes.filter { $0.name.hasPrefix("agent/") }.map { $0.stateDir + "/nat.log" }
-      let result: NatLogReadResult
+      let result: NATLogReadResult
       do {
-        result = try NatLogReader.read(files: files, filter: filter, limit: limit)
+        result = try NATLogReader.read(files: files, filter: filter, limit: limit)
       } catch {
         throw LabError("--filter: \(error)")
       }
-      print(format == "json" ? NatLogReader.json(result.lines) : NatLogReader.table(result.lines))
+      print(format == "json" ? NATLogReader.json(result.lines) : NATLogReader.table(result.lines))
       if result.malformed > 0 {
         FileHandle.standardError.write(Data("\(result.malformed) malformed log lines skipped\n".utf8))
       }

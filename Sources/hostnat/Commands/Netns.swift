@@ -1,3 +1,4 @@
+import HostnatAddressing
 import ArgumentParser
 import Foundation
 import HostnatDataplane

@@ -1,5 +1,7 @@
+public import HostnatAddressing
 public import ArgumentParser
 import HostnatAgent
+import HostnatContracts
 public import HostnatDataplane
 import Logging
 import ServiceLifecycle
@@ -8,22 +10,21 @@ import HostnatInternet
 import HostnatLab
 import HostnatTrace
 
-/// Runs one long-lived role until SIGTERM or SIGINT, then lets it stop cleanly.
-struct RoleService: Service {
-  let body: @Sendable () async -> Void
-  func run() async throws {
-    await cancelWhenGracefulShutdown { await body() }
-  }
-}
-
-func runRole(_ label: String, _ body: @escaping @Sendable () async -> Void) async throws {
+/// Runs one role's service until SIGTERM or SIGINT, then lets it stop cleanly (each role is a
+/// service whose children stop in order on graceful shutdown).
+func runRole(_ label: String, _ service: some Service) async throws {
   var logger = Logger(label: "hostnat.\(label)")
   logger.logLevel = .notice
   let group = ServiceGroup(configuration: .init(
-    services: [.init(service: RoleService(body: body))],
+    services: [.init(service: service)],
     gracefulShutdownSignals: [.sigterm, .sigint],
     logger: logger))
   try await group.run()
+}
+
+/// Runs a body with no children of its own (the netns bridges) until SIGTERM or SIGINT cancels it.
+func runRole(_ label: String, _ body: @escaping @Sendable () async -> Void) async throws {
+  try await runRole(label, ClosureService { await cancelWhenGracefulShutdown { await body() } })
 }
 
 extension SocketAddress: ExpressibleByArgument {
@@ -51,8 +52,7 @@ struct AgentCommand: AsyncParsableCommand {
     options.trace = try traceControl.map { path in try openTrace(path, side: "agent", name: hostId) }
     let agent = try HostAgent(options: options)
     print("agent \(hostId) underlay \(agent.underlayAddress) controller \(controller) config v\(agent.link.status.appliedVersion) flow table \(agent.flowTableAttached ? "attached" : "new")")
-    try await runRole("agent") { await agent.run() }
-    agent.stop()
+    try await runRole("agent", agent)
     print("agent \(hostId) stopped")
   }
 }
@@ -80,8 +80,7 @@ struct EdgeCommand: AsyncParsableCommand {
     if !server.isEmpty { options.servers = try server.map { try ServiceNames.parseServer($0) } }
     let edge = try EdgeNode(options: options)
     print("edge underlay \(edge.underlayAddress) controller \(controller) servers \(options.servers.map { "\($0.ip)" }.joined(separator: ","))")
-    try await runRole("edge") { await edge.run() }
-    edge.stop()
+    try await runRole("edge", edge)
     print("edge stopped")
   }
 }
@@ -98,19 +97,34 @@ struct ControlProxyCommand: AsyncParsableCommand {
 
   func run() async throws {
     func split(_ text: String, _ flag: String) throws -> (String, Int) {
-      let parts = text.split(separator: ":")
-      guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("\(flag): \(text) is not HOST:PORT") }
-      return (String(parts[0]), port)
+      do {
+        let address = try SocketAddress.parse(text, flag: flag, allowPortZero: flag == "--listen")
+        return (address.host, Int(address.port))
+      } catch {
+        throw ValidationError(error.description)
+      }
     }
     let listenAddress = try split(listen, "--listen")
     let upstreamAddress = try split(upstream, "--upstream")
     let proxy = ControlProxy(faultsPath: faults, statusPath: status)
     let upstreamText = upstream
-    try await runRole("control-proxy") {
+    try await runRole("control-proxy", ControlProxyService(proxy: proxy, listen: listenAddress, upstream: upstreamAddress) { port in
+      print("control-proxy listening on \(listenAddress.0):\(port) upstream \(upstreamText)")
+    })
+  }
+}
+
+/// The control proxy as a service: forwards until graceful shutdown.
+struct ControlProxyService: Service {
+  let proxy: ControlProxy
+  let listen: (String, Int)
+  let upstream: (String, Int)
+  let ready: @Sendable (Int) -> Void
+
+  func run() async throws {
+    await cancelWhenGracefulShutdown {
       do {
-        try await proxy.run(listen: listenAddress, upstream: upstreamAddress) { port in
-          print("control-proxy listening on \(listenAddress.0):\(port) upstream \(upstreamText)")
-        }
+        try await proxy.run(listen: listen, upstream: upstream, ready: ready)
       } catch {
         print("control-proxy: \(error)")
       }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HostnatAddressing
 import HostnatTrace
 
 /// `hostnat trace`: read and re-run control traces written with `--trace-control`.
@@ -73,9 +74,11 @@ struct TraceReplayCommand: AsyncParsableCommand {
     } catch {
       throw traceFailure(error.description)
     }
-    let parts = listen.split(separator: ":")
-    guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else {
-      throw traceFailure("--listen: \(listen) is not HOST:PORT")
+    let address: SocketAddress
+    do {
+      address = try SocketAddress.parse(listen, flag: "--listen", allowPortZero: true)
+    } catch {
+      throw traceFailure(error.description)
     }
     guard let mode = ReplayOptions.Versions(rawValue: versions) else {
       throw traceFailure("--versions: \(versions) is not rebase or recorded")
@@ -83,8 +86,8 @@ struct TraceReplayCommand: AsyncParsableCommand {
     guard connectTimeout > 0, answerTimeout > 0 else { throw traceFailure("--connect-timeout and --answer-timeout must be positive") }
     var options = ReplayOptions(agent: agent)
     options.from = from
-    options.host = String(parts[0])
-    options.port = port
+    options.host = address.host
+    options.port = Int(address.port)
     options.versions = mode
     options.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
     options.answerTimeout = .milliseconds(Int64(answerTimeout * 1000))

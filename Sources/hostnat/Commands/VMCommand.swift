@@ -1,6 +1,8 @@
+public import HostnatAddressing
 public import ArgumentParser
-import HostnatAgent
+import HostnatContracts
 import HostnatDataplane
+import HostnatVM
 public import HostnatPackets
 
 extension IPv4Address: ExpressibleByArgument {
@@ -32,8 +34,7 @@ struct VMCommand: AsyncParsableCommand {
     options.pingPps = pingPps
     let vm = try VMNode(options: options)
     print("vm \(name) \(ip) on \(hostId) via agent \(agent)")
-    try await runRole("vm") { await vm.run() }
-    vm.stop()
+    try await runRole("vm", vm)
     let summary = VMSummary(vm.report)
     print("vm \(name) stopped: sent \(summary.sent) received \(summary.received) lost \(summary.lost)")
   }
