@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 public import HostnatContracts
 public import HostnatEngine
 import HostnatDataplane

@@ -2,7 +2,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import HostnatContracts
-public import HostnatProto
+import HostnatProto
 import HostnatTrace
 import ServiceLifecycle
 import SwiftProtobuf
@@ -10,7 +10,7 @@ import Synchronization
 
 /// One side of a control protocol as a node speaks it: the RPC, and how the node's messages carry
 /// the hello and heartbeats. Agent and edge each have one; `ControlStreamClient` does the rest.
-protocol ControlProtocol {
+protocol ControlProtocol: SendableMetatype {
   associatedtype Outgoing: SwiftProtobuf.Message & Sendable
   associatedtype Incoming: SwiftProtobuf.Message & Sendable
   /// The bidirectional `Connect` RPC.

@@ -3,12 +3,12 @@ import Foundation
 public import HostnatContracts
 public import HostnatDataplane
 public import HostnatInternet
-public import HostnatPackets
+import HostnatPackets
 public import HostnatProto
 import HostnatMetrics
 import HostnatTelemetry
 public import HostnatTrace
-public import Logging
+import Logging
 public import ServiceLifecycle
 
 /// How to start the edge (`hostnat edge`).

@@ -3,11 +3,11 @@ import Foundation
 public import HostnatContracts
 public import HostnatDataplane
 import HostnatEngine
-public import HostnatPackets
+import HostnatPackets
 public import HostnatProto
 import HostnatTelemetry
 public import HostnatTrace
-public import Logging
+import Logging
 public import ServiceLifecycle
 import SwiftProtobuf
 import Synchronization

@@ -1,6 +1,6 @@
 import HostnatAddressing
 import HostnatMetrics
-public import Logging
+import Logging
 import ServiceLifecycle
 
 /// Runs a data-plane process's child services (agent or edge) until graceful shutdown. They start

@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 public import HostnatEngine
 import HostnatPackets
 public import HostnatProto

@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 import HostnatEngine
 import HostnatPackets
 

@@ -1,5 +1,5 @@
 package import Glibc
-public import HostnatPackets
+import HostnatPackets
 public import HostnatAddressing
 internal import Synchronization
 

@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 public import HostnatProto
 
 /// Checks of names and references that the planner cannot make (it sees no addresses and no

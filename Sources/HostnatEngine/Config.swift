@@ -1,5 +1,5 @@
 public import HostnatAddressing
-public import HostnatPackets
+import HostnatPackets
 
 /// Idle timeouts of a NAT gateway (Cloud NAT defaults; RFC 4787/5382/5508 recommend longer ones).
 public struct NATTimeouts: Sendable, Hashable {

@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 import HostnatPackets
 
 // VPC policy: firewall, routes, Private Google Access (the tables are in Policy.swift).

@@ -1,5 +1,5 @@
 public import HostnatAddressing
-public import HostnatPackets
+import HostnatPackets
 
 /// A flow as seen from outside the engine (tests, admin tools). Not used on the packet path.
 public struct FlowSnapshot: Sendable, Hashable {

@@ -1,5 +1,5 @@
 public import HostnatAddressing
-public import HostnatPackets
+import HostnatPackets
 
 /// One NAT log event (Cloud NAT's log entry): a new translation or a drop.
 @frozen

@@ -1,5 +1,5 @@
 public import HostnatAddressing
-public import HostnatPackets
+import HostnatPackets
 
 // The VPC network around the VMs: firewall rules, custom routes and Private Google Access, as the
 // host applies them around Cloud NAT (egress rules before NAT, ingress rules after the NAT IP is

@@ -1,5 +1,5 @@
 public import HostnatAddressing
-public import HostnatPackets
+import HostnatPackets
 
 /// A service an emulated Internet server offers (each on its well-known port).
 public enum ServiceKind: String, Sendable, Hashable, Codable, CaseIterable {

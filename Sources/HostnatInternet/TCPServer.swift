@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 import HostnatPackets
 
 struct ConnectionKey: Hashable {

@@ -3,7 +3,7 @@ import Foundation
 import HostnatContracts
 import HostnatInternet
 import HostnatDataplane
-public import HostnatPackets
+import HostnatPackets
 import HostnatProto
 import HostnatWorkload
 import SwiftProtobuf

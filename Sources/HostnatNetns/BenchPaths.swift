@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 internal import Foundation
 internal import Glibc
 internal import HostnatDataplane

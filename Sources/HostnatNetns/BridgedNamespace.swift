@@ -1,6 +1,6 @@
 public import HostnatAddressing
 public import HostnatDataplane
-public import HostnatPackets
+import HostnatPackets
 internal import Synchronization
 
 /// One namespace of namespaces mode with everything it needs: the namespace, a TUN device in it

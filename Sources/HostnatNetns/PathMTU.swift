@@ -1,5 +1,5 @@
 public import HostnatAddressing
-public import HostnatPackets
+import HostnatPackets
 
 /// Path MTU on the way into a TUN device: what a router does with a packet too big for the next
 /// link. Pure functions over caller-owned buffers (no allocation), so the bridge calls them per

@@ -1,7 +1,7 @@
 public import HostnatAddressing
 internal import Glibc
 public import HostnatDataplane
-public import HostnatPackets
+import HostnatPackets
 internal import Synchronization
 
 /// How a `TUNBridge` pumps packets.

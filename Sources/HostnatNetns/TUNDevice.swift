@@ -1,6 +1,6 @@
 public import HostnatAddressing
 internal import Glibc
-public import HostnatPackets
+import HostnatPackets
 internal import Synchronization
 
 /// A TUN device (IFF_TUN | IFF_NO_PI: whole IPv4/IPv6 packets, no packet-info prefix) living in a

@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 
 /// ICMP message types this project understands (RFC 792).
 public enum ICMPType {

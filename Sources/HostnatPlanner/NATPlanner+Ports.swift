@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 
 // Dynamic port allocation and quarantine: the calls the controller makes between intent changes.
 

@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 
 // Read side: what hosts get pushed and what the admin API shows.
 

@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 
 // The match expressions of NAT rules. Cloud NAT takes a CEL expression but documents only a small
 // subset for Public NAT rules: equality with one destination address and `inIpRange` over

@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 
 /// The planner's allocations, serialisable, so that a controller can restart (or a standby take
 /// over) and plan again without moving anyone's ports: `NATPlanner(intent:restoring:)`.

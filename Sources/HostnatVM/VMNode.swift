@@ -1,6 +1,6 @@
 public import HostnatAddressing
 import Foundation
-public import HostnatContracts
+import HostnatContracts
 public import HostnatDataplane
 public import HostnatInternet
 import HostnatPackets

@@ -1,5 +1,5 @@
 public import HostnatAddressing
-public import HostnatPackets
+import HostnatPackets
 
 /// One stream of traffic a VM generates. Build with the static constructors (`.udpEcho(...)` etc.).
 public struct FlowSpec: Sendable, Hashable, Codable {

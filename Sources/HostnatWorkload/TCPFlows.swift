@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 import HostnatPackets
 
 /// One long-lived echo connection: a write every interval, the echo checked byte for byte,

@@ -1,6 +1,6 @@
 // What every test target needs once: a seeded generator, address literals, and a bounded wait.
 public import HostnatAddressing
-public import HostnatPackets
+import HostnatPackets
 import Foundation
 
 /// Reproducible random inputs for property and fuzz tests: the modules' own SplitMix64, so a

@@ -1,5 +1,5 @@
 public import GRPCCore
-public import HostnatAddressing
+import HostnatAddressing
 import HostnatDesiredState
 import SwiftProtobuf
 public import HostnatProto

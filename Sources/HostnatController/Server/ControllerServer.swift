@@ -2,7 +2,7 @@ import Foundation
 import GRPCCore
 import HostnatMetrics
 import GRPCNIOTransportHTTP2
-public import HostnatAddressing
+import HostnatAddressing
 import HostnatDesiredState
 import HostnatProto
 import HostnatTrace

@@ -1,4 +1,4 @@
-public import HostnatAddressing
+import HostnatAddressing
 import Foundation
 import HostnatContracts
 import HostnatDesiredState

@@ -1,8 +1,8 @@
-public import HostnatAddressing
-public import ArgumentParser
+import HostnatAddressing
+import ArgumentParser
 import HostnatAgent
 import HostnatContracts
-public import HostnatDataplane
+import HostnatDataplane
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -25,10 +25,6 @@ func runRole(_ label: String, _ service: some Service) async throws {
 /// Runs a body with no children of its own (the netns bridges) until SIGTERM or SIGINT cancels it.
 func runRole(_ label: String, _ body: @escaping @Sendable () async -> Void) async throws {
   try await runRole(label, ClosureService { await cancelWhenGracefulShutdown { await body() } })
-}
-
-extension SocketAddress: ExpressibleByArgument {
-  public init?(argument: String) { self.init(argument) }
 }
 
 struct AgentCommand: AsyncParsableCommand {

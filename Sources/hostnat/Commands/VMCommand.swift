@@ -1,13 +1,9 @@
-public import HostnatAddressing
-public import ArgumentParser
+import HostnatAddressing
+import ArgumentParser
 import HostnatContracts
 import HostnatDataplane
 import HostnatVM
-public import HostnatPackets
-
-extension IPv4Address: ExpressibleByArgument {
-  public init?(argument: String) { self.init(argument) }
-}
+import HostnatPackets
 
 struct VMCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
