@@ -30,9 +30,4 @@ public struct EdgeControlService: Hostnat_V1_EdgeControlService.SimpleServicePro
   ) async throws {
     try await stream.run(request: request, response: response, remote: context.remotePeer)
   }
-
-  /// Pushes the routing snapshot to every connected edge (or to one).
-  public func push(_ config: Hostnat_V1_EdgeConfig, to edgeID: String? = nil) {
-    registry.push(config, to: edgeID)
-  }
 }
