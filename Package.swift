@@ -32,6 +32,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
   ],
   targets: [
     // Pure modules: no I/O, no dependencies outside the standard library.
@@ -63,6 +64,18 @@ let package = Package(
       swiftSettings: strict
     ),
 
+    // The control protocol's rules both ends apply, with no I/O: fencing tokens and digests,
+    // feature negotiation, inventories, and the bounds every number from the wire must keep.
+    .target(
+      name: "HostnatControlRules",
+      dependencies: [
+        "HostnatAddressing", "HostnatProto",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "Crypto", package: "swift-crypto"),
+      ],
+      swiftSettings: strict
+    ),
+
     // The desired state, computed from intent with no I/O (as OVN's northd): intent checks, the
     // mapping onto the planner, the VPC model and fabric, and the per-host and edge snapshots.
     .target(
@@ -80,6 +93,7 @@ let package = Package(
       name: "HostnatController",
       dependencies: [
         "HostnatProto", "HostnatPlanner", "HostnatDesiredState", "HostnatAddressing", "HostnatMetrics", "HostnatTrace",
+        "HostnatControlRules",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRDB", package: "GRDB.swift"),
@@ -157,6 +171,7 @@ let package = Package(
       dependencies: ["HostnatAddressing", 
         "HostnatContracts",
         "HostnatDataplane", "HostnatEngine", "HostnatPackets", "HostnatProto", "HostnatInternet", "HostnatMetrics", "HostnatTelemetry", "HostnatTrace",
+        "HostnatControlRules",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -221,6 +236,9 @@ let package = Package(
     .testTarget(name: "HostnatInternetTests", dependencies: ["HostnatAddressing", "HostnatTestSupport", "HostnatInternet", "HostnatPackets"], swiftSettings: strict),
     .testTarget(name: "HostnatWorkloadTests", dependencies: ["HostnatAddressing", "HostnatTestSupport", "HostnatWorkload", "HostnatInternet", "HostnatPackets"], swiftSettings: strict),
     .testTarget(name: "HostnatDataplaneTests", dependencies: ["HostnatTestSupport", "HostnatAddressing", "HostnatDataplane", "HostnatEngine", "HostnatPackets"], swiftSettings: strict),
+    .testTarget(name: "HostnatControlRulesTests", dependencies: [
+      "HostnatControlRules", "HostnatProto", "HostnatAddressing", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ], swiftSettings: strict),
     .testTarget(name: "HostnatPlannerTests", dependencies: ["HostnatTestSupport", "HostnatAddressing", "HostnatPlanner"], swiftSettings: strict),
     .testTarget(name: "HostnatControllerTests", dependencies: ["HostnatAddressing", 
       "HostnatController", "HostnatDesiredState", "HostnatProto", "HostnatPlanner",

@@ -16,7 +16,7 @@ DOC = os.path.join(ROOT, "docs", "architecture.md")
 BEGIN, END = "<!-- module-graph:begin (scripts/module-graph.py --write) -->", "<!-- module-graph:end -->"
 # Modules with no I/O: they take time as a parameter and are tested with a manual clock.
 PURE = {"HostnatAddressing", "HostnatPackets", "HostnatEngine", "HostnatPlanner", "HostnatInternet",
-        "HostnatWorkload", "HostnatDesiredState"}
+        "HostnatWorkload", "HostnatDesiredState", "HostnatControlRules"}
 
 
 def targets():

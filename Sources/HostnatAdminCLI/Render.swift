@@ -71,13 +71,26 @@ enum Render {
     }
   }
 
-  static func hosts(_ items: [Hostnat_V1_HostStatus], format: OutputFormat) {
+  static func hosts(_ response: Hostnat_V1_ListHostsResponse, format: OutputFormat) {
+    let items = response.hosts
+    if format == .table {
+      Console.err("controller store \(response.storeID.prefix(12)) epoch \(response.epoch), fencing \(response.fencingMode), \(response.conflictingBlocks) conflicting block(s)\n")
+    }
     many(items, format: format, single: false, defaults: ["connected": .bool(false)]) {
-      var table = Table(["HOST", "KIND", "CONNECTED", "LATEST", "SENT", "ACKED", "VMS", "LAST_NACK"])
+      // NOTE: what needs the operator first (an alarm, a conflict, a held-back config, a NACK);
+      // `--format json` has every field.
+      var table = Table(["HOST", "KIND", "CONNECTED", "LATEST", "SENT", "ACKED", "VMS", "BLOCKS", "NOTE"])
       for h in items {
+        var notes: [String] = []
+        if !h.alarm.isEmpty { notes.append(h.alarm) }
+        if !h.conflictingBlocks.isEmpty { notes.append("\(h.conflictingBlocks.count) conflicting") }
+        if h.quarantinedBlocks > 0 { notes.append("\(h.quarantinedBlocks) quarantined") }
+        if h.fenced { notes.append("was fenced") }
+        if !h.heldBack.isEmpty { notes.append("held back: \(h.heldBack)") }
+        if !h.lastNackReason.isEmpty { notes.append(h.lastNackReason) }
         table.add([
           h.hostID, h.kind == .edge ? "EDGE" : "AGENT", h.connected ? "yes" : "no", "\(h.latestVersion)",
-          "\(h.lastVersionSent)", "\(h.lastVersionAcked)", "\(h.instances)", h.lastNackReason,
+          "\(h.lastVersionSent)", "\(h.lastVersionAcked)", "\(h.instances)", "\(h.heldBlocks)", notes.joined(separator: "; "),
         ])
       }
       return table

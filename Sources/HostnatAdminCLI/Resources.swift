@@ -226,7 +226,7 @@ extension InstancesCommand {
 /// `hostnat hosts list`: every agent and edge the controller knows, with config versions.
 struct HostsCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "hosts", abstract: "Hosts (agents and edges) and their config versions.", subcommands: [List.self])
+    commandName: "hosts", abstract: "Hosts (agents and edges) and their config versions.", subcommands: [List.self, Forget.self])
 
   struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List hosts: connected, versions sent and acknowledged, last NACK.")
@@ -235,7 +235,25 @@ struct HostsCommand: AsyncParsableCommand {
     func run() async throws {
       try await AdminSession(command: "hosts.list", global: global).run { admin in
         let response = try await admin.listHosts(.init(), options: AdminSession.callOptions)
-        Render.hosts(response.hosts, format: global.format ?? .table)
+        Render.hosts(response, format: global.format ?? .table)
+      }
+    }
+  }
+
+  /// `hosts forget HOST`: like deleting a dead node; warns, because a host that is only cut off
+  /// may still be translating on the blocks this frees.
+  struct Forget: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Declare a host gone for good: free the port blocks waiting for it to acknowledge (only for a host that is really dead).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The host id.") var host: String
+
+    func run() async throws {
+      try await AdminSession(command: "hosts.forget", global: global).run { admin in
+        let response = try await admin.forgetHost(.with { $0.hostID = host }, options: AdminSession.callOptions)
+        Console.err("WARNING: forgetting \(host) frees its port blocks for other hosts; if it is only cut off and still running, two hosts may use the same NAT IP:port (in lease mode it has fenced itself once its lease ran out).\n")
+        for warning in response.warnings { Console.err("WARNING: \(warning)\n") }
+        Console.err("Forgot [hosts/\(host)]: \(response.releasedBlocks) port block(s) freed.\n")
       }
     }
   }

@@ -1,4 +1,5 @@
 import HostnatContracts
+import HostnatControlRules
 import SwiftProtobuf
 import Synchronization
 
@@ -16,18 +17,19 @@ final class AppliedSnapshot<Config: SwiftProtobuf.Message & Sendable>: Sendable 
 
   let file: StateFile<Config>
   let link: ControlLink
-  let versionOf: @Sendable (Config) -> UInt64
+  let tokenOf: @Sendable (Config) -> FencingToken
   private let current: Mutex<Config?>
 
   /// Starts from the snapshot loaded from `file` (nil: none yet).
-  init(file: StateFile<Config>, loaded: Config?, link: ControlLink, version: @escaping @Sendable (Config) -> UInt64) {
+  init(file: StateFile<Config>, loaded: Config?, link: ControlLink, token: @escaping @Sendable (Config) -> FencingToken) {
     self.file = file
     self.link = link
-    versionOf = version
+    tokenOf = token
     current = Mutex(loaded)
     if let loaded {
       link.update {
-        $0.appliedVersion = version(loaded)
+        $0.appliedVersion = token(loaded).version
+        $0.appliedEpoch = token(loaded).epoch
         $0.appliedAtMs = nowMs()
       }
     }
@@ -35,23 +37,32 @@ final class AppliedSnapshot<Config: SwiftProtobuf.Message & Sendable>: Sendable 
 
   var value: Config? { current.withLock { $0 } }
 
-  /// The version in force (0: none).
-  var version: UInt64 { value.map(versionOf) ?? 0 }
+  /// The token in force (`.none`: nothing held).
+  var token: FencingToken { value.map(tokenOf) ?? .none }
 
-  /// Offers a pushed snapshot. `install` puts it in force in the data plane or throws to refuse
-  /// it; `restore` puts the previous one back when the snapshot cannot be saved. Pushes come one
-  /// at a time from the stream task.
-  func offer(_ config: Config, install: (Config) throws -> Void, restore: (Config?) -> Void) -> Answer {
+  /// The version in force (0: none).
+  var version: UInt64 { token.version }
+
+  /// Offers a pushed snapshot (control.proto rule 1: tokens only go up). `install` puts it in
+  /// force in the data plane or throws to refuse it; `restore` puts the previous one back when
+  /// the snapshot cannot be saved; `reinstate` is called for the snapshot already held (after a
+  /// reconnect), so a node that fenced itself can take it up again. Pushes come one at a time
+  /// from the stream task.
+  func offer(
+    _ config: Config, install: (Config) throws -> Void, restore: (Config?) -> Void, reinstate: (Config) -> Void = { _ in }
+  ) -> Answer {
     let previous = value
-    let held = previous.map(versionOf) ?? 0
-    let version = versionOf(config)
+    let held = previous.map(tokenOf) ?? .none
+    let offered = tokenOf(config)
     let answer: Answer
-    if version < held {
-      answer = .nack("stale version \(version) < \(held)")
-    } else if version == held, previous != nil {
+    switch previous == nil ? .apply : held.verdict(on: offered) {
+    case .refuse(let reason):
+      answer = .nack(reason)
+    case .unchanged:
+      reinstate(previous!)
       answer = .ack  // after every reconnect: nothing to change
-    } else {
-      answer = apply(config, version: version, previous: previous, install: install, restore: restore)
+    case .apply:
+      answer = apply(config, token: offered, previous: previous, install: install, restore: restore)
     }
     link.update { status in
       switch answer {
@@ -65,7 +76,7 @@ final class AppliedSnapshot<Config: SwiftProtobuf.Message & Sendable>: Sendable 
   }
 
   private func apply(
-    _ config: Config, version: UInt64, previous: Config?, install: (Config) throws -> Void, restore: (Config?) -> Void
+    _ config: Config, token: FencingToken, previous: Config?, install: (Config) throws -> Void, restore: (Config?) -> Void
   ) -> Answer {
     do {
       try install(config)
@@ -81,7 +92,8 @@ final class AppliedSnapshot<Config: SwiftProtobuf.Message & Sendable>: Sendable 
     }
     current.withLock { $0 = config }
     link.update {
-      $0.appliedVersion = version
+      $0.appliedVersion = token.version
+      $0.appliedEpoch = token.epoch
       $0.appliedAtMs = nowMs()
     }
     return .ack

@@ -2,6 +2,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import HostnatContracts
+import HostnatControlRules
 import HostnatProto
 import HostnatTrace
 import ServiceLifecycle
@@ -22,24 +23,33 @@ protocol ControlProtocol: SendableMetatype {
 }
 
 extension ControlProtocol {
-  /// The hello that opens every stream: who this node is, which boot, what it runs.
-  static func hello(nodeID: String, bootID: String, appliedVersion: UInt64, underlay: String) -> Outgoing {
+  /// The hello that opens every stream: who this node is, which boot, what it holds (token and
+  /// blocks, control.proto rules 1 and 9), what it understands (rule 10).
+  static func hello(
+    nodeID: String, bootID: String, applied: FencingToken, underlay: String, blocks: [Hostnat_V1_HeldBlock] = [], fenced: Bool = false
+  ) -> Outgoing {
     hello(.with {
       $0.hostID = nodeID
       $0.bootID = bootID
-      $0.appliedVersion = appliedVersion
+      $0.appliedVersion = applied.version
+      $0.appliedEpoch = applied.epoch
+      $0.appliedStoreID = applied.storeID
+      $0.appliedDigest = applied.digest
       $0.underlayAddress = underlay
       $0.softwareVersion = "hostnat"
+      $0.blocks = blocks
+      $0.features = ProtocolFeature.supported
+      $0.fenced = fenced
     })
   }
 
-  /// The answer to a push with `nonce` of `version`, `held` being the version in force before it.
-  static func answer(_ answer: SnapshotAnswer, nonce: String, version: UInt64, held: UInt64) -> Outgoing {
+  /// The answer to a push with `nonce` stamped `offered`, `held` being the version in force before it.
+  static func answer(_ answer: SnapshotAnswer, nonce: String, offered: FencingToken, held: UInt64) -> Outgoing {
     switch answer {
     case .ack:
-      ack(.with { $0.nonce = nonce; $0.version = version })
+      ack(.with { $0.nonce = nonce; $0.version = offered.version; $0.epoch = offered.epoch; $0.digest = offered.digest })
     case .nack(let reason):
-      nack(.with { $0.nonce = nonce; $0.version = version; $0.appliedVersion = held; $0.error = reason })
+      nack(.with { $0.nonce = nonce; $0.version = offered.version; $0.epoch = offered.epoch; $0.appliedVersion = held; $0.error = reason })
     }
   }
 }
@@ -192,6 +202,7 @@ final class ControlStreamClient<Control: ControlProtocol>: Service, Sendable {
         var first = true
         for try await message in messages {
           link.heard()
+          link.update { $0.lastMessageMs = nowMs() }
           if first {
             first = false
             link.update { $0.connected = true; $0.connects += 1; $0.lastError = nil }

@@ -1,6 +1,7 @@
 public import HostnatAddressing
 import Foundation
 public import HostnatContracts
+import HostnatControlRules
 public import HostnatDataplane
 public import HostnatInternet
 import HostnatPackets
@@ -25,6 +26,8 @@ public struct EdgeOptions: Sendable {
   /// A real Internet behind the edge (namespaces mode): packets for addresses none of `servers`
   /// answers go there as Geneve VNI 2, and what comes back is routed like a server's reply.
   public var uplink: SocketAddress?
+  /// Record every host's use of every NAT IP:port on the wire (STATE_DIR/wire-ownership.json).
+  public var recordOwnership = false
 
   public init(controller: String, underlay: SocketAddress, stateDir: String) {
     self.controller = controller
@@ -57,11 +60,12 @@ public final class EdgeNode: Service, Sendable {
     let socket = try UDPSocket(binding: options.underlay)
     dataplane = EdgeDataplane(socket: socket, servers: InternetServers(servers: options.servers))
     if let uplink = options.uplink { dataplane.setUplink(uplink, serverIPs: Set(options.servers.map(\.ip))) }
+    if options.recordOwnership { dataplane.setOwnershipRecording(true) }
     if let saved {
       let r = try Self.routes(saved)
       try dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients, fabric: r.fabric)
     }
-    applied = AppliedSnapshot(file: routesFile, loaded: saved, link: link) { $0.version }
+    applied = AppliedSnapshot(file: routesFile, loaded: saved, link: link) { $0.token }
     var logger = Logger(label: "hostnat.edge")
     logger.logLevel = .notice
     self.logger = logger
@@ -81,7 +85,7 @@ public final class EdgeNode: Service, Sendable {
       guard let host = SocketAddress(route.underlayAddress) else {
         throw ConfigRejection("natRoutes[\(i)].underlayAddress: \(route.underlayAddress.debugDescription) is not IP:PORT")
       }
-      guard route.count > 0, route.firstPort + route.count <= 65536 else {
+      guard route.count > 0, UInt64(route.firstPort) + UInt64(route.count) <= 65536 else {
         throw ConfigRejection("natRoutes[\(i)]: ports \(route.firstPort)+\(route.count) out of range")
       }
       routes.append(EdgeRoute(natIP: ip, firstPort: UInt16(route.firstPort), count: Int(route.count), host: host))
@@ -121,7 +125,11 @@ public final class EdgeNode: Service, Sendable {
   public func run() async throws {
     let control = ControlStreamClient<EdgeControl>(
       link: link, trace: options.trace,
-      hello: { EdgeControl.hello(nodeID: "edge", bootID: self.bootID, appliedVersion: self.applied.version, underlay: self.underlayAddress.description) },
+      hello: {
+        EdgeControl.hello(
+          nodeID: "edge", bootID: self.bootID, applied: self.applied.token, underlay: self.underlayAddress.description,
+          blocks: self.applied.value.map(Inventory.blocks(of:)) ?? [])
+      },
       handle: { message in
         if case .push(let push)? = message.message { return self.handlePush(push) }
         return nil
@@ -134,6 +142,7 @@ public final class EdgeNode: Service, Sendable {
         let stats = self.dataplane.stats()
         self.registry.update(edge: stats)
         self.writeStatus(stats)
+        self.writeOwnershipRecord()
       })
     stop()
   }
@@ -141,6 +150,13 @@ public final class EdgeNode: Service, Sendable {
   public func stop() {
     dataplane.stop()
     writeStatus()
+    writeOwnershipRecord()
+  }
+
+  /// The wire ownership record, when recording (`--record-ownership`).
+  func writeOwnershipRecord() {
+    guard options.recordOwnership else { return }
+    StatusFile.write(dataplane.ownershipRecord(), to: options.stateDir + "/wire-ownership.json")
   }
 
   public var status: EdgeStatus { status(dataplane.stats()) }
@@ -167,6 +183,6 @@ public final class EdgeNode: Service, Sendable {
         try? dataplane.setRoutes(r.routes, externalIPs: r.external, directClients: r.directClients, fabric: r.fabric)
       }
     }
-    return EdgeControl.answer(answer, nonce: push.nonce, version: config.version, held: held)
+    return EdgeControl.answer(answer, nonce: push.nonce, offered: config.token, held: held)
   }
 }

@@ -1,6 +1,7 @@
 public import HostnatAddressing
 import Foundation
 public import HostnatContracts
+import HostnatControlRules
 public import HostnatDataplane
 import HostnatEngine
 import HostnatPackets
@@ -64,6 +65,11 @@ public final class HostAgent: Service, Sendable {
   let telemetry: AgentTelemetry
   let metricsPort = Mutex<Int?>(nil)
   let demand = Mutex(DemandState())
+  /// Lease-mode fencing (control.proto rule 8).
+  let fence = Mutex(LeaseFence.normal)
+  /// When the controller was last heard before this process started (from the last status
+  /// file), so a restart does not reset the lease.
+  let heardBeforeStartMs: Int64
   let logger: Logger
 
   public init(options: AgentOptions) throws {
@@ -89,7 +95,8 @@ public final class HostAgent: Service, Sendable {
     dataplane.enableLog(capacity: 65_536)
     telemetry = try AgentTelemetry(stateDir: options.stateDir, hostID: options.hostID)
     if let saved { telemetry.setContext(saved) }
-    applied = AppliedSnapshot(file: configFile, loaded: saved, link: link) { $0.version }
+    applied = AppliedSnapshot(file: configFile, loaded: saved, link: link) { $0.token }
+    heardBeforeStartMs = StatusFile.read(AgentStatus.self, from: options.stateDir + "/status.json")?.control.lastMessageMs ?? 0
     var logger = Logger(label: "hostnat.agent")
     logger.logLevel = .notice
     self.logger = logger
@@ -104,7 +111,7 @@ public final class HostAgent: Service, Sendable {
   public func run() async throws {
     let control = ControlStreamClient<HostControl>(
       link: link, trace: options.trace,
-      hello: { HostControl.hello(nodeID: self.options.hostID, bootID: self.bootID, appliedVersion: self.applied.version, underlay: self.underlayAddress.description) },
+      hello: { self.hello() },
       handle: { self.handle($0) })
     try await runNodeServices(
       logger: logger, packetLoop: PacketLoopService(start: { self.dataplane.start() }, stop: { self.dataplane.stop() }),
@@ -120,6 +127,7 @@ public final class HostAgent: Service, Sendable {
   func tick(_ control: ControlStreamClient<HostControl>) {
     let stats = dataplane.stats()
     let config = applied.value
+    enforceLease(config, now: nowMs())
     let usage = config.map { PortDemand.all($0, flows: dataplane.flows()) } ?? []
     telemetry.tick(stats: stats, usage: usage, log: dataplane.drainLog(), link: link.status)
     askForPorts(usage.filter(\.dynamic), stats: stats, config: config, control: control)
@@ -163,14 +171,20 @@ public final class HostAgent: Service, Sendable {
       answer = applied.offer(config) { config in
         try dataplane.apply(try ConfigTranslation.engineConfig(config), version: config.version)
         telemetry.setContext(config)
+        liftFence()
       } restore: { previous in
         if let previous, let engineConfig = try? ConfigTranslation.engineConfig(previous) {
           try? dataplane.apply(engineConfig, version: held)
           telemetry.setContext(previous)
         }
+      } reinstate: { current in
+        // The controller answered our hello with what we hold: a fenced host takes it up again.
+        guard fence.withLock({ $0 }) != .normal, let engineConfig = try? ConfigTranslation.engineConfig(current) else { return }
+        try? dataplane.apply(engineConfig, version: current.version)
+        liftFence()
       }
     }
-    return HostControl.answer(answer, nonce: push.nonce, version: config.version, held: held)
+    return HostControl.answer(answer, nonce: push.nonce, offered: config.token, held: held)
   }
 
   /// Dynamic port allocation, once a second: asks for a block for each NIC near full (or that
@@ -202,7 +216,10 @@ public final class HostAgent: Service, Sendable {
       }
       if now - d.lastReportMs >= 5000 {
         d.lastReportMs = now
-        messages.append(.with { $0.usage = PortDemand.report(usages, appliedVersion: config.version) })
+        messages.append(.with {
+          $0.usage = PortDemand.report(usages, appliedVersion: config.version)
+          $0.usage.appliedEpoch = config.epoch
+        })
       }
     }
     for message in messages { control.send(message) }
@@ -227,5 +244,72 @@ public final class HostAgent: Service, Sendable {
       return nil
     default: return nil
     }
+  }
+}
+
+/// Where a lease-mode host stands (control.proto rule 8).
+enum LeaseFence: String, Sendable {
+  /// The controller was heard within the lease minus the margin.
+  case normal = ""
+  /// Silent for longer than the lease minus the margin: every block is held drained (flows go
+  /// on, no new mapping).
+  case noNewMappings = "no-new-mappings"
+  /// Silent for the whole lease: every flow has ended and no block is used; the controller may
+  /// have given them to another host.
+  case fenced
+}
+
+extension HostAgent {
+  /// The hello for a new stream: the token and blocks held now, and whether they are fenced.
+  func hello() -> Hostnat_V1_AgentMessage {
+    let fenced = fence.withLock { $0 } == .fenced
+    let blocks = applied.value.map { Inventory.blocks(of: $0, fenced: fenced) } ?? []
+    return HostControl.hello(
+      nodeID: options.hostID, bootID: bootID, applied: applied.token, underlay: underlayAddress.description, blocks: blocks,
+      fenced: fenced)
+  }
+
+  /// Lease mode, once a tick: measures the controller's silence from its last message (or, right
+  /// after a restart, from the last one the previous process heard) and fences. The host and the
+  /// controller measure the same lease on their own clocks; the margin absorbs their rate
+  /// difference (assumed below margin/lease, e.g. 2 s in 60 s: 3 %, far above real clock drift).
+  /// A fence is only lifted by a push from the controller (its answer to our hello), never by
+  /// a heartbeat: after a fence the controller may have given our blocks to another host.
+  func enforceLease(_ config: Hostnat_V1_HostConfig?, now: Int64) {
+    guard let config, config.fencingMode == .lease, config.ownershipLeaseSec > 0 else { return }
+    let heard = max(link.status.lastMessageMs, heardBeforeStartMs)
+    let silentMs = now - heard
+    let leaseMs = Int64(config.ownershipLeaseSec) * 1000
+    let stopMs = leaseMs - Int64(min(config.fenceMarginSec, config.ownershipLeaseSec)) * 1000
+    let wanted: LeaseFence = silentMs >= leaseMs ? .fenced : silentMs >= stopMs ? .noNewMappings : .normal
+    let current = fence.withLock { $0 }
+    // Only ever tighter here; lifting is the push's (see above).
+    guard wanted != .normal, wanted != current, current != .fenced else { return }
+    var fenced = config
+    for v in fenced.vms.indices {
+      for n in fenced.vms[v].nics.indices {
+        for b in fenced.vms[v].nics[n].natBindings.indices {
+          if wanted == .fenced {
+            fenced.vms[v].nics[n].natBindings[b].portBlocks = []
+          } else {
+            for p in fenced.vms[v].nics[n].natBindings[b].portBlocks.indices { fenced.vms[v].nics[n].natBindings[b].portBlocks[p].drained = true }
+          }
+        }
+      }
+    }
+    do {
+      try dataplane.apply(try ConfigTranslation.engineConfig(fenced), version: config.version)
+      fence.withLock { $0 = wanted }
+      link.update { $0.fencing = wanted.rawValue }
+      logger.warning(
+        "lease fencing", metadata: ["state": "\(wanted.rawValue)", "silentMs": "\(silentMs)", "leaseSec": "\(config.ownershipLeaseSec)"])
+    } catch {
+      logger.error("lease fencing failed", metadata: ["error": "\(error)"])
+    }
+  }
+
+  func liftFence() {
+    fence.withLock { $0 = .normal }
+    link.update { $0.fencing = "" }
   }
 }

@@ -14,6 +14,12 @@ public enum StatusFile {
       _ = rename(temporary, path)
     }
   }
+
+  /// A status file written by `write`, or nil when there is none or it does not decode.
+  public static func read<T: Decodable>(_ type: T.Type, from path: String) -> T? {
+    guard let data = FileManager.default.contents(atPath: path) else { return nil }
+    return try? JSONDecoder().decode(type, from: data)
+  }
 }
 
 /// Unix milliseconds: the clock every status file and report is stamped with.
@@ -30,6 +36,14 @@ public struct ControlLinkStatus: Sendable, Codable, Equatable {
   public var connects: Int = 0
   public var lastError: String?
   public var appliedVersion: UInt64 = 0
+  /// Epoch of the applied config (control.proto rule 1).
+  public var appliedEpoch: UInt64 = 0
+  /// Unix ms of the last message received from the controller on a stream (0 = never): what
+  /// lease-mode fencing measures silence from (`lastHeardMs` also moves when a connection is
+  /// attempted).
+  public var lastMessageMs: Int64 = 0
+  /// Lease-mode fencing: "" (not fencing), "no-new-mappings" or "fenced".
+  public var fencing: String = ""
   /// Unix ms when the applied config was applied (also after loading it from disk at start).
   public var appliedAtMs: Int64 = 0
   public var acks: Int = 0

@@ -1,4 +1,5 @@
 import HostnatAddressing
+import HostnatControlRules
 import Foundation
 public import Logging
 public import HostnatDesiredState
@@ -13,6 +14,34 @@ public struct ChangeOutcome: Sendable, Equatable {
   public var hostVersions: [String: UInt64]
   /// New edge routing version, if the routes changed.
   public var edgeVersion: UInt64?
+}
+
+/// How hosts behave while they cannot reach the controller, and so what frees a silent host's
+/// quarantined blocks (control.proto rule 8; `hostnat controller --fencing`).
+public enum FencingMode: String, Sendable, Equatable, CaseIterable {
+  /// Hosts keep translating on their last config for as long as the controller is away; only
+  /// an ACK or `hosts forget` frees their blocks.
+  case failStatic = "fail-static"
+  /// Hosts stop new mappings at lease minus margin and end their flows at the lease; the
+  /// controller frees a silent host's blocks once the lease has run out.
+  case lease
+
+  var proto: Hostnat_V1_FencingMode { self == .lease ? .lease : .failStatic }
+}
+
+/// The controller's fencing settings.
+public struct FencingPolicy: Sendable, Equatable {
+  public var mode: FencingMode
+  /// Lease mode: the lease (nil: the longest idle timeout of any gateway plus a margin, as
+  /// before), and how long before it runs out hosts stop making new mappings.
+  public var leaseSec: UInt32?
+  public var marginSec: UInt32
+
+  public init(mode: FencingMode = .failStatic, leaseSec: UInt32? = nil, marginSec: UInt32 = 2) {
+    self.mode = mode
+    self.leaseSec = leaseSec
+    self.marginSec = marginSec
+  }
 }
 
 /// The controller's brain: holds the intent and the planner, and turns each admin change into
@@ -34,6 +63,11 @@ public final class ControllerCore: Sendable {
     /// Content (unversioned) of every host's committed config, so a change compares against it
     /// instead of rebuilding the previous configs from the previous intent.
     var configs: [String: Hostnat_V1_HostConfig] = [:]
+    /// Port requests answered with a block, by host and request id: a retry gets the same answer
+    /// (kept in the store too, for a retry across a controller restart).
+    var grants: [String: Hostnat_V1_PortGrant] = [:]
+    /// The next fabric id to give a new network (never reused).
+    var nextFabricID: UInt32 = 1
   }
 
   struct PendingRelease: Equatable, Sendable {
@@ -47,6 +81,12 @@ public final class ControllerCore: Sendable {
   public let sessions: ControlSessions
   /// Region → IPs that AUTO_ONLY gateways take, in order.
   public let autoPools: [String: [String]]
+  /// Fencing mode and lease (rule 8).
+  public let fencing: FencingPolicy
+  /// The store's identity and this controller's epoch (rule 1); the epoch may be raised later by
+  /// a host that holds a newer one, so configs read it from the store when they are stamped.
+  public let storeID: String
+  public let startEpoch: UInt64
   let logger: Logger
   private let nowMs: MillisecondClock
   private let state: Mutex<State>
@@ -55,16 +95,20 @@ public final class ControllerCore: Sendable {
   let acknowledgements: (stream: AsyncStream<HostAcknowledgement>, continuation: AsyncStream<HostAcknowledgement>.Continuation)
 
   public init(
-    store: ControllerStore, sessions: ControlSessions, autoPools: [String: [String]],
+    store: ControllerStore, sessions: ControlSessions, autoPools: [String: [String]], fencing: FencingPolicy = FencingPolicy(),
     nowMs: @escaping MillisecondClock = systemMillisecondClock, logger: Logger = Logger(label: "hostnat.controller")
   ) throws {
     self.store = store
     self.sessions = sessions
     self.autoPools = autoPools
+    self.fencing = fencing
+    // A new epoch, durable before anything is served: every snapshot this run stamps is above
+    // every snapshot an earlier run of this store stamped.
+    (storeID, startEpoch) = try store.write { tx in (try tx.reader.storeID(), try tx.beginEpoch()) }
     self.nowMs = nowMs
     self.logger = logger
     acknowledgements = AsyncStream<HostAcknowledgement>.makeStream(bufferingPolicy: .unbounded)
-    let (intent, snapshot, latestVersions) = try store.read { reader in
+    var (intent, snapshot, latestVersions) = try store.read { reader in
       var intent = StoredIntent()
       intent.networks = try reader.resources(.network, as: Hostnat_V1_Network.self)
       intent.subnets = try reader.resources(.subnet, as: Hostnat_V1_Subnet.self)
@@ -80,6 +124,18 @@ public final class ControllerCore: Sendable {
       let latest = Dictionary(try reader.hosts().map { ($0.hostID, $0.latestVersion) }, uniquingKeysWith: { a, _ in a })
       return (intent, snapshot, latest)
     }
+    // Networks stored before fabric ids were kept get the ids they had (positions by name).
+    if intent.networks.contains(where: { $0.fabricID == 0 }) {
+      let ids = VPCFabric.ids(intent)
+      for i in intent.networks.indices where intent.networks[i].fabricID == 0 { intent.networks[i].fabricID = ids[intent.networks[i].name] ?? 0 }
+      let networks = intent.networks
+      try store.write { tx in
+        for network in networks { try tx.put(.network, key: network.name, network) }
+        try tx.raiseFabricIDCounter(to: networks.map(\.fabricID).max() ?? 0)
+      }
+    }
+    let fabricCounter = try store.read { reader in try reader.fabricIDCounter() }
+    let grants = try store.read { reader in try reader.recentPortGrants() }
     let planner = try NATPlanner(intent: try IntentMapping.natIntent(intent, autoPools: autoPools), restoring: snapshot)
     // After a restart the version that removed a block is unknown: wait for the host's newest
     // version, which certainly no longer holds it. The lease restarts too (conservative).
@@ -88,8 +144,28 @@ public final class ControllerCore: Sendable {
     for block in planner.quarantinedBlocks {
       pending[block.id] = PendingRelease(host: block.host, version: latestVersions[block.host] ?? 0, sinceMs: now)
     }
-    let configs = SnapshotBuilder.hostConfigs(intent, planner: planner)
-    state = Mutex(State(intent: intent, planner: planner, pending: pending, configs: configs))
+    let configs = Self.hostConfigs(intent, planner: planner, fencing: fencing)
+    state = Mutex(State(intent: intent, planner: planner, pending: pending, configs: configs, grants: grants, nextFabricID: fabricCounter + 1))
+  }
+
+  /// The hosts' configs as the desired state computes them, with what the controller adds:
+  /// the fencing mode, the lease, and the features each needs (rules 8, 10).
+  static func hostConfigs(_ intent: StoredIntent, planner: NATPlanner, fencing: FencingPolicy) -> [String: Hostnat_V1_HostConfig] {
+    SnapshotBuilder.hostConfigs(intent, planner: planner).mapValues { config in
+      var config = config
+      config.fencingMode = fencing.mode.proto
+      if fencing.mode == .lease {
+        if let lease = fencing.leaseSec { config.ownershipLeaseSec = lease }
+        config.fenceMarginSec = min(fencing.marginSec, config.ownershipLeaseSec / 2)
+      }
+      config.requiredFeatures = ProtocolFeature.required(by: config)
+      return config
+    }
+  }
+
+  /// The ownership lease in force (rule 5, lease mode).
+  public var leaseSec: UInt32 {
+    fencing.leaseSec ?? SnapshotBuilder.ownershipLeaseSec(planner)
   }
 
   /// The controller's clock, now (Unix ms).
@@ -110,6 +186,12 @@ public final class ControllerCore: Sendable {
     return try await commit { state in
       var intent = state.intent
       try edit(&intent)
+      // New networks get the next fabric ids, never one given before (rule: ids are not reused).
+      var next = state.nextFabricID
+      for i in intent.networks.indices where intent.networks[i].fabricID == 0 {
+        intent.networks[i].fabricID = next
+        next += 1
+      }
       try VPCChecks.validate(intent)
       var planner = state.planner
       do {
@@ -128,13 +210,15 @@ public final class ControllerCore: Sendable {
     try await releaseQuarantined { id, pending in pending.host == hostID && pending.version <= version }
   }
 
-  /// Frees quarantined blocks of hosts that have been silent for longer than the ownership
-  /// lease: every flow they could still hold has timed out by then. A connected host is never
-  /// expired this way; it will ACK.
+  /// Lease mode only: frees quarantined blocks of hosts that have been silent for longer than
+  /// the ownership lease, by which time such a host has ended every flow and holds its blocks
+  /// fenced (rule 8). A connected host is never expired this way; it will ACK. In fail-static
+  /// mode a silent host may still be translating: only its ACK or `hosts forget` frees them.
   @discardableResult
   public func expireLeases() async throws -> ChangeOutcome? {
+    guard fencing.mode == .lease else { return nil }
     let now = nowMs()
-    let leaseMs = Int64(SnapshotBuilder.ownershipLeaseSec(planner)) * 1000
+    let leaseMs = Int64(leaseSec) * 1000
     let hosts = sessions.hosts
     return try await releaseQuarantined { id, pending in
       let status = hosts.status(pending.host)
@@ -185,8 +269,11 @@ public final class ControllerCore: Sendable {
   /// with one more block (doubling the NIC's ports, up to the gateway's max ports per VM). The
   /// grant is one durable transaction like any change and the host's new config version is
   /// pushed; the grant message names that version. Refusals change nothing and say why.
+  /// A request repeated with the same id (a retry) gets the first answer, never a second block.
   public func grantPorts(hostID: String, request: Hostnat_V1_PortRequest) async -> Hostnat_V1_PortGrant {
     struct Refusal: Error { var reason: String }
+    struct Answered: Error { var grant: Hostnat_V1_PortGrant }
+    let requestKey = "\(hostID)\u{0}\(request.requestID)"
     func refused(_ reason: String) -> Hostnat_V1_PortGrant {
       .with {
         $0.requestID = request.requestID
@@ -197,9 +284,32 @@ public final class ControllerCore: Sendable {
       return refused("\"\(request.nic)\" is not a NIC name (nic0, nic1, ...)")
     }
     let nicName = "\(request.instance)/\(request.nic)"
-    var granted: NATPortRange?
+    let granted = Mutex<NATPortRange?>(nil)
+    let answer = Mutex<Hostnat_V1_PortGrant?>(nil)
     do {
-      let outcome = try await commit { state in
+      _ = try await commit(
+        record: { tx, outcome, nowMs in
+          guard let range = granted.withLock({ $0 }) else { return }
+          let grant = Hostnat_V1_PortGrant.with {
+            $0.requestID = request.requestID
+            $0.block = .with {
+              $0.natIp = "\(range.natIp)"
+              $0.firstPort = UInt32(range.firstPort)
+              $0.count = UInt32(range.portCount)
+            }
+            $0.version = outcome.hostVersions[hostID] ?? 0
+            $0.epoch = (try? tx.reader.epoch()) ?? 0
+          }
+          answer.withLock { $0 = grant }
+          try tx.recordPortGrant(hostID: hostID, requestID: request.requestID, grant, atMs: nowMs, pruneBeforeMs: nowMs - 600_000)
+        },
+        remember: { state in
+          guard let grant = answer.withLock({ $0 }) else { return }
+          if state.grants.count >= 4096 { state.grants.removeAll() }
+          state.grants[requestKey] = grant
+        }
+      ) { state in
+        if let earlier = state.grants[requestKey] { throw Answered(grant: earlier) }
         let allocations = state.planner.allocations(instance: request.instance).filter { $0.nic.nicIndex == nicIndex }
         guard !allocations.isEmpty else { throw Refusal(reason: "no NAT gateway translates \(nicName)") }
         var reasons: [String] = []
@@ -210,7 +320,7 @@ public final class ControllerCore: Sendable {
           var planner = state.planner
           switch planner.grant(allocation.nic) {
           case .granted(let range):
-            granted = range
+            granted.withLock { $0 = range }
             return (state.intent, planner)
           case .atMaximum:
             reasons.append("\(nicName) is at the maximum ports per VM of gateway \(allocation.nic.gateway)")
@@ -226,16 +336,10 @@ public final class ControllerCore: Sendable {
         }
         throw Refusal(reason: reasons.joined(separator: "; "))
       }
-      guard let granted else { return refused("nothing granted") }
-      return .with {
-        $0.requestID = request.requestID
-        $0.block = .with {
-          $0.natIp = "\(granted.natIp)"
-          $0.firstPort = UInt32(granted.firstPort)
-          $0.count = UInt32(granted.portCount)
-        }
-        $0.version = outcome.hostVersions[hostID] ?? 0
-      }
+      guard let grant = answer.withLock({ $0 }) else { return refused("nothing granted") }
+      return grant
+    } catch let earlier as Answered {
+      return earlier.grant
     } catch let refusal as Refusal {
       return refused(refusal.reason)
     } catch {
@@ -244,23 +348,62 @@ public final class ControllerCore: Sendable {
   }
 
   /// Dynamic port allocation, the other way: shrinks NICs whose usage fell (the planner decides
-  /// how far), from a host's usage report. Reclaimed blocks are quarantined until the host
-  /// ACKs a config without them. Returns nil when nothing was reclaimed.
+  /// how far), from a host's usage report. Only a report computed under the config the host
+  /// was pushed last counts (an older one may miss flows made since), and a NIC gives back only
+  /// blocks the report lists as idle. Reclaimed blocks are quarantined until the host ACKs a
+  /// config without them. Returns nil when nothing was reclaimed.
   @discardableResult
   public func reclaimPorts(hostID: String, report: Hostnat_V1_PortUsageReport) async throws -> ChangeOutcome? {
-    var reclaimed = false
-    let outcome = try await commit { state in
+    let reclaimed = Mutex(false)
+    let latest = try await store.fetch { reader in try reader.hostConfig(hostID).map { ($0.epoch, $0.version) } }
+    guard let latest, latest == (report.appliedEpoch, report.appliedVersion) else { return nil }
+    let outcome = try await commit(
+      verify: { reader in
+        // A change committed since the report was read makes it stale.
+        guard try reader.hostConfig(hostID).map({ ($0.epoch, $0.version) }) ?? (0, 0) == latest else { throw StaleReport() }
+      }
+    ) { state in
       var planner = state.planner
       for usage in report.nics {
         guard usage.nic.hasPrefix("nic"), let nicIndex = Int(usage.nic.dropFirst(3)) else { continue }
+        let idle = Set(usage.idleBlocks.map(\.key))
         for allocation in planner.allocations(instance: usage.instance)
         where allocation.nic.nicIndex == nicIndex && allocation.host == hostID {
-          if !planner.reclaim(allocation.nic, portsInUse: Int(usage.portsInUse)).isEmpty { reclaimed = true }
+          var trial = planner
+          let taken = trial.reclaim(allocation.nic, portsInUse: Int(usage.portsInUse))
+          guard !taken.isEmpty else { continue }
+          let keys = taken.map { BlockKey(natIP: "\($0.natIp)", firstPort: UInt32($0.firstPort), count: UInt32($0.portCount)) }
+          guard keys.allSatisfy(idle.contains) else { continue }
+          planner = trial
+          reclaimed.withLock { $0 = true }
         }
       }
-      return reclaimed ? (state.intent, planner) : (state.intent, state.planner)
+      return reclaimed.withLock { $0 } ? (state.intent, planner) : (state.intent, state.planner)
     }
-    return reclaimed ? outcome : nil
+    return reclaimed.withLock { $0 } ? outcome : nil
+  }
+
+  struct StaleReport: Error {}
+
+  /// `hosts forget HOST`: the operator declares the host gone for good, so the blocks
+  /// quarantined for it are freed now, as if it had ACKed (rule 5). Safe only for a host that is
+  /// really dead: one that is merely cut off may still translate on them (fail-static), which
+  /// is what the warnings say. Returns how many blocks were freed.
+  public func forgetHost(_ hostID: String) async throws -> (released: Int, warnings: [String]) {
+    var warnings: [String] = []
+    if sessions.hosts.status(hostID)?.connected == true {
+      warnings.append("\(hostID) is connected now: it will ACK by itself; forgetting it frees nothing it still uses")
+    }
+    let running = intent.instances.filter { $0.host == hostID }.map(\.name)
+    if !running.isEmpty {
+      warnings.append("\(hostID) still runs \(running.count) instance(s) (\(running.prefix(5).joined(separator: ", "))); their blocks stay theirs until they are deleted or moved")
+    }
+    let waiting = pendingReleases.values.filter { $0 == hostID }.count
+    if waiting == 0 { warnings.append("no block was waiting for \(hostID)") }
+    try await releaseQuarantined { _, pending in pending.host == hostID }
+    try await store.commit { tx in try tx.forgetInventory(hostID: hostID) }
+    logger.warning("host forgotten by the operator", metadata: ["host": "\(hostID)", "releasedBlocks": "\(waiting)"])
+    return (waiting, warnings)
   }
 
   /// Quarantined blocks waiting for their old host, by planner id.
@@ -284,7 +427,15 @@ public final class ControllerCore: Sendable {
 
   /// Plans from the state, commits one transaction, updates the state, then pushes; one change
   /// at a time. `plan` returns the new intent and planner, or throws to change nothing.
-  private func commit(_ plan: (State) throws -> (StoredIntent, NATPlanner)) async throws -> ChangeOutcome {
+  /// `verify` runs first inside the transaction and throws to change nothing (a precondition
+  /// on what is stored); `record` runs last inside it, with the new versions; `remember`
+  /// updates the state with the rest of it, under the same lock.
+  private func commit(
+    verify: (@Sendable (StoreReader) throws -> Void)? = nil,
+    record: (@Sendable (StoreTransaction, ChangeOutcome, Int64) throws -> Void)? = nil,
+    remember: ((inout State) -> Void)? = nil,
+    _ plan: (State) throws -> (StoredIntent, NATPlanner)
+  ) async throws -> ChangeOutcome {
     try await gate.withTurn {
       let now = nowMs()
       // Only changes write the state, and they take turns: this copy stays current until ours
@@ -296,7 +447,7 @@ public final class ControllerCore: Sendable {
         return ChangeOutcome(hostVersions: [:], edgeVersion: nil)
       }
       let oldConfigs = before.configs
-      let builtConfigs = SnapshotBuilder.hostConfigs(intent, planner: planner)
+      let builtConfigs = Self.hostConfigs(intent, planner: planner, fencing: fencing)
       var newConfigs = builtConfigs
       // A host whose last VM left gets an empty config, so it stops translating for it.
       for host in oldConfigs.keys where newConfigs[host] == nil {
@@ -304,9 +455,14 @@ public final class ControllerCore: Sendable {
       }
       let snapshot = try JSONEncoder().encode(plannerSnapshot)
       let finalConfigs = newConfigs
+      let storeID = self.storeID
+      let highestFabricID = intent.networks.map(\.fabricID).max() ?? 0
 
       let result = try await store.commit { tx -> (ChangeOutcome, [Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?, [UInt64: PendingRelease]) in
+        try verify?(tx.reader)
         try Self.writeResources(old: before.intent, new: intent, tx: tx)
+        try tx.raiseFabricIDCounter(to: highestFabricID)
+        let epoch = try tx.reader.epoch()
         try Self.recordAllocations(old: before.planner, new: planner, intent: intent, tx: tx, nowMs: now)
         try tx.putSnapshot("planner", snapshot)
         var outcome = ChangeOutcome(hostVersions: [:], edgeVersion: nil)
@@ -316,13 +472,12 @@ public final class ControllerCore: Sendable {
           if let previous = oldConfigs[host], Self.sameContent(previous, config), try tx.reader.hostConfig(host) != nil {
             continue
           }
-          config.version = try tx.nextVersion()
-          config.generatedMs = now
+          config.stamp(storeID: storeID, epoch: epoch, version: try tx.nextVersion(), nowMs: now)
           try tx.setHostConfig(config, kind: .agent)
           outcome.hostVersions[host] = config.version
           pushes.append(config)
         }
-        let edgePush = try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, nowMs: now)
+        let edgePush = try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, storeID: storeID, nowMs: now)
         outcome.edgeVersion = edgePush?.version
         // Blocks this change took away wait for the version that no longer holds them.
         var pending = before.pending.filter { id, _ in planner.quarantinedBlocks.contains { $0.id == id } }
@@ -330,6 +485,7 @@ public final class ControllerCore: Sendable {
           let version = try outcome.hostVersions[block.host] ?? tx.reader.host(block.host)?.latestVersion ?? 0
           pending[block.id] = PendingRelease(host: block.host, version: version, sinceMs: now)
         }
+        try record?(tx, outcome, now)
         return (outcome, pushes, edgePush, pending)
       }
       // Only once the transaction committed does memory follow it.
@@ -338,6 +494,8 @@ public final class ControllerCore: Sendable {
         state.planner = planner
         state.pending = result.3
         state.configs = builtConfigs
+        state.nextFabricID = max(state.nextFabricID, highestFabricID + 1)
+        remember?(&state)
       }
       // Durable first, pushed second (control.proto rule: a push never precedes its commit).
       for config in result.1 { sessions.hosts.push(config) }
@@ -348,41 +506,26 @@ public final class ControllerCore: Sendable {
 
   /// Computes the edge's routes from the hosts' current underlay addresses and stores them under
   /// a new version if they changed; returns what to push, if anything.
-  static func storeEdgeConfig(intent: StoredIntent, planner: NATPlanner, tx: StoreTransaction, nowMs: Int64) throws -> Hostnat_V1_EdgeConfig? {
-    let underlays = Dictionary(try tx.reader.hosts().map { ($0.hostID, $0.underlayAddress) }, uniquingKeysWith: { a, _ in a })
+  static func storeEdgeConfig(intent: StoredIntent, planner: NATPlanner, tx: StoreTransaction, storeID: String, nowMs: Int64) throws -> Hostnat_V1_EdgeConfig? {
+    let agents = try tx.reader.hosts().filter { $0.kind == .agent }
+    let underlays = Dictionary(agents.map { ($0.hostID, $0.underlayAddress) }, uniquingKeysWith: { a, _ in a })
     var edgeConfig = SnapshotBuilder.edgeConfig(intent, planner: planner, underlays: underlays)
     if let stored = try tx.reader.edgeConfig(), sameRoutes(stored, edgeConfig) {
       return nil
     }
-    edgeConfig.version = try tx.nextVersion()
-    edgeConfig.generatedMs = nowMs
+    edgeConfig.stamp(storeID: storeID, epoch: try tx.reader.epoch(), version: try tx.nextVersion(), nowMs: nowMs)
     try tx.setEdgeConfig(edgeConfig)
     return edgeConfig
   }
 
-  /// Pushes the latest snapshot again to every connected host (and edge) that has not ACKed it.
-  /// A stream is reliable, but a push or its ACK can still be lost to a proxy, a bug or a host
-  /// that failed to save; a duplicate of the version a host holds is simply ACKed again
-  /// (control.proto rule 1), so resending is always safe. Returns how many were resent.
+  /// Pushes the newest snapshot of each stream again where it is still unanswered. A stream is
+  /// reliable, but a push or its ACK can still be lost to a proxy, a bug or a host that failed
+  /// to save; a duplicate of the token a host holds is simply ACKed again (rule 1), so resending
+  /// is always safe. The registry resends what it last pushed, never a store read: a resend can
+  /// never overtake a newer version. Returns how many were resent.
   @discardableResult
   public func resendUnacknowledged() async throws -> Int {
-    let connected = sessions.hosts.statuses().filter(\.connected).map { ($0.hostID, $0.lastAcked) }
-    let (hostConfigs, edgeConfig) = try await store.fetch { reader -> ([Hostnat_V1_HostConfig], Hostnat_V1_EdgeConfig?) in
-      var configs: [Hostnat_V1_HostConfig] = []
-      for (hostID, lastAcked) in connected {
-        if let config = try reader.hostConfig(hostID), config.version > lastAcked { configs.append(config) }
-      }
-      return (configs, try reader.edgeConfig())
-    }
-    for config in hostConfigs { sessions.hosts.push(config) }
-    var resent = hostConfigs.count
-    if let edgeConfig {
-      for status in sessions.edges.statuses() where status.connected && edgeConfig.version > status.lastAcked {
-        sessions.edges.push(edgeConfig, to: status.hostID)
-        resent += 1
-      }
-    }
-    return resent
+    sessions.hosts.resendUnanswered().count + sessions.edges.resendUnanswered().count
   }
 
   /// Recomputes the edge's routes from the hosts' current underlay addresses and pushes a new
@@ -393,7 +536,8 @@ public final class ControllerCore: Sendable {
     try await gate.withTurn {
       let now = nowMs()
       let (intent, planner) = state.withLock { ($0.intent, $0.planner) }
-      let push = try await store.commit { tx in try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, nowMs: now) }
+      let storeID = self.storeID
+      let push = try await store.commit { tx in try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, storeID: storeID, nowMs: now) }
       if let push { sessions.edges.push(push) }
       return push?.version
     }
@@ -402,19 +546,11 @@ public final class ControllerCore: Sendable {
   /// Same content: everything but the version and the time stamp (so a field added to a config
   /// is compared without touching this).
   static func sameContent(_ a: Hostnat_V1_HostConfig, _ b: Hostnat_V1_HostConfig) -> Bool {
-    equalIgnoringStamps(a, b) { $0.version = 0; $0.generatedMs = 0 }
+    a.unstamped == b.unstamped
   }
 
   static func sameRoutes(_ a: Hostnat_V1_EdgeConfig, _ b: Hostnat_V1_EdgeConfig) -> Bool {
-    equalIgnoringStamps(a, b) { $0.version = 0; $0.generatedMs = 0 }
-  }
-
-  static func equalIgnoringStamps<C: Equatable>(_ a: C, _ b: C, clear: (inout C) -> Void) -> Bool {
-    var a = a
-    var b = b
-    clear(&a)
-    clear(&b)
-    return a == b
+    a.unstamped == b.unstamped
   }
 
   static func writeResources(old: StoredIntent, new: StoredIntent, tx: StoreTransaction) throws {
@@ -496,6 +632,8 @@ extension ControllerCore: HostControlEvents {
   public func usageReported(hostID: String, _ report: Hostnat_V1_PortUsageReport) async {
     do {
       try await reclaimPorts(hostID: hostID, report: report)
+    } catch is StaleReport {
+      return  // a change overtook it; the next report counts
     } catch {
       logger.error("reclaiming ports failed", metadata: ["host": "\(hostID)", "error": "\(error)"])
     }

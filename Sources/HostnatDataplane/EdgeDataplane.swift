@@ -70,6 +70,12 @@ public struct EdgeDataplaneStats: Codable, Sendable, Hashable {
   /// destination no VM of the sending network (or its peers) owns.
   public var vpcRouted: UInt64 = 0
   public var vpcUnrouted: UInt64 = 0
+  /// Packets from an agent whose source NAT IP:port (1:1 or Private Google Access IP, or for a
+  /// later fragment the NAT IP) the sending host does not own by the routes in force: dropped
+  /// (R5, NOT_OWNER). With no routes pushed yet, every agent packet to the Internet lands here.
+  public var droppedNotOwner: UInt64 = 0
+  /// Agent packets the wire ownership recorder could not record (its key or interval limits).
+  public var ownershipRecorderOverflow: UInt64 = 0
   public init() {}
 
   /// Missing keys read as zero, so status files written before a counter existed still decode.
@@ -91,6 +97,8 @@ public struct EdgeDataplaneStats: Codable, Sendable, Hashable {
     directClientReplies = try count(.directClientReplies)
     vpcRouted = try count(.vpcRouted)
     vpcUnrouted = try count(.vpcUnrouted)
+    droppedNotOwner = try count(.droppedNotOwner)
+    ownershipRecorderOverflow = try count(.ownershipRecorderOverflow)
   }
 }
 
@@ -101,6 +109,9 @@ struct RouteTable {
   var hostOfRange: [Int] = []
   var external: [UInt32: Int] = [:]
   var hosts: [SocketAddress] = []
+  /// (NAT IP << 32 | host index) of every host owning a block on that IP, sorted and unique: the
+  /// edge fence's check for later fragments, which carry no port.
+  var ipOwners: [UInt64] = []
   /// Which table this is (host indexes mean nothing across tables); set by `setRoutes`.
   var generation: UInt64 = 0
 
@@ -132,6 +143,7 @@ struct RouteTable {
       ends.append(UInt32(Int(r.firstPort) + r.count))
       hostOfRange.append(index(r.host))
     }
+    ipOwners = Array(Set(zip(keys, hostOfRange).map { key, host in (key >> 16) << 32 | UInt64(host) })).sorted()
     for (ip, host) in externalIPs.sorted(by: { $0.key < $1.key }) { external[ip.value] = index(host) }
     for r in fabric where r.networkID == 0 || r.networkID > Underlay.maxFabricID { throw .badFabricID(r) }
     let inFabric = fabric.sorted { ($0.networkID, $0.destination.first.value) < ($1.networkID, $1.destination.first.value) }
@@ -189,6 +201,11 @@ struct RouteTable {
 /// The edge also carries the VPC fabric: VM-to-VM packets come tagged with their network's VPC
 /// VNI and go to the host of the VM that owns the destination (`setRoutes(fabric:)`).
 ///
+/// The edge fence (R5): an agent's VNI 2 packet goes anywhere (servers, hairpin, uplink) only when
+/// the routes give its source (NAT IP:port, 1:1 or Private Google Access IP) to that agent's
+/// underlay address; otherwise it is dropped (`droppedNotOwner`). Direct clients and the uplink
+/// are not fenced (they hold no NAT addresses); nor is the VPC fabric (not NAT traffic).
+///
 /// The servers and counters sit behind one lock, taken once per received batch and per tick.
 public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Sendable {
   struct State: EndpointLoopState {
@@ -207,6 +224,9 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
     var directClients: [IPv4CIDR] = []
     var clients: [UInt32: SocketAddress] = [:]
     var stats = EdgeDataplaneStats()
+    /// What hosts tried to send from which source (nil until first enabled; kept when stopped).
+    var recorder: WireOwnershipRecorder?
+    var recording = false
     var clock = MonotonicClamp()
     var nextTick: UInt64 = 0
 
@@ -233,10 +253,14 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
         route(UnsafeRawBufferPointer(inner), &out)
         return
       }
+      var directClient = false
       if !directClients.isEmpty, let src = InnerPacket.source(inner), directClients.contains(where: { $0.contains(IPv4Address(src)) }) {
+        directClient = true
         stats.directClientPackets &+= 1
         if clients[src] != sender { clients[src] = sender }
       }
+      // Direct clients own no NAT address (their source is their own); everyone else must own theirs.
+      guard directClient || passesFence(inner, from: sender, now: now) else { return }
       if let port = InnerPacket.routingPort(inner) {
         let h = routes.lookup(ip: destination, port: port)
         if h >= 0 {
@@ -257,6 +281,29 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
         return
       }
       servers.receive(UnsafeRawBufferPointer(inner), now: now) { reply in route(reply, &out) }
+    }
+
+    /// R5: an agent's packet goes on only when its sender owns the source by the routes in force
+    /// (see `RouteTable.owns`). The recorder, when on, sees every attempt, passed or not.
+    @inline(__always)
+    private mutating func passesFence(_ inner: UnsafeMutableRawBufferPointer, from sender: SocketAddress, now: UInt64) -> Bool {
+      let key = InnerPacket.sourceKey(inner)
+      if case .malformed = key {
+        stats.malformed &+= 1
+        return false
+      }
+      // The loop checked the IPv4 header's first 20 bytes before calling deliver.
+      let source = inner.loadBE32(at: 12)
+      let owned = routes.owns(source: source, key, sender: sender)
+      if recording {
+        if case .port(let port) = key {
+          stats.ownershipRecorderOverflow &+= recorder!.record(ip: source, port: port, sender: sender, passed: owned, now: now)
+        } else {
+          recorder!.unkeyed &+= 1
+        }
+      }
+      if !owned { stats.droppedNotOwner &+= 1 }
+      return owned
     }
 
     mutating func tick(now: UInt64, _ out: inout BatchSender) {
@@ -329,7 +376,8 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
 
   deinit { stop() }
 
-  /// Replaces the routing table (atomically, between batches).
+  /// Replaces the routing table (atomically, between batches). The same table is the fence: from
+  /// the next batch on, a host may send only from what it routes to it.
   /// `directClients`: source ranges outside every VPC (serverless egress IPs) whose packets the
   /// servers answer back to the underlay address they came from.
   /// `fabric`: the VPC fabric's routes (VM-to-VM packets, by sending network and destination).
@@ -374,6 +422,39 @@ public final class EdgeDataplane<Servers: PacketEndpoint & SendableMetatype>: Se
       st.foldHostCounts()
       return st.stats
     }
+  }
+
+  /// Starts or stops the wire ownership recorder (off by default): for every packet an agent sends
+  /// to the Internet, before the fence decides, which sender used which source IP:port when (see
+  /// `WireOwnershipLog`). Starting while stopped begins a fresh log; starting while running changes
+  /// nothing; stopping keeps the log for `ownershipRecord()`.
+  ///
+  /// Its cost, one dictionary lookup per packet (keyed by IP << 16 | port, no allocation once the
+  /// key exists), is why it stays off outside fault-injection runs. Bounded: at most `maxKeys`
+  /// source IP:ports and `maxUsesPerKey` intervals each; what does not fit is counted in
+  /// `ownershipRecorderOverflow`. Consecutive packets of one sender within `mergeGap` of each other
+  /// make one interval.
+  public func setOwnershipRecording(
+    _ enabled: Bool, mergeGap: Duration = .seconds(1), maxKeys: Int = 262_144, maxUsesPerKey: Int = 64
+  ) {
+    state.withLock { st in
+      guard enabled != st.recording else { return }
+      st.recording = enabled
+      guard enabled else { return }
+      let loopNow = st.clock.now()
+      st.recorder = WireOwnershipRecorder(
+        mergeGap: mergeGap.nanoseconds, maxKeys: maxKeys, maxUsesPerKey: maxUsesPerKey, loopNow: loopNow, wallNow: DataplaneClock.now())
+    }
+  }
+
+  /// Whether the wire ownership recorder is running.
+  public var isRecordingOwnership: Bool { state.withLock { $0.recording } }
+
+  /// A snapshot of the wire ownership log (empty when the recorder never ran). The copy under the
+  /// lock is O(1) (copy-on-write); the loop pays for copying the keys it touches afterwards.
+  public func ownershipRecord() -> WireOwnershipLog {
+    let recorder = state.withLock { $0.recorder }
+    return recorder?.log() ?? WireOwnershipLog(startedUnixMs: 0, entries: [])
   }
 
   /// Starts the loop thread (no-op when running). A running loop keeps this object alive: call `stop`.

@@ -10,9 +10,21 @@ import SwiftProtobuf
 /// A peering is in force once either network lists the other (`networks peerings create` names
 /// one side). Peering is not transitive: A–B and B–C do not connect A and C.
 public enum VPCFabric {
-  /// Tags 1, 2, ... by network name: stable while the set of networks is.
+  /// Each network's tag: the fabric id the controller stored with it at creation (never reused,
+  /// so creating or deleting a network renumbers nothing). A network without one (an intent
+  /// built by hand, in a test) is numbered after the highest stored id, by name.
   public static func ids(_ stored: StoredIntent) -> [String: UInt32] {
-    Dictionary(uniqueKeysWithValues: stored.networks.map(\.name).sorted().enumerated().map { ($0.element, UInt32($0.offset + 1)) })
+    var ids: [String: UInt32] = [:]
+    var next = (stored.networks.map(\.fabricID).max() ?? 0) + 1
+    for network in stored.networks.sorted(by: { $0.name < $1.name }) {
+      if network.fabricID != 0 {
+        ids[network.name] = network.fabricID
+      } else {
+        ids[network.name] = next
+        next += 1
+      }
+    }
+    return ids
   }
 
   /// The networks whose subnet routes `network` has: itself and its peers, itself first.

@@ -51,7 +51,10 @@ public struct MetricDefinition: Sendable, Hashable {
 ///
 /// Controller: `hostnat_controller_connected_hosts`; `hostnat_controller_config_versions_pushed_total`,
 /// `_acked_total`, `_nacked_total` {host}; histogram `hostnat_controller_push_to_ack_seconds`;
-/// `hostnat_controller_admin_requests_total` {method, result}.
+/// `hostnat_controller_admin_requests_total` {method, result}; ownership safety:
+/// `hostnat_controller_epoch`, `hostnat_controller_conflicting_blocks`,
+/// `hostnat_controller_quarantined_blocks`, `hostnat_controller_ignored_acks_total`,
+/// `hostnat_controller_refused_hellos_total`, `hostnat_controller_refused_messages_total`.
 ///
 /// Edge: `hostnat_edge_received_packets_total`; `hostnat_edge_routed_packets_total` {host};
 /// `hostnat_edge_hairpinned_packets_total`; `hostnat_edge_dropped_unowned_packets_total` (to a NAT
@@ -97,6 +100,12 @@ public enum MetricCatalog {
     .init("hostnat_controller_push_to_ack_seconds", .histogram, "Time from pushing a config version to its ACK.",
           buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]),
     .init("hostnat_controller_admin_requests_total", .counter, "Admin API requests, by method and result.", labels: ["method", "result"]),
+    .init("hostnat_controller_epoch", .gauge, "The controller's epoch (control.proto rule 1)."),
+    .init("hostnat_controller_conflicting_blocks", .gauge, "Blocks a host holds that the store gives to another host (rule 9)."),
+    .init("hostnat_controller_quarantined_blocks", .gauge, "Blocks waiting in quarantine for their old host (rule 5)."),
+    .init("hostnat_controller_ignored_acks_total", .counter, "ACKs and NACKs with no such nonce in flight on the stream (rule 11)."),
+    .init("hostnat_controller_refused_hellos_total", .counter, "Hellos refused: another boot of the host id was connected (rule 12)."),
+    .init("hostnat_controller_refused_messages_total", .counter, "Control messages refused for out-of-range values (rule 14)."),
   ]
 
   public static let edge: [MetricDefinition] = [
@@ -104,6 +113,8 @@ public enum MetricCatalog {
     .init("hostnat_edge_routed_packets_total", .counter, "Packets routed to an agent.", labels: ["host"]),
     .init("hostnat_edge_hairpinned_packets_total", .counter, "Packets between two NAT IP:ports sent straight to the owner."),
     .init("hostnat_edge_dropped_unowned_packets_total", .counter, "Packets to a NAT IP:port no host owns."),
+    .init("hostnat_edge_dropped_not_owner_packets_total", .counter, "Packets from a host whose source NAT IP:port it does not own (NOT_OWNER, rule 13)."),
+    .init("hostnat_edge_ownership_recorder_overflow_total", .counter, "Packets the wire ownership recorder could not record (limits)."),
     .init("hostnat_edge_malformed_packets_total", .counter, "Datagrams that are not Geneve with inner IPv4."),
     .init("hostnat_edge_vpc_packets_total", .counter, "VM-to-VM packets the VPC fabric carried to their destination's host (routed) or dropped for want of an owner (unrouted).", labels: ["result"]),
   ]

@@ -436,6 +436,19 @@ public enum Hostnat_V1_AdminService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ForgetHost" metadata.
+        public enum ForgetHost: Sendable {
+            /// Request type for "ForgetHost".
+            public typealias Input = Hostnat_V1_ForgetHostRequest
+            /// Response type for "ForgetHost".
+            public typealias Output = Hostnat_V1_ForgetHostResponse
+            /// Descriptor for "ForgetHost".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hostnat.v1.AdminService"),
+                method: "ForgetHost",
+                type: .unary
+            )
+        }
         /// Namespace for "UpdateNetwork" metadata.
         public enum UpdateNetwork: Sendable {
             /// Request type for "UpdateNetwork".
@@ -716,6 +729,7 @@ public enum Hostnat_V1_AdminService: Sendable {
             GetNatMappingInfo.descriptor,
             WhoHad.descriptor,
             ListHosts.descriptor,
+            ForgetHost.descriptor,
             UpdateNetwork.descriptor,
             CreateFirewallRule.descriptor,
             GetFirewallRule.descriptor,
@@ -1329,6 +1343,26 @@ extension Hostnat_V1_AdminService {
             request: GRPCCore.StreamingServerRequest<Hostnat_V1_ListRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListHostsResponse>
+
+        /// Handle the "ForgetHost" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Declares a host gone for good (`hosts forget`): the blocks quarantined for it are freed at
+        /// > once, as if it had ACKed. Only for a host that is really dead: a host that is only cut off
+        /// > may still be translating on them.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Hostnat_V1_ForgetHostRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Hostnat_V1_ForgetHostResponse` messages.
+        func forgetHost(
+            request: GRPCCore.StreamingServerRequest<Hostnat_V1_ForgetHostRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ForgetHostResponse>
 
         /// Handle the "UpdateNetwork" method.
         ///
@@ -2256,6 +2290,26 @@ extension Hostnat_V1_AdminService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListHostsResponse>
 
+        /// Handle the "ForgetHost" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Declares a host gone for good (`hosts forget`): the blocks quarantined for it are freed at
+        /// > once, as if it had ACKed. Only for a host that is really dead: a host that is only cut off
+        /// > may still be translating on them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ForgetHostRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Hostnat_V1_ForgetHostResponse` message.
+        func forgetHost(
+            request: GRPCCore.ServerRequest<Hostnat_V1_ForgetHostRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ForgetHostResponse>
+
         /// Handle the "UpdateNetwork" method.
         ///
         /// > Source IDL Documentation:
@@ -3180,6 +3234,26 @@ extension Hostnat_V1_AdminService {
             context: GRPCCore.ServerContext
         ) async throws -> Hostnat_V1_ListHostsResponse
 
+        /// Handle the "ForgetHost" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Declares a host gone for good (`hosts forget`): the blocks quarantined for it are freed at
+        /// > once, as if it had ACKed. Only for a host that is really dead: a host that is only cut off
+        /// > may still be translating on them.
+        ///
+        /// - Parameters:
+        ///   - request: A `Hostnat_V1_ForgetHostRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Hostnat_V1_ForgetHostResponse` to respond with.
+        func forgetHost(
+            request: Hostnat_V1_ForgetHostRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Hostnat_V1_ForgetHostResponse
+
         /// Handle the "UpdateNetwork" method.
         ///
         /// > Source IDL Documentation:
@@ -3876,6 +3950,17 @@ extension Hostnat_V1_AdminService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Hostnat_V1_AdminService.Method.ForgetHost.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ForgetHostRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ForgetHostResponse>(),
+            handler: { request, context in
+                try await self.forgetHost(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Hostnat_V1_AdminService.Method.UpdateNetwork.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_UpdateNetworkRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_Network>(),
@@ -4425,6 +4510,17 @@ extension Hostnat_V1_AdminService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ListHostsResponse> {
         let response = try await self.listHosts(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func forgetHost(
+        request: GRPCCore.StreamingServerRequest<Hostnat_V1_ForgetHostRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Hostnat_V1_ForgetHostResponse> {
+        let response = try await self.forgetHost(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -5040,6 +5136,19 @@ extension Hostnat_V1_AdminService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ListHostsResponse> {
         return GRPCCore.ServerResponse<Hostnat_V1_ListHostsResponse>(
             message: try await self.listHosts(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func forgetHost(
+        request: GRPCCore.ServerRequest<Hostnat_V1_ForgetHostRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Hostnat_V1_ForgetHostResponse> {
+        return GRPCCore.ServerResponse<Hostnat_V1_ForgetHostResponse>(
+            message: try await self.forgetHost(
                 request: request.message,
                 context: context
             ),
@@ -6026,6 +6135,31 @@ extension Hostnat_V1_AdminService {
             deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ListHostsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ListHostsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ForgetHost" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Declares a host gone for good (`hosts forget`): the blocks quarantined for it are freed at
+        /// > once, as if it had ACKed. Only for a host that is really dead: a host that is only cut off
+        /// > may still be translating on them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ForgetHostRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ForgetHostRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ForgetHostResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func forgetHost<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ForgetHostRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ForgetHostRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ForgetHostResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ForgetHostResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "UpdateNetwork" method.
@@ -7546,6 +7680,42 @@ extension Hostnat_V1_AdminService {
             try await self.client.unary(
                 request: request,
                 descriptor: Hostnat_V1_AdminService.Method.ListHosts.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ForgetHost" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Declares a host gone for good (`hosts forget`): the blocks quarantined for it are freed at
+        /// > once, as if it had ACKed. Only for a host that is really dead: a host that is only cut off
+        /// > may still be translating on them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Hostnat_V1_ForgetHostRequest` message.
+        ///   - serializer: A serializer for `Hostnat_V1_ForgetHostRequest` messages.
+        ///   - deserializer: A deserializer for `Hostnat_V1_ForgetHostResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func forgetHost<Result>(
+            request: GRPCCore.ClientRequest<Hostnat_V1_ForgetHostRequest>,
+            serializer: some GRPCCore.MessageSerializer<Hostnat_V1_ForgetHostRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Hostnat_V1_ForgetHostResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ForgetHostResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Hostnat_V1_AdminService.Method.ForgetHost.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -9111,6 +9281,37 @@ extension Hostnat_V1_AdminService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ListRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ListHostsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ForgetHost" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Declares a host gone for good (`hosts forget`): the blocks quarantined for it are freed at
+    /// > once, as if it had ACKed. Only for a host that is really dead: a host that is only cut off
+    /// > may still be translating on them.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Hostnat_V1_ForgetHostRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func forgetHost<Result>(
+        request: GRPCCore.ClientRequest<Hostnat_V1_ForgetHostRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ForgetHostResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.forgetHost(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Hostnat_V1_ForgetHostRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Hostnat_V1_ForgetHostResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -10701,6 +10902,41 @@ extension Hostnat_V1_AdminService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listHosts(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ForgetHost" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Declares a host gone for good (`hosts forget`): the blocks quarantined for it are freed at
+    /// > once, as if it had ACKed. Only for a host that is really dead: a host that is only cut off
+    /// > may still be translating on them.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func forgetHost<Result>(
+        _ message: Hostnat_V1_ForgetHostRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Hostnat_V1_ForgetHostResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Hostnat_V1_ForgetHostRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.forgetHost(
             request: request,
             options: options,
             onResponse: handleResponse

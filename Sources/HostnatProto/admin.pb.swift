@@ -712,6 +712,13 @@ public nonisolated struct Hostnat_V1_NatStatus: Sendable {
   /// Per NAT rule status (NAT rules issue).
   public var ruleStatus: [Hostnat_V1_NatRuleStatus] = []
 
+  /// Blocks of this gateway held by one host and given to another by the store, withheld from
+  /// both until resolved (rule 9 of the control protocol): "NAT_IP:FIRST+COUNT held by H1, given to H2".
+  public var conflictingBlocks: [String] = []
+
+  /// Blocks of this gateway in quarantine, waiting for their old host (rule 5).
+  public var quarantinedBlocks: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -955,43 +962,181 @@ public nonisolated struct Hostnat_V1_WhoHadResponse: Sendable {
 }
 
 /// The controller's view of one host.
-public nonisolated struct Hostnat_V1_HostStatus: Sendable {
+public nonisolated struct Hostnat_V1_HostStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Host id.
-  public var hostID: String = String()
+  public var hostID: String {
+    get {_storage._hostID}
+    set {_uniqueStorage()._hostID = newValue}
+  }
 
   /// Agent or edge.
-  public var kind: Hostnat_V1_HostKind = .unspecified
+  public var kind: Hostnat_V1_HostKind {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
 
   /// Whether its control stream is open now.
-  public var connected: Bool = false
+  public var connected: Bool {
+    get {_storage._connected}
+    set {_uniqueStorage()._connected = newValue}
+  }
 
   /// Boot id it sent in its last hello (changes on restart).
-  public var bootID: String = String()
+  public var bootID: String {
+    get {_storage._bootID}
+    set {_uniqueStorage()._bootID = newValue}
+  }
 
   /// Newest config version computed for it.
-  public var latestVersion: UInt64 = 0
+  public var latestVersion: UInt64 {
+    get {_storage._latestVersion}
+    set {_uniqueStorage()._latestVersion = newValue}
+  }
 
   /// Last version sent on its stream.
-  public var lastVersionSent: UInt64 = 0
+  public var lastVersionSent: UInt64 {
+    get {_storage._lastVersionSent}
+    set {_uniqueStorage()._lastVersionSent = newValue}
+  }
 
   /// Last version it acknowledged.
-  public var lastVersionAcked: UInt64 = 0
+  public var lastVersionAcked: UInt64 {
+    get {_storage._lastVersionAcked}
+    set {_uniqueStorage()._lastVersionAcked = newValue}
+  }
 
   /// Error of its last NACK, if the last response was a NACK.
-  public var lastNackReason: String = String()
+  public var lastNackReason: String {
+    get {_storage._lastNackReason}
+    set {_uniqueStorage()._lastNackReason = newValue}
+  }
 
   /// Last message received from it (Unix ms).
-  public var lastSeenMs: Int64 = 0
+  public var lastSeenMs: Int64 {
+    get {_storage._lastSeenMs}
+    set {_uniqueStorage()._lastSeenMs = newValue}
+  }
 
   /// Its data-plane (underlay) address, "127.0.0.1:40001".
-  public var underlayAddress: String = String()
+  public var underlayAddress: String {
+    get {_storage._underlayAddress}
+    set {_uniqueStorage()._underlayAddress = newValue}
+  }
 
   /// Instances it runs.
-  public var instances: Int32 = 0
+  public var instances: Int32 {
+    get {_storage._instances}
+    set {_uniqueStorage()._instances = newValue}
+  }
+
+  /// Epoch of its latest config.
+  public var latestEpoch: UInt64 {
+    get {_storage._latestEpoch}
+    set {_uniqueStorage()._latestEpoch = newValue}
+  }
+
+  /// Epoch of the config it last acknowledged.
+  public var ackedEpoch: UInt64 {
+    get {_storage._ackedEpoch}
+    set {_uniqueStorage()._ackedEpoch = newValue}
+  }
+
+  /// Features its last Hello listed.
+  public var features: [String] {
+    get {_storage._features}
+    set {_uniqueStorage()._features = newValue}
+  }
+
+  /// Why its latest config is held back (features it lacks), if it is.
+  public var heldBack: String {
+    get {_storage._heldBack}
+    set {_uniqueStorage()._heldBack = newValue}
+  }
+
+  /// Blocks its last Hello said it holds.
+  public var heldBlocks: Int32 {
+    get {_storage._heldBlocks}
+    set {_uniqueStorage()._heldBlocks = newValue}
+  }
+
+  /// Blocks it holds that the store gives to another host: withheld from both (rule 9).
+  public var conflictingBlocks: [String] {
+    get {_storage._conflictingBlocks}
+    set {_uniqueStorage()._conflictingBlocks = newValue}
+  }
+
+  /// Its blocks waiting in quarantine for it (rule 5).
+  public var quarantinedBlocks: Int32 {
+    get {_storage._quarantinedBlocks}
+    set {_uniqueStorage()._quarantinedBlocks = newValue}
+  }
+
+  /// Messages from it that were ignored: ACKs/NACKs with no nonce in flight (rule 11).
+  public var ignoredAcks: UInt64 {
+    get {_storage._ignoredAcks}
+    set {_uniqueStorage()._ignoredAcks = newValue}
+  }
+
+  /// Hellos refused because another boot of the same host id was connected (rule 12).
+  public var refusedHellos: UInt64 {
+    get {_storage._refusedHellos}
+    set {_uniqueStorage()._refusedHellos = newValue}
+  }
+
+  /// Messages refused for out-of-range values (rule 14).
+  public var refusedMessages: UInt64 {
+    get {_storage._refusedMessages}
+    set {_uniqueStorage()._refusedMessages = newValue}
+  }
+
+  /// Its last Hello said its lease had run out (lease mode).
+  public var fenced: Bool {
+    get {_storage._fenced}
+    set {_uniqueStorage()._fenced = newValue}
+  }
+
+  /// The last alarm about it, empty when none (a duplicate host id, a conflict).
+  public var alarm: String {
+    get {_storage._alarm}
+    set {_uniqueStorage()._alarm = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Request of ForgetHost.
+public nonisolated struct Hostnat_V1_ForgetHostRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The host.
+  public var hostID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Response of ForgetHost.
+public nonisolated struct Hostnat_V1_ForgetHostResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Blocks freed from quarantine.
+  public var releasedBlocks: Int32 = 0
+
+  /// What the operator should know (the host still runs instances, it is connected now).
+  public var warnings: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1006,6 +1151,18 @@ public nonisolated struct Hostnat_V1_ListHostsResponse: Sendable {
 
   /// The hosts, by id.
   public var hosts: [Hostnat_V1_HostStatus] = []
+
+  /// The controller's store id (rule 1).
+  public var storeID: String = String()
+
+  /// The controller's epoch now.
+  public var epoch: UInt64 = 0
+
+  /// Its fencing mode (rule 8): "fail-static" or "lease".
+  public var fencingMode: String = String()
+
+  /// Blocks held by one host and given to another by the store, over all hosts (rule 9).
+  public var conflictingBlocks: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2058,7 +2215,7 @@ nonisolated extension Hostnat_V1_ListInstancesResponse: SwiftProtobuf.Message, S
 
 nonisolated extension Hostnat_V1_NatStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NatStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}auto_allocated_nat_ips\0\u{3}drain_auto_allocated_nat_ips\0\u{3}user_allocated_nat_ips\0\u{3}drain_user_allocated_nat_ips\0\u{3}min_extra_nat_ips_needed\0\u{3}num_vm_endpoints_with_nat_mappings\0\u{3}vms_without_nat\0\u{3}rule_status\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}auto_allocated_nat_ips\0\u{3}drain_auto_allocated_nat_ips\0\u{3}user_allocated_nat_ips\0\u{3}drain_user_allocated_nat_ips\0\u{3}min_extra_nat_ips_needed\0\u{3}num_vm_endpoints_with_nat_mappings\0\u{3}vms_without_nat\0\u{3}rule_status\0\u{3}conflicting_blocks\0\u{3}quarantined_blocks\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2075,6 +2232,8 @@ nonisolated extension Hostnat_V1_NatStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 7: try { try decoder.decodeSingularInt32Field(value: &self.numVmEndpointsWithNatMappings) }()
       case 8: try { try decoder.decodeRepeatedStringField(value: &self.vmsWithoutNat) }()
       case 9: try { try decoder.decodeRepeatedMessageField(value: &self.ruleStatus) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.conflictingBlocks) }()
+      case 11: try { try decoder.decodeSingularInt32Field(value: &self.quarantinedBlocks) }()
       default: break
       }
     }
@@ -2108,6 +2267,12 @@ nonisolated extension Hostnat_V1_NatStatus: SwiftProtobuf.Message, SwiftProtobuf
     if !self.ruleStatus.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.ruleStatus, fieldNumber: 9)
     }
+    if !self.conflictingBlocks.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.conflictingBlocks, fieldNumber: 10)
+    }
+    if self.quarantinedBlocks != 0 {
+      try visitor.visitSingularInt32Field(value: self.quarantinedBlocks, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2121,6 +2286,8 @@ nonisolated extension Hostnat_V1_NatStatus: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.numVmEndpointsWithNatMappings != rhs.numVmEndpointsWithNatMappings {return false}
     if lhs.vmsWithoutNat != rhs.vmsWithoutNat {return false}
     if lhs.ruleStatus != rhs.ruleStatus {return false}
+    if lhs.conflictingBlocks != rhs.conflictingBlocks {return false}
+    if lhs.quarantinedBlocks != rhs.quarantinedBlocks {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2577,7 +2744,227 @@ nonisolated extension Hostnat_V1_WhoHadResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Hostnat_V1_HostStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HostStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{1}kind\0\u{1}connected\0\u{3}boot_id\0\u{3}latest_version\0\u{3}last_version_sent\0\u{3}last_version_acked\0\u{3}last_nack_reason\0\u{3}last_seen_ms\0\u{3}underlay_address\0\u{1}instances\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{1}kind\0\u{1}connected\0\u{3}boot_id\0\u{3}latest_version\0\u{3}last_version_sent\0\u{3}last_version_acked\0\u{3}last_nack_reason\0\u{3}last_seen_ms\0\u{3}underlay_address\0\u{1}instances\0\u{3}latest_epoch\0\u{3}acked_epoch\0\u{1}features\0\u{3}held_back\0\u{3}held_blocks\0\u{3}conflicting_blocks\0\u{3}quarantined_blocks\0\u{3}ignored_acks\0\u{3}refused_hellos\0\u{3}refused_messages\0\u{1}fenced\0\u{1}alarm\0")
+
+  fileprivate class _StorageClass {
+    var _hostID: String = String()
+    var _kind: Hostnat_V1_HostKind = .unspecified
+    var _connected: Bool = false
+    var _bootID: String = String()
+    var _latestVersion: UInt64 = 0
+    var _lastVersionSent: UInt64 = 0
+    var _lastVersionAcked: UInt64 = 0
+    var _lastNackReason: String = String()
+    var _lastSeenMs: Int64 = 0
+    var _underlayAddress: String = String()
+    var _instances: Int32 = 0
+    var _latestEpoch: UInt64 = 0
+    var _ackedEpoch: UInt64 = 0
+    var _features: [String] = []
+    var _heldBack: String = String()
+    var _heldBlocks: Int32 = 0
+    var _conflictingBlocks: [String] = []
+    var _quarantinedBlocks: Int32 = 0
+    var _ignoredAcks: UInt64 = 0
+    var _refusedHellos: UInt64 = 0
+    var _refusedMessages: UInt64 = 0
+    var _fenced: Bool = false
+    var _alarm: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _hostID = source._hostID
+      _kind = source._kind
+      _connected = source._connected
+      _bootID = source._bootID
+      _latestVersion = source._latestVersion
+      _lastVersionSent = source._lastVersionSent
+      _lastVersionAcked = source._lastVersionAcked
+      _lastNackReason = source._lastNackReason
+      _lastSeenMs = source._lastSeenMs
+      _underlayAddress = source._underlayAddress
+      _instances = source._instances
+      _latestEpoch = source._latestEpoch
+      _ackedEpoch = source._ackedEpoch
+      _features = source._features
+      _heldBack = source._heldBack
+      _heldBlocks = source._heldBlocks
+      _conflictingBlocks = source._conflictingBlocks
+      _quarantinedBlocks = source._quarantinedBlocks
+      _ignoredAcks = source._ignoredAcks
+      _refusedHellos = source._refusedHellos
+      _refusedMessages = source._refusedMessages
+      _fenced = source._fenced
+      _alarm = source._alarm
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._hostID) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._kind) }()
+        case 3: try { try decoder.decodeSingularBoolField(value: &_storage._connected) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._bootID) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._latestVersion) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._lastVersionSent) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._lastVersionAcked) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._lastNackReason) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._lastSeenMs) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._underlayAddress) }()
+        case 11: try { try decoder.decodeSingularInt32Field(value: &_storage._instances) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._latestEpoch) }()
+        case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._ackedEpoch) }()
+        case 14: try { try decoder.decodeRepeatedStringField(value: &_storage._features) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._heldBack) }()
+        case 16: try { try decoder.decodeSingularInt32Field(value: &_storage._heldBlocks) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._conflictingBlocks) }()
+        case 18: try { try decoder.decodeSingularInt32Field(value: &_storage._quarantinedBlocks) }()
+        case 19: try { try decoder.decodeSingularUInt64Field(value: &_storage._ignoredAcks) }()
+        case 20: try { try decoder.decodeSingularUInt64Field(value: &_storage._refusedHellos) }()
+        case 21: try { try decoder.decodeSingularUInt64Field(value: &_storage._refusedMessages) }()
+        case 22: try { try decoder.decodeSingularBoolField(value: &_storage._fenced) }()
+        case 23: try { try decoder.decodeSingularStringField(value: &_storage._alarm) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._hostID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._hostID, fieldNumber: 1)
+      }
+      if _storage._kind != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._kind, fieldNumber: 2)
+      }
+      if _storage._connected != false {
+        try visitor.visitSingularBoolField(value: _storage._connected, fieldNumber: 3)
+      }
+      if !_storage._bootID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._bootID, fieldNumber: 4)
+      }
+      if _storage._latestVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._latestVersion, fieldNumber: 5)
+      }
+      if _storage._lastVersionSent != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._lastVersionSent, fieldNumber: 6)
+      }
+      if _storage._lastVersionAcked != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._lastVersionAcked, fieldNumber: 7)
+      }
+      if !_storage._lastNackReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._lastNackReason, fieldNumber: 8)
+      }
+      if _storage._lastSeenMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._lastSeenMs, fieldNumber: 9)
+      }
+      if !_storage._underlayAddress.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._underlayAddress, fieldNumber: 10)
+      }
+      if _storage._instances != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._instances, fieldNumber: 11)
+      }
+      if _storage._latestEpoch != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._latestEpoch, fieldNumber: 12)
+      }
+      if _storage._ackedEpoch != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._ackedEpoch, fieldNumber: 13)
+      }
+      if !_storage._features.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._features, fieldNumber: 14)
+      }
+      if !_storage._heldBack.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._heldBack, fieldNumber: 15)
+      }
+      if _storage._heldBlocks != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._heldBlocks, fieldNumber: 16)
+      }
+      if !_storage._conflictingBlocks.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._conflictingBlocks, fieldNumber: 17)
+      }
+      if _storage._quarantinedBlocks != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._quarantinedBlocks, fieldNumber: 18)
+      }
+      if _storage._ignoredAcks != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._ignoredAcks, fieldNumber: 19)
+      }
+      if _storage._refusedHellos != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._refusedHellos, fieldNumber: 20)
+      }
+      if _storage._refusedMessages != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._refusedMessages, fieldNumber: 21)
+      }
+      if _storage._fenced != false {
+        try visitor.visitSingularBoolField(value: _storage._fenced, fieldNumber: 22)
+      }
+      if !_storage._alarm.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._alarm, fieldNumber: 23)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hostnat_V1_HostStatus, rhs: Hostnat_V1_HostStatus) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._hostID != rhs_storage._hostID {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._connected != rhs_storage._connected {return false}
+        if _storage._bootID != rhs_storage._bootID {return false}
+        if _storage._latestVersion != rhs_storage._latestVersion {return false}
+        if _storage._lastVersionSent != rhs_storage._lastVersionSent {return false}
+        if _storage._lastVersionAcked != rhs_storage._lastVersionAcked {return false}
+        if _storage._lastNackReason != rhs_storage._lastNackReason {return false}
+        if _storage._lastSeenMs != rhs_storage._lastSeenMs {return false}
+        if _storage._underlayAddress != rhs_storage._underlayAddress {return false}
+        if _storage._instances != rhs_storage._instances {return false}
+        if _storage._latestEpoch != rhs_storage._latestEpoch {return false}
+        if _storage._ackedEpoch != rhs_storage._ackedEpoch {return false}
+        if _storage._features != rhs_storage._features {return false}
+        if _storage._heldBack != rhs_storage._heldBack {return false}
+        if _storage._heldBlocks != rhs_storage._heldBlocks {return false}
+        if _storage._conflictingBlocks != rhs_storage._conflictingBlocks {return false}
+        if _storage._quarantinedBlocks != rhs_storage._quarantinedBlocks {return false}
+        if _storage._ignoredAcks != rhs_storage._ignoredAcks {return false}
+        if _storage._refusedHellos != rhs_storage._refusedHellos {return false}
+        if _storage._refusedMessages != rhs_storage._refusedMessages {return false}
+        if _storage._fenced != rhs_storage._fenced {return false}
+        if _storage._alarm != rhs_storage._alarm {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hostnat_V1_ForgetHostRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ForgetHostRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2586,16 +2973,6 @@ nonisolated extension Hostnat_V1_HostStatus: SwiftProtobuf.Message, SwiftProtobu
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.hostID) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
-      case 3: try { try decoder.decodeSingularBoolField(value: &self.connected) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.bootID) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.latestVersion) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.lastVersionSent) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.lastVersionAcked) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.lastNackReason) }()
-      case 9: try { try decoder.decodeSingularInt64Field(value: &self.lastSeenMs) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.underlayAddress) }()
-      case 11: try { try decoder.decodeSingularInt32Field(value: &self.instances) }()
       default: break
       }
     }
@@ -2605,51 +2982,46 @@ nonisolated extension Hostnat_V1_HostStatus: SwiftProtobuf.Message, SwiftProtobu
     if !self.hostID.isEmpty {
       try visitor.visitSingularStringField(value: self.hostID, fieldNumber: 1)
     }
-    if self.kind != .unspecified {
-      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hostnat_V1_ForgetHostRequest, rhs: Hostnat_V1_ForgetHostRequest) -> Bool {
+    if lhs.hostID != rhs.hostID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hostnat_V1_ForgetHostResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ForgetHostResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}released_blocks\0\u{1}warnings\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.releasedBlocks) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.warnings) }()
+      default: break
+      }
     }
-    if self.connected != false {
-      try visitor.visitSingularBoolField(value: self.connected, fieldNumber: 3)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.releasedBlocks != 0 {
+      try visitor.visitSingularInt32Field(value: self.releasedBlocks, fieldNumber: 1)
     }
-    if !self.bootID.isEmpty {
-      try visitor.visitSingularStringField(value: self.bootID, fieldNumber: 4)
-    }
-    if self.latestVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.latestVersion, fieldNumber: 5)
-    }
-    if self.lastVersionSent != 0 {
-      try visitor.visitSingularUInt64Field(value: self.lastVersionSent, fieldNumber: 6)
-    }
-    if self.lastVersionAcked != 0 {
-      try visitor.visitSingularUInt64Field(value: self.lastVersionAcked, fieldNumber: 7)
-    }
-    if !self.lastNackReason.isEmpty {
-      try visitor.visitSingularStringField(value: self.lastNackReason, fieldNumber: 8)
-    }
-    if self.lastSeenMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.lastSeenMs, fieldNumber: 9)
-    }
-    if !self.underlayAddress.isEmpty {
-      try visitor.visitSingularStringField(value: self.underlayAddress, fieldNumber: 10)
-    }
-    if self.instances != 0 {
-      try visitor.visitSingularInt32Field(value: self.instances, fieldNumber: 11)
+    if !self.warnings.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.warnings, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Hostnat_V1_HostStatus, rhs: Hostnat_V1_HostStatus) -> Bool {
-    if lhs.hostID != rhs.hostID {return false}
-    if lhs.kind != rhs.kind {return false}
-    if lhs.connected != rhs.connected {return false}
-    if lhs.bootID != rhs.bootID {return false}
-    if lhs.latestVersion != rhs.latestVersion {return false}
-    if lhs.lastVersionSent != rhs.lastVersionSent {return false}
-    if lhs.lastVersionAcked != rhs.lastVersionAcked {return false}
-    if lhs.lastNackReason != rhs.lastNackReason {return false}
-    if lhs.lastSeenMs != rhs.lastSeenMs {return false}
-    if lhs.underlayAddress != rhs.underlayAddress {return false}
-    if lhs.instances != rhs.instances {return false}
+  public static func ==(lhs: Hostnat_V1_ForgetHostResponse, rhs: Hostnat_V1_ForgetHostResponse) -> Bool {
+    if lhs.releasedBlocks != rhs.releasedBlocks {return false}
+    if lhs.warnings != rhs.warnings {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2657,7 +3029,7 @@ nonisolated extension Hostnat_V1_HostStatus: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Hostnat_V1_ListHostsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListHostsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hosts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hosts\0\u{3}store_id\0\u{1}epoch\0\u{3}fencing_mode\0\u{3}conflicting_blocks\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2666,6 +3038,10 @@ nonisolated extension Hostnat_V1_ListHostsResponse: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.hosts) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.storeID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.fencingMode) }()
+      case 5: try { try decoder.decodeSingularInt32Field(value: &self.conflictingBlocks) }()
       default: break
       }
     }
@@ -2675,11 +3051,27 @@ nonisolated extension Hostnat_V1_ListHostsResponse: SwiftProtobuf.Message, Swift
     if !self.hosts.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.hosts, fieldNumber: 1)
     }
+    if !self.storeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.storeID, fieldNumber: 2)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 3)
+    }
+    if !self.fencingMode.isEmpty {
+      try visitor.visitSingularStringField(value: self.fencingMode, fieldNumber: 4)
+    }
+    if self.conflictingBlocks != 0 {
+      try visitor.visitSingularInt32Field(value: self.conflictingBlocks, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Hostnat_V1_ListHostsResponse, rhs: Hostnat_V1_ListHostsResponse) -> Bool {
     if lhs.hosts != rhs.hosts {return false}
+    if lhs.storeID != rhs.storeID {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.fencingMode != rhs.fencingMode {return false}
+    if lhs.conflictingBlocks != rhs.conflictingBlocks {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

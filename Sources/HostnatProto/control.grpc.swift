@@ -5,34 +5,52 @@
 /// the controller pushes complete, versioned snapshots of everything that host needs; the host
 /// answers each push with an ACK or a NACK carrying the push's nonce.
 ///
-/// Rules (both sides rely on them; the controller's tests check each):
+/// Rules (both sides rely on them; docs/protocol.md names the test and model property of each):
 ///
-/// 1. Versions. Every snapshot for a host carries a version that only goes up, also across
-///    controller restarts (versions are stored with the intent). A host never applies a
-///    snapshot whose version is lower than the one it holds; it NACKs it with reason
-///    "stale version N < M". A snapshot with the version it already holds is ACKed without
-///    change (it happens after every reconnect).
+/// 1. Fencing tokens. Every snapshot carries (store_id, epoch, version, digest). The epoch goes
+///    up on every controller start, durably, and is raised above any epoch a host reports; the
+///    version comes from one counter per store and only goes up; the digest is SHA-256 of the
+///    snapshot's content. A host compares (epoch, version): a lower one is NACKed ("stale"), an
+///    equal one with the same digest is ACKed without change (after every reconnect), an equal
+///    one with another digest is NACKed ("digest mismatch"), a higher one is applied.
 /// 2. Atomic apply. A host applies a snapshot as a whole or not at all: a packet sees the old
 ///    config or the new one, never half. A snapshot that fails validation on the host is
 ///    NACKed with the reason, and the previous config stays in force.
 /// 3. Last good config. A host writes each applied snapshot to disk (atomically) before it
 ///    ACKs, and loads it on start: the data plane works without any controller.
 /// 4. Hello. On (re)connect the host sends Hello with its id, a boot id that changes on every
-///    restart, and the version it holds. The controller answers with the current snapshot.
+///    restart, the token it holds, its blocks (rule 9) and its features (rule 10). The
+///    controller answers with the current snapshot.
 /// 5. Ownership is never doubled. A NAT IP:port block taken from a VM or a host (VM deleted,
 ///    IP drained then removed, ports reclaimed under dynamic allocation) is quarantined: it is
-///    not handed to another VM until the old owner's host has ACKed a snapshot without it, or,
-///    when that host cannot be reached, until a lease has run out since the host was last
-///    heard from. The lease (HostConfig.ownership_lease_sec) is longer than the longest idle
-///    timeout of any gateway, so every flow the old owner could still hold has expired by
-///    then. The edge routes return traffic for a block only to its current owner, so even a
-///    host partitioned longer than the lease cannot receive another VM's replies.
+///    not handed to another VM until the old owner's host has ACKed a snapshot without it, or
+///    an operator has declared that host gone (`hostnat hosts forget`), or, in lease mode only
+///    (rule 8), the lease has run out since the host was last heard from.
 /// 6. Removal without drain breaks flows. A block that disappears from a snapshot ends its
 ///    flows on that host at once (Cloud NAT: removing an IP without draining breaks its
 ///    connections). A block that stays, moved to `drained`, keeps its flows; no new mapping is
 ///    made on it.
 /// 7. The packet path never waits on this stream: a host applies snapshots between packet
 ///    batches, and a slow or dead controller only delays config changes.
+/// 8. Fencing modes (HostConfig.fencing_mode, the controller's --fencing). FAIL_STATIC (the
+///    default): a host keeps translating on its blocks for as long as it cannot reach the
+///    controller, so the controller never frees them by itself. LEASE: a host that has not
+///    heard the controller for ownership_lease_sec - fence_margin_sec makes no new mapping;
+///    at ownership_lease_sec it ends every flow and holds its blocks as fenced.
+/// 9. Inventories. A block a host reports holding that the controller's store gives to another
+///    host (a controller restored from an old backup) is withheld from both until the holder
+///    has ACKed a snapshot without it.
+/// 10. Features. A snapshot lists the features it needs (required_features); the controller
+///    never pushes one to a host whose Hello does not list them all, and says why in status.
+/// 11. ACKs by nonce. An ACK or NACK counts only when its nonce is in flight on the host's
+///    current stream and names the version pushed with it; any other is ignored and counted.
+/// 12. One live stream per host id. A Hello with another boot id while the host's stream is
+///    open is refused (ALREADY_EXISTS); the same boot id replaces the old stream.
+/// 13. The edge forwards a host's outbound packet only when that host owns its source NAT
+///    IP:port by the edge's routes; anything else is dropped and counted (NOT_OWNER).
+/// 14. Bounds. Every number read from the wire is checked before use (versions and epochs
+///    below 2^62, ports and counts within 16 bits, bounded list lengths); an out-of-range
+///    message is refused with the field's name and counted, never trusted and never a crash.
 
 // DO NOT EDIT.
 // swift-format-ignore-file

@@ -15,34 +15,52 @@
 /// the controller pushes complete, versioned snapshots of everything that host needs; the host
 /// answers each push with an ACK or a NACK carrying the push's nonce.
 ///
-/// Rules (both sides rely on them; the controller's tests check each):
+/// Rules (both sides rely on them; docs/protocol.md names the test and model property of each):
 ///
-/// 1. Versions. Every snapshot for a host carries a version that only goes up, also across
-///    controller restarts (versions are stored with the intent). A host never applies a
-///    snapshot whose version is lower than the one it holds; it NACKs it with reason
-///    "stale version N < M". A snapshot with the version it already holds is ACKed without
-///    change (it happens after every reconnect).
+/// 1. Fencing tokens. Every snapshot carries (store_id, epoch, version, digest). The epoch goes
+///    up on every controller start, durably, and is raised above any epoch a host reports; the
+///    version comes from one counter per store and only goes up; the digest is SHA-256 of the
+///    snapshot's content. A host compares (epoch, version): a lower one is NACKed ("stale"), an
+///    equal one with the same digest is ACKed without change (after every reconnect), an equal
+///    one with another digest is NACKed ("digest mismatch"), a higher one is applied.
 /// 2. Atomic apply. A host applies a snapshot as a whole or not at all: a packet sees the old
 ///    config or the new one, never half. A snapshot that fails validation on the host is
 ///    NACKed with the reason, and the previous config stays in force.
 /// 3. Last good config. A host writes each applied snapshot to disk (atomically) before it
 ///    ACKs, and loads it on start: the data plane works without any controller.
 /// 4. Hello. On (re)connect the host sends Hello with its id, a boot id that changes on every
-///    restart, and the version it holds. The controller answers with the current snapshot.
+///    restart, the token it holds, its blocks (rule 9) and its features (rule 10). The
+///    controller answers with the current snapshot.
 /// 5. Ownership is never doubled. A NAT IP:port block taken from a VM or a host (VM deleted,
 ///    IP drained then removed, ports reclaimed under dynamic allocation) is quarantined: it is
-///    not handed to another VM until the old owner's host has ACKed a snapshot without it, or,
-///    when that host cannot be reached, until a lease has run out since the host was last
-///    heard from. The lease (HostConfig.ownership_lease_sec) is longer than the longest idle
-///    timeout of any gateway, so every flow the old owner could still hold has expired by
-///    then. The edge routes return traffic for a block only to its current owner, so even a
-///    host partitioned longer than the lease cannot receive another VM's replies.
+///    not handed to another VM until the old owner's host has ACKed a snapshot without it, or
+///    an operator has declared that host gone (`hostnat hosts forget`), or, in lease mode only
+///    (rule 8), the lease has run out since the host was last heard from.
 /// 6. Removal without drain breaks flows. A block that disappears from a snapshot ends its
 ///    flows on that host at once (Cloud NAT: removing an IP without draining breaks its
 ///    connections). A block that stays, moved to `drained`, keeps its flows; no new mapping is
 ///    made on it.
 /// 7. The packet path never waits on this stream: a host applies snapshots between packet
 ///    batches, and a slow or dead controller only delays config changes.
+/// 8. Fencing modes (HostConfig.fencing_mode, the controller's --fencing). FAIL_STATIC (the
+///    default): a host keeps translating on its blocks for as long as it cannot reach the
+///    controller, so the controller never frees them by itself. LEASE: a host that has not
+///    heard the controller for ownership_lease_sec - fence_margin_sec makes no new mapping;
+///    at ownership_lease_sec it ends every flow and holds its blocks as fenced.
+/// 9. Inventories. A block a host reports holding that the controller's store gives to another
+///    host (a controller restored from an old backup) is withheld from both until the holder
+///    has ACKed a snapshot without it.
+/// 10. Features. A snapshot lists the features it needs (required_features); the controller
+///    never pushes one to a host whose Hello does not list them all, and says why in status.
+/// 11. ACKs by nonce. An ACK or NACK counts only when its nonce is in flight on the host's
+///    current stream and names the version pushed with it; any other is ignored and counted.
+/// 12. One live stream per host id. A Hello with another boot id while the host's stream is
+///    open is refused (ALREADY_EXISTS); the same boot id replaces the old stream.
+/// 13. The edge forwards a host's outbound packet only when that host owns its source NAT
+///    IP:port by the edge's routes; anything else is dropped and counted (NOT_OWNER).
+/// 14. Bounds. Every number read from the wire is checked before use (versions and epochs
+///    below 2^62, ports and counts within 16 bits, bounded list lengths); an out-of-range
+///    message is refused with the field's name and counted, never trusted and never a crash.
 
 public import SwiftProtobuf
 
@@ -54,6 +72,104 @@ public import SwiftProtobuf
 fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobuf.ProtobufAPIVersionCheck {
   struct _2: SwiftProtobuf.ProtobufAPIVersion_2 {}
   typealias Version = _2
+}
+
+/// How a host holds a block.
+public nonisolated enum Hostnat_V1_BlockState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Unset.
+  case unspecified // = 0
+
+  /// New mappings are made on it.
+  case blockActive // = 1
+
+  /// Old flows only.
+  case blockDrained // = 2
+
+  /// Lease mode: the lease ran out; no flow uses it and none will until the controller is heard.
+  case blockFenced // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .blockActive
+    case 2: self = .blockDrained
+    case 3: self = .blockFenced
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .blockActive: return 1
+    case .blockDrained: return 2
+    case .blockFenced: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Hostnat_V1_BlockState] = [
+    .unspecified,
+    .blockActive,
+    .blockDrained,
+    .blockFenced,
+  ]
+
+}
+
+/// How hosts behave while they cannot reach the controller (rule 8).
+public nonisolated enum Hostnat_V1_FencingMode: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Unset: fail-static.
+  case unspecified // = 0
+
+  /// Keep translating on the last good config for as long as the controller is away; the
+  /// controller never frees a silent host's blocks by itself.
+  case failStatic // = 1
+
+  /// Stop new mappings at lease minus margin, end every flow at the lease; the controller may
+  /// free a silent host's blocks once the lease has run out.
+  case lease // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .failStatic
+    case 2: self = .lease
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .failStatic: return 1
+    case .lease: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Hostnat_V1_FencingMode] = [
+    .unspecified,
+    .failStatic,
+    .lease,
+  ]
+
 }
 
 /// First message on every stream, from the host.
@@ -77,6 +193,57 @@ public nonisolated struct Hostnat_V1_Hello: Sendable {
   /// Software version of the host, for the operator.
   public var softwareVersion: String = String()
 
+  /// The rest of the fencing token of the snapshot held (rule 1): its store (empty: none held),
+  public var appliedStoreID: String = String()
+
+  /// its epoch (0: none held),
+  public var appliedEpoch: UInt64 = 0
+
+  /// and its digest.
+  public var appliedDigest: String = String()
+
+  /// What the host holds (rule 9): every port block of its applied snapshot and its state there.
+  /// The edge lists its NAT routes, each with the host it routes the block to.
+  public var blocks: [Hostnat_V1_HeldBlock] = []
+
+  /// Protocol features the host understands (rule 10); an empty list means "base".
+  public var features: [String] = []
+
+  /// Lease mode: the host's lease had run out when it said hello (it holds no usable block).
+  public var fenced: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One block in a Hello's inventory.
+public nonisolated struct Hostnat_V1_HeldBlock: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The NAT IP.
+  public var natIp: String = String()
+
+  /// First port.
+  public var firstPort: UInt32 = 0
+
+  /// Number of ports.
+  public var count: UInt32 = 0
+
+  /// How the host holds it.
+  public var state: Hostnat_V1_BlockState = .unspecified
+
+  /// Instance it serves ("vm-1"); empty in the edge's inventory.
+  public var instance: String = String()
+
+  /// NIC it serves ("nic0"); empty in the edge's inventory.
+  public var nic: String = String()
+
+  /// The edge's inventory: the host its routes give the block to.
+  public var hostID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -93,6 +260,12 @@ public nonisolated struct Hostnat_V1_Ack: Sendable {
 
   /// Version now applied.
   public var version: UInt64 = 0
+
+  /// Epoch of the snapshot now applied (rule 1).
+  public var epoch: UInt64 = 0
+
+  /// Digest of the snapshot now applied.
+  public var digest: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -116,6 +289,9 @@ public nonisolated struct Hostnat_V1_Nack: Sendable {
 
   /// Why, naming the field when it is a validation error.
   public var error: String = String()
+
+  /// Epoch of the rejected snapshot.
+  public var epoch: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -388,6 +564,24 @@ public nonisolated struct Hostnat_V1_HostConfig: Sendable {
   /// the VPC (subnet routes: never NATed) and the tag their packets carry between hosts.
   public var vpcNetworks: [Hostnat_V1_VpcNetwork] = []
 
+  /// Fencing token (rule 1): the controller store's id,
+  public var storeID: String = String()
+
+  /// its epoch when the snapshot was made,
+  public var epoch: UInt64 = 0
+
+  /// and the digest of the snapshot's content (SHA-256, first 128 bits, hex).
+  public var digest: String = String()
+
+  /// Protocol features a host must understand to apply this snapshot (rule 10).
+  public var requiredFeatures: [String] = []
+
+  /// Rule 8: what the host does while it cannot reach the controller.
+  public var fencingMode: Hostnat_V1_FencingMode = .unspecified
+
+  /// Lease mode: new mappings stop this long before the lease runs out (clock-rate margin).
+  public var fenceMarginSec: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -443,29 +637,32 @@ public nonisolated struct Hostnat_V1_VpcRoute: Sendable {
 }
 
 /// A snapshot push.
-public nonisolated struct Hostnat_V1_ConfigPush: Sendable {
+public nonisolated struct Hostnat_V1_ConfigPush: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Opaque, unique per push; the host echoes it in its Ack/Nack.
-  public var nonce: String = String()
+  public var nonce: String {
+    get {_storage._nonce}
+    set {_uniqueStorage()._nonce = newValue}
+  }
 
   /// The snapshot.
   public var config: Hostnat_V1_HostConfig {
-    get {_config ?? Hostnat_V1_HostConfig()}
-    set {_config = newValue}
+    get {_storage._config ?? Hostnat_V1_HostConfig()}
+    set {_uniqueStorage()._config = newValue}
   }
   /// Returns true if `config` has been explicitly set.
-  public var hasConfig: Bool {self._config != nil}
+  public var hasConfig: Bool {_storage._config != nil}
   /// Clears the value of `config`. Subsequent reads from it will return its default value.
-  public mutating func clearConfig() {self._config = nil}
+  public mutating func clearConfig() {_uniqueStorage()._config = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _config: Hostnat_V1_HostConfig? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Port usage of one NIC, reported by the host under dynamic port allocation (and for
@@ -505,11 +702,15 @@ public nonisolated struct Hostnat_V1_PortUsageReport: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Version the report was computed under.
+  /// Version the report was computed under (with applied_epoch: the controller acts only on
+  /// reports of the snapshot it pushed last).
   public var appliedVersion: UInt64 = 0
 
   /// One entry per NATed NIC on the host.
   public var nics: [Hostnat_V1_NicPortUsage] = []
+
+  /// Epoch of the snapshot the report was computed under.
+  public var appliedEpoch: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -522,7 +723,8 @@ public nonisolated struct Hostnat_V1_PortRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Chosen by the host to match the answer.
+  /// Chosen by the host to match the answer; a request repeated with the same id gets the same
+  /// answer and never a second block.
   public var requestID: String = String()
 
   /// Instance name.
@@ -564,6 +766,9 @@ public nonisolated struct Hostnat_V1_PortGrant: Sendable {
 
   /// Why it was refused (at max ports per VM, pool exhausted).
   public var refusedReason: String = String()
+
+  /// Epoch of that snapshot.
+  public var epoch: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -781,6 +986,15 @@ public nonisolated struct Hostnat_V1_EdgeConfig: Sendable {
   /// (its own VMs and those of the networks peered with it).
   public var vpcRoutes: [Hostnat_V1_VpcRoute] = []
 
+  /// Fencing token, as in HostConfig: store id,
+  public var storeID: String = String()
+
+  /// epoch,
+  public var epoch: UInt64 = 0
+
+  /// digest.
+  public var digest: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -916,9 +1130,17 @@ public nonisolated struct Hostnat_V1_EdgeControllerMessage: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "hostnat.v1"
 
+nonisolated extension Hostnat_V1_BlockState: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0BLOCK_STATE_UNSPECIFIED\0\u{1}BLOCK_ACTIVE\0\u{1}BLOCK_DRAINED\0\u{1}BLOCK_FENCED\0")
+}
+
+nonisolated extension Hostnat_V1_FencingMode: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FENCING_MODE_UNSPECIFIED\0\u{1}FAIL_STATIC\0\u{1}LEASE\0")
+}
+
 nonisolated extension Hostnat_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{3}boot_id\0\u{3}applied_version\0\u{3}underlay_address\0\u{3}software_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{3}boot_id\0\u{3}applied_version\0\u{3}underlay_address\0\u{3}software_version\0\u{3}applied_store_id\0\u{3}applied_epoch\0\u{3}applied_digest\0\u{1}blocks\0\u{1}features\0\u{1}fenced\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -931,6 +1153,12 @@ nonisolated extension Hostnat_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.appliedVersion) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.underlayAddress) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.appliedStoreID) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.appliedEpoch) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.appliedDigest) }()
+      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.blocks) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.features) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.fenced) }()
       default: break
       }
     }
@@ -952,6 +1180,24 @@ nonisolated extension Hostnat_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.softwareVersion.isEmpty {
       try visitor.visitSingularStringField(value: self.softwareVersion, fieldNumber: 5)
     }
+    if !self.appliedStoreID.isEmpty {
+      try visitor.visitSingularStringField(value: self.appliedStoreID, fieldNumber: 6)
+    }
+    if self.appliedEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.appliedEpoch, fieldNumber: 7)
+    }
+    if !self.appliedDigest.isEmpty {
+      try visitor.visitSingularStringField(value: self.appliedDigest, fieldNumber: 8)
+    }
+    if !self.blocks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.blocks, fieldNumber: 9)
+    }
+    if !self.features.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.features, fieldNumber: 10)
+    }
+    if self.fenced != false {
+      try visitor.visitSingularBoolField(value: self.fenced, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -961,6 +1207,72 @@ nonisolated extension Hostnat_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.appliedVersion != rhs.appliedVersion {return false}
     if lhs.underlayAddress != rhs.underlayAddress {return false}
     if lhs.softwareVersion != rhs.softwareVersion {return false}
+    if lhs.appliedStoreID != rhs.appliedStoreID {return false}
+    if lhs.appliedEpoch != rhs.appliedEpoch {return false}
+    if lhs.appliedDigest != rhs.appliedDigest {return false}
+    if lhs.blocks != rhs.blocks {return false}
+    if lhs.features != rhs.features {return false}
+    if lhs.fenced != rhs.fenced {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hostnat_V1_HeldBlock: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HeldBlock"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}nat_ip\0\u{3}first_port\0\u{1}count\0\u{1}state\0\u{1}instance\0\u{1}nic\0\u{3}host_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.natIp) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.firstPort) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.instance) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.nic) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.hostID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.natIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.natIp, fieldNumber: 1)
+    }
+    if self.firstPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.firstPort, fieldNumber: 2)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 3)
+    }
+    if self.state != .unspecified {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 4)
+    }
+    if !self.instance.isEmpty {
+      try visitor.visitSingularStringField(value: self.instance, fieldNumber: 5)
+    }
+    if !self.nic.isEmpty {
+      try visitor.visitSingularStringField(value: self.nic, fieldNumber: 6)
+    }
+    if !self.hostID.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostID, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hostnat_V1_HeldBlock, rhs: Hostnat_V1_HeldBlock) -> Bool {
+    if lhs.natIp != rhs.natIp {return false}
+    if lhs.firstPort != rhs.firstPort {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.instance != rhs.instance {return false}
+    if lhs.nic != rhs.nic {return false}
+    if lhs.hostID != rhs.hostID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -968,7 +1280,7 @@ nonisolated extension Hostnat_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Hostnat_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Ack"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0\u{1}version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0\u{1}version\0\u{1}epoch\0\u{1}digest\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -978,6 +1290,8 @@ nonisolated extension Hostnat_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._Mess
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.nonce) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.digest) }()
       default: break
       }
     }
@@ -990,12 +1304,20 @@ nonisolated extension Hostnat_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if self.version != 0 {
       try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
     }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 3)
+    }
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Hostnat_V1_Ack, rhs: Hostnat_V1_Ack) -> Bool {
     if lhs.nonce != rhs.nonce {return false}
     if lhs.version != rhs.version {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.digest != rhs.digest {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1003,7 +1325,7 @@ nonisolated extension Hostnat_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Hostnat_V1_Nack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Nack"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0\u{1}version\0\u{3}applied_version\0\u{1}error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0\u{1}version\0\u{3}applied_version\0\u{1}error\0\u{1}epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1015,6 +1337,7 @@ nonisolated extension Hostnat_V1_Nack: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.appliedVersion) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       default: break
       }
     }
@@ -1033,6 +1356,9 @@ nonisolated extension Hostnat_V1_Nack: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.error.isEmpty {
       try visitor.visitSingularStringField(value: self.error, fieldNumber: 4)
     }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1041,6 +1367,7 @@ nonisolated extension Hostnat_V1_Nack: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.version != rhs.version {return false}
     if lhs.appliedVersion != rhs.appliedVersion {return false}
     if lhs.error != rhs.error {return false}
+    if lhs.epoch != rhs.epoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1455,7 +1782,7 @@ nonisolated extension Hostnat_V1_GatewayConfig: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Hostnat_V1_HostConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HostConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{1}version\0\u{1}gateways\0\u{1}vms\0\u{3}ownership_lease_sec\0\u{3}generated_ms\0\u{3}firewall_rules\0\u{1}routes\0\u{3}google_apis_ranges\0\u{4}\u{c}vpc_networks\0\u{c}\u{a}\u{b}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{1}version\0\u{1}gateways\0\u{1}vms\0\u{3}ownership_lease_sec\0\u{3}generated_ms\0\u{3}firewall_rules\0\u{1}routes\0\u{3}google_apis_ranges\0\u{4}\u{c}vpc_networks\0\u{3}store_id\0\u{1}epoch\0\u{1}digest\0\u{3}required_features\0\u{3}fencing_mode\0\u{3}fence_margin_sec\0\u{c}\u{a}\u{b}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1473,6 +1800,12 @@ nonisolated extension Hostnat_V1_HostConfig: SwiftProtobuf.Message, SwiftProtobu
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.routes) }()
       case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.googleApisRanges) }()
       case 21: try { try decoder.decodeRepeatedMessageField(value: &self.vpcNetworks) }()
+      case 22: try { try decoder.decodeSingularStringField(value: &self.storeID) }()
+      case 23: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 24: try { try decoder.decodeSingularStringField(value: &self.digest) }()
+      case 25: try { try decoder.decodeRepeatedStringField(value: &self.requiredFeatures) }()
+      case 26: try { try decoder.decodeSingularEnumField(value: &self.fencingMode) }()
+      case 27: try { try decoder.decodeSingularUInt32Field(value: &self.fenceMarginSec) }()
       default: break
       }
     }
@@ -1509,6 +1842,24 @@ nonisolated extension Hostnat_V1_HostConfig: SwiftProtobuf.Message, SwiftProtobu
     if !self.vpcNetworks.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.vpcNetworks, fieldNumber: 21)
     }
+    if !self.storeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.storeID, fieldNumber: 22)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 23)
+    }
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 24)
+    }
+    if !self.requiredFeatures.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.requiredFeatures, fieldNumber: 25)
+    }
+    if self.fencingMode != .unspecified {
+      try visitor.visitSingularEnumField(value: self.fencingMode, fieldNumber: 26)
+    }
+    if self.fenceMarginSec != 0 {
+      try visitor.visitSingularUInt32Field(value: self.fenceMarginSec, fieldNumber: 27)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1523,6 +1874,12 @@ nonisolated extension Hostnat_V1_HostConfig: SwiftProtobuf.Message, SwiftProtobu
     if lhs.routes != rhs.routes {return false}
     if lhs.googleApisRanges != rhs.googleApisRanges {return false}
     if lhs.vpcNetworks != rhs.vpcNetworks {return false}
+    if lhs.storeID != rhs.storeID {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.digest != rhs.digest {return false}
+    if lhs.requiredFeatures != rhs.requiredFeatures {return false}
+    if lhs.fencingMode != rhs.fencingMode {return false}
+    if lhs.fenceMarginSec != rhs.fenceMarginSec {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1622,36 +1979,74 @@ nonisolated extension Hostnat_V1_ConfigPush: SwiftProtobuf.Message, SwiftProtobu
   public static let protoMessageName: String = _protobuf_package + ".ConfigPush"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0\u{1}config\0")
 
+  fileprivate class _StorageClass {
+    var _nonce: String = String()
+    var _config: Hostnat_V1_HostConfig? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _nonce = source._nonce
+      _config = source._config
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.nonce) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._config) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._nonce) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._config) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.nonce.isEmpty {
-      try visitor.visitSingularStringField(value: self.nonce, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._nonce.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nonce, fieldNumber: 1)
+      }
+      try { if let v = _storage._config {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
     }
-    try { if let v = self._config {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Hostnat_V1_ConfigPush, rhs: Hostnat_V1_ConfigPush) -> Bool {
-    if lhs.nonce != rhs.nonce {return false}
-    if lhs._config != rhs._config {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._nonce != rhs_storage._nonce {return false}
+        if _storage._config != rhs_storage._config {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1714,7 +2109,7 @@ nonisolated extension Hostnat_V1_NicPortUsage: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Hostnat_V1_PortUsageReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PortUsageReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}applied_version\0\u{1}nics\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}applied_version\0\u{1}nics\0\u{3}applied_epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1724,6 +2119,7 @@ nonisolated extension Hostnat_V1_PortUsageReport: SwiftProtobuf.Message, SwiftPr
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.appliedVersion) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.nics) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.appliedEpoch) }()
       default: break
       }
     }
@@ -1736,12 +2132,16 @@ nonisolated extension Hostnat_V1_PortUsageReport: SwiftProtobuf.Message, SwiftPr
     if !self.nics.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.nics, fieldNumber: 2)
     }
+    if self.appliedEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.appliedEpoch, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Hostnat_V1_PortUsageReport, rhs: Hostnat_V1_PortUsageReport) -> Bool {
     if lhs.appliedVersion != rhs.appliedVersion {return false}
     if lhs.nics != rhs.nics {return false}
+    if lhs.appliedEpoch != rhs.appliedEpoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1794,7 +2194,7 @@ nonisolated extension Hostnat_V1_PortRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Hostnat_V1_PortGrant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PortGrant"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}block\0\u{1}version\0\u{3}refused_reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}block\0\u{1}version\0\u{3}refused_reason\0\u{1}epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1806,6 +2206,7 @@ nonisolated extension Hostnat_V1_PortGrant: SwiftProtobuf.Message, SwiftProtobuf
       case 2: try { try decoder.decodeSingularMessageField(value: &self._block) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.refusedReason) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       default: break
       }
     }
@@ -1828,6 +2229,9 @@ nonisolated extension Hostnat_V1_PortGrant: SwiftProtobuf.Message, SwiftProtobuf
     if !self.refusedReason.isEmpty {
       try visitor.visitSingularStringField(value: self.refusedReason, fieldNumber: 4)
     }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1836,6 +2240,7 @@ nonisolated extension Hostnat_V1_PortGrant: SwiftProtobuf.Message, SwiftProtobuf
     if lhs._block != rhs._block {return false}
     if lhs.version != rhs.version {return false}
     if lhs.refusedReason != rhs.refusedReason {return false}
+    if lhs.epoch != rhs.epoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2152,7 +2557,7 @@ nonisolated extension Hostnat_V1_ExternalIpRoute: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EdgeConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}nat_routes\0\u{3}external_routes\0\u{3}generated_ms\0\u{3}private_google_access_routes\0\u{3}direct_client_ranges\0\u{4}\u{a}vpc_routes\0\u{c}\u{7}\u{9}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}nat_routes\0\u{3}external_routes\0\u{3}generated_ms\0\u{3}private_google_access_routes\0\u{3}direct_client_ranges\0\u{4}\u{a}vpc_routes\0\u{3}store_id\0\u{1}epoch\0\u{1}digest\0\u{c}\u{7}\u{9}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2167,6 +2572,9 @@ nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobu
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.privateGoogleAccessRoutes) }()
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.directClientRanges) }()
       case 16: try { try decoder.decodeRepeatedMessageField(value: &self.vpcRoutes) }()
+      case 17: try { try decoder.decodeSingularStringField(value: &self.storeID) }()
+      case 18: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 19: try { try decoder.decodeSingularStringField(value: &self.digest) }()
       default: break
       }
     }
@@ -2194,6 +2602,15 @@ nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobu
     if !self.vpcRoutes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.vpcRoutes, fieldNumber: 16)
     }
+    if !self.storeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.storeID, fieldNumber: 17)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 18)
+    }
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 19)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2205,6 +2622,9 @@ nonisolated extension Hostnat_V1_EdgeConfig: SwiftProtobuf.Message, SwiftProtobu
     if lhs.privateGoogleAccessRoutes != rhs.privateGoogleAccessRoutes {return false}
     if lhs.directClientRanges != rhs.directClientRanges {return false}
     if lhs.vpcRoutes != rhs.vpcRoutes {return false}
+    if lhs.storeID != rhs.storeID {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.digest != rhs.digest {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -397,6 +397,11 @@ public nonisolated struct Hostnat_V1_Network: Sendable {
   /// NAT and never with a NAT IP as source. Empty: none modelled.
   public var googleApisRange: String = String()
 
+  /// The network's VPC fabric tag (1..1048575): given by the controller at creation, kept for
+  /// the network's life and never given to another network, so creating or deleting a network
+  /// never renumbers another one.
+  public var fabricID: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1122,7 +1127,7 @@ nonisolated extension Hostnat_V1_VpcEgress: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Hostnat_V1_Network: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Network"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}description\0\u{1}project\0\u{3}create_time_ms\0\u{3}peer_networks\0\u{3}google_apis_range\0\u{c}\u{7}\u{9}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}description\0\u{1}project\0\u{3}create_time_ms\0\u{3}peer_networks\0\u{3}google_apis_range\0\u{4}\u{a}fabric_id\0\u{c}\u{7}\u{9}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1136,6 +1141,7 @@ nonisolated extension Hostnat_V1_Network: SwiftProtobuf.Message, SwiftProtobuf._
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.createTimeMs) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.peerNetworks) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.googleApisRange) }()
+      case 16: try { try decoder.decodeSingularUInt32Field(value: &self.fabricID) }()
       default: break
       }
     }
@@ -1160,6 +1166,9 @@ nonisolated extension Hostnat_V1_Network: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.googleApisRange.isEmpty {
       try visitor.visitSingularStringField(value: self.googleApisRange, fieldNumber: 6)
     }
+    if self.fabricID != 0 {
+      try visitor.visitSingularUInt32Field(value: self.fabricID, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1170,6 +1179,7 @@ nonisolated extension Hostnat_V1_Network: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.createTimeMs != rhs.createTimeMs {return false}
     if lhs.peerNetworks != rhs.peerNetworks {return false}
     if lhs.googleApisRange != rhs.googleApisRange {return false}
+    if lhs.fabricID != rhs.fabricID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

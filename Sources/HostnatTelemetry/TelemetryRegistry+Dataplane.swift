@@ -58,6 +58,8 @@ extension TelemetryRegistry {
     counter("hostnat_edge_received_packets_total").set(stats.received)
     counter("hostnat_edge_hairpinned_packets_total").set(stats.hairpinned)
     counter("hostnat_edge_dropped_unowned_packets_total").set(stats.droppedUnowned)
+    counter("hostnat_edge_dropped_not_owner_packets_total").set(stats.droppedNotOwner)
+    counter("hostnat_edge_ownership_recorder_overflow_total").set(stats.ownershipRecorderOverflow)
     counter("hostnat_edge_malformed_packets_total").set(stats.malformed)
     counter("hostnat_edge_vpc_packets_total", labels: [("result", "routed")]).set(stats.vpcRouted)
     counter("hostnat_edge_vpc_packets_total", labels: [("result", "unrouted")]).set(stats.vpcUnrouted)

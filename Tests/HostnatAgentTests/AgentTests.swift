@@ -231,7 +231,7 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
       #expect(again.ack.version == 5, "the version it holds is ACKed without change")
 
       let stale = agent.handlePush(push(snapshot(version: 4), nonce: "n3"))
-      #expect(stale.nack.error == "stale version 4 < 5")
+      #expect(stale.nack.error == "stale epoch 0 version 4 < epoch 0 version 5")
       #expect(stale.nack.appliedVersion == 5)
 
       var bad = snapshot(version: 6)
@@ -258,6 +258,6 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
     #expect(restarted.dataplane.stats().appliedVersion == 5)
     #expect(restarted.flowTableAttached, "the flow table file is reattached")
     let stale = restarted.handlePush(push(snapshot(version: 3)))
-    #expect(stale.nack.error == "stale version 3 < 5", "versions survive the restart")
+    #expect(stale.nack.error == "stale epoch 0 version 3 < epoch 0 version 5", "versions survive the restart")
   }
 }

@@ -117,7 +117,7 @@ struct ControlTraceEndToEndTests {
     let stale = try BackgroundProcess(["trace", "replay", agentTrace, "--agent", "host-1", "--listen", listen, "--versions", "recorded", "--connect-timeout", "30"])
     let staleCode = await stale.waitForExit(timeout: .seconds(40))
     #expect(staleCode == 1, "stdout: \(stale.stdout) stderr: \(stale.stderr)")
-    #expect(stale.stdout.contains("DIFFERENT") && stale.stdout.contains("replayed nack: stale version"), "\(stale.stdout)")
+    #expect(stale.stdout.contains("DIFFERENT") && stale.stdout.contains("replayed nack: stale epoch"), "\(stale.stdout)")
     agent.signal(SIGTERM)
     _ = await agent.waitForExit(timeout: .seconds(10))
 

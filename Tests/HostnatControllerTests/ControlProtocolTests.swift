@@ -174,14 +174,16 @@ struct ControlProtocolTests {
     }
   }
 
-  /// A second stream of the same host replaces the first: only the newest gets pushes.
+  /// A second stream of the same boot replaces the first (the host reconnected before its old
+  /// stream timed out): only the newest gets pushes.
   @Test func newestStreamOfAHostWins() async throws {
     try await withController { store, service, client in
       _ = try storeConfig(store, host: "host-a", instances: [])
-      async let first: Void = agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "old" }) { _ in [] }
-      try await waitUntil { service.registry.status("host-a")?.bootID == "old" }
+      async let first: Void = agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "boot-1" }) { _ in [] }
+      try await waitUntil { service.registry.status("host-a")?.connected == true }
+      let opened = try #require(service.registry.status("host-a"))
       let received = Received()
-      try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "new" }) { message in
+      try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "boot-1" }) { message in
         guard case .push(let push)? = message.message else { return [] }
         received.append(push)
         return nil
@@ -190,7 +192,32 @@ struct ControlProtocolTests {
       // when the newer stream arrived (otherwise the suite's time limit fails the test).
       try await first
       #expect(received.pushes.count == 1)
-      #expect(service.registry.status("host-a")?.bootID == "new")
+      // One push per stream: the hello's answer on each, none fed twice.
+      #expect(service.registry.status("host-a")?.pushes == 2)
+      #expect(opened.connected)
+    }
+  }
+
+  /// Rule 12: a second process with the same host id (another boot id) is refused while the
+  /// first is connected, with the reason and an alarm; the first keeps its stream.
+  @Test func secondBootOfAConnectedHostIsRefused() async throws {
+    try await withController { store, service, client in
+      _ = try storeConfig(store, host: "host-a", instances: [])
+      let first = Task { try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "boot-1" }) { _ in [] } }
+      defer { first.cancel() }
+      try await waitUntil { service.registry.status("host-a")?.connected == true }
+      do {
+        try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "boot-2" }) { _ in [] }
+        Issue.record("a second boot of a connected host was accepted")
+      } catch let error as RPCError {
+        #expect(error.code == .alreadyExists)
+        #expect(error.message.contains("boot-1"))
+      }
+      let status = try #require(service.registry.status("host-a"))
+      #expect(status.bootID == "boot-1")
+      #expect(status.connected)
+      #expect(status.refusedHellos == 1)
+      #expect(status.alarm.contains("duplicate host id"))
     }
   }
 

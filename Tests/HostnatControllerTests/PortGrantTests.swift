@@ -24,9 +24,9 @@ import Testing
     return core
   }
 
-  func request(_ instance: String = "vm-1", nic: String = "nic0") -> Hostnat_V1_PortRequest {
+  func request(_ instance: String = "vm-1", nic: String = "nic0", id: String = "r1") -> Hostnat_V1_PortRequest {
     .with {
-      $0.requestID = "r1"
+      $0.requestID = id
       $0.instance = instance
       $0.nic = nic
       $0.portsAllocated = 64
@@ -52,11 +52,18 @@ import Testing
     }
     #expect(holders.map(\.instance) == ["vm-1"])
 
-    let second = await core.grantPorts(hostID: "host-a", request: request())
+    let second = await core.grantPorts(hostID: "host-a", request: request(id: "r2"))
     #expect(second.refusedReason == "" && second.block.count == 128)
     #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
 
-    let atMax = await core.grantPorts(hostID: "host-a", request: request())
+    // A retried request (same id) gets the same answer and no second block or version.
+    let versions = try core.store.read { try $0.versionCounter() }
+    let retried = await core.grantPorts(hostID: "host-a", request: request(id: "r2"))
+    #expect(retried == second)
+    #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
+    #expect(try core.store.read { try $0.versionCounter() } == versions)
+
+    let atMax = await core.grantPorts(hostID: "host-a", request: request(id: "r3"))
     #expect(atMax.refusedReason.contains("maximum ports per VM"), "\(atMax.refusedReason)")
     #expect(!atMax.hasBlock)
     #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
@@ -90,24 +97,39 @@ import Testing
   @Test func reclaimShrinksAnIdleNicAndQuarantinesTheBlock() async throws {
     let dir = TempDir()
     let core = try await dynamicCore(dir)
-    _ = await core.grantPorts(hostID: "host-a", request: request())
-    _ = await core.grantPorts(hostID: "host-a", request: request())
+    _ = await core.grantPorts(hostID: "host-a", request: request(id: "r1"))
+    _ = await core.grantPorts(hostID: "host-a", request: request(id: "r2"))
     #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
-    let report = Hostnat_V1_PortUsageReport.with {
-      $0.nics = [.with {
-        $0.instance = "vm-1"
-        $0.nic = "nic0"
-        $0.portsAllocated = 256
-        $0.portsInUse = 3
-      }]
+    let config = try #require(try core.store.read { try $0.hostConfig("host-a") })
+    let blocks = config.vms.first { $0.instance == "vm-1" }?.nics.first?.natBindings.first?.portBlocks ?? []
+    #expect(blocks.count == 3)
+    func report(version: UInt64 = config.version, epoch: UInt64 = config.epoch, idle: [Hostnat_V1_PortBlock] = blocks) -> Hostnat_V1_PortUsageReport {
+      .with {
+        $0.appliedVersion = version
+        $0.appliedEpoch = epoch
+        $0.nics = [.with {
+          $0.instance = "vm-1"
+          $0.nic = "nic0"
+          $0.portsAllocated = 256
+          $0.portsInUse = 3
+          $0.idleBlocks = idle
+        }]
+      }
     }
+    // A report of an older config may miss flows made since: it is not acted on.
+    #expect(try await core.reclaimPorts(hostID: "host-a", report: report(version: config.version - 1)) == nil)
+    #expect(try await core.reclaimPorts(hostID: "host-a", report: report(epoch: config.epoch + 1)) == nil)
+    // Blocks the host does not report idle are not taken (the planner would take the newest).
+    #expect(try await core.reclaimPorts(hostID: "host-a", report: report(idle: Array(blocks.prefix(1)))) == nil)
+    #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 256)
+    let report = report()
     // A report from another host does not touch vm-1.
     #expect(try await core.reclaimPorts(hostID: "host-b", report: report) == nil)
     let outcome = try #require(try await core.reclaimPorts(hostID: "host-a", report: report))
     #expect(outcome.hostVersions["host-a"] != nil)
     #expect(core.planner.allocations(instance: "vm-1").first?.numTotalNatPorts == 64)
     #expect(!core.pendingReleases.isEmpty && core.pendingReleases.values.allSatisfy { $0 == "host-a" })
-    // Nothing left to reclaim: no change, no version.
+    // Nothing left to reclaim: no change, no version (and the report is now of an older config).
     #expect(try await core.reclaimPorts(hostID: "host-a", report: report) == nil)
   }
 }

@@ -284,21 +284,22 @@ struct DataplaneTests {
     #expect(vni == Underlay.internetVNI)
     let p = try PacketParser.parse(inner)
     #expect(p.destination == natA && udpPorts(p)?.1 == 1030)
-    // Sent by A but from B's block: the reply goes to B (the owner).
-    try send(PacketBuilder.udp(source: natA, destination: server, sourcePort: 2001, destinationPort: 7), from: hostA)
+    // From B's block (sent by B, its owner: the edge fence drops it from anyone else, see
+    // EdgeFenceTests): the reply goes to B.
+    try send(PacketBuilder.udp(source: natA, destination: server, sourcePort: 2001, destinationPort: 7), from: hostB)
     #expect(try receive(hostB).count == 1)
     // ICMP echo: the identifier is the port.
-    try send(PacketBuilder.icmpEcho(source: natA, destination: server, identifier: 2063, sequence: 1), from: hostA)
+    try send(PacketBuilder.icmpEcho(source: natA, destination: server, identifier: 2063, sequence: 1), from: hostB)
     let echo = try receive(hostB)
     try #require(echo.count == 1)
     #expect(try innerPacket(echo[0].bytes).transport == .icmpEcho(type: 0, identifier: 2063, sequence: 1))
     // 1:1 external IP: any port.
-    try send(PacketBuilder.udp(source: IPv4Address(192, 0, 2, 50), destination: server, sourcePort: 40000, destinationPort: 7), from: hostA)
+    try send(PacketBuilder.udp(source: IPv4Address(192, 0, 2, 50), destination: server, sourcePort: 40000, destinationPort: 7), from: hostB)
     #expect(try receive(hostB).count == 1)
-    // Unowned port: dropped and counted.
+    // Unowned port: dropped by the edge fence before any server sees it, and counted.
     try send(PacketBuilder.udp(source: natA, destination: server, sourcePort: 1500, destinationPort: 7), from: hostA)
     try hostA.send([1, 2, 3], to: edgeSocket.localAddress)
-    #expect(eventually { edge.stats().droppedUnowned == 1 && edge.stats().malformed == 1 })
+    #expect(eventually { edge.stats().droppedNotOwner == 1 && edge.stats().malformed == 1 })
     // Hairpin: A's packet to a NAT IP:port of B goes straight to B, not to the servers.
     let before = edge.withServers { $0.received }
     try send(PacketBuilder.udp(source: natA, destination: natA, sourcePort: 1030, destinationPort: 2010), from: hostA)
@@ -308,7 +309,8 @@ struct DataplaneTests {
     let s = edge.stats()
     #expect(s.received == 7 && s.routed == 5 && s.hairpinned == 1)
     #expect(s.perHost[hostA.localAddress.description] == 1 && s.perHost[hostB.localAddress.description] == 4)
-    #expect(edge.withServers { $0.received } == 5)
+    #expect(s.droppedUnowned == 0)
+    #expect(edge.withServers { $0.received } == 4)
     #expect(eventually { edge.withServers { $0.ticks } > 1 })
     #expect(try receive(hostA, within: .milliseconds(50)).isEmpty)
   }
@@ -339,11 +341,12 @@ struct DataplaneTests {
     let answered = try receive(client)
     try #require(answered.count == 1)
     #expect(try innerPacket(answered[0].bytes).destination == platform)
-    // Outside the direct-client range: nobody to answer.
+    // Outside the direct-client range: a source nobody owns, dropped by the edge fence.
     try client.send(
       Underlay.encapsulate(PacketBuilder.udp(source: IPv4Address(192, 0, 2, 5), destination: server, sourcePort: 41002, destinationPort: 7), vni: Underlay.internetVNI),
       to: edgeSocket.localAddress)
-    #expect(eventually { edge.stats().droppedUnowned == 1 })
+    #expect(eventually { edge.stats().droppedNotOwner == 1 })
+    #expect(edge.stats().droppedUnowned == 0 && edge.withServers { $0.received } == 2)
     let s = edge.stats()
     #expect(s.directClientPackets == 1 && s.directClientReplies == 1)
     #expect(try receive(client, within: .milliseconds(50)).isEmpty)

@@ -104,6 +104,8 @@ struct EdgeUplinkTests {
   func emptyServerSet() throws {
     let rig = try EdgeRig()
     let (edgeSocket, agent, uplink, edge) = (rig.edgeSocket, rig.agent, rig.uplink, rig.edge)
+    // The edge fence forwards only sources the sender owns.
+    try edge.setRoutes([EdgeRoute(natIP: natIP, firstPort: 1024, count: 64, host: agent.localAddress)])
     edge.setUplink(uplink.localAddress)
     edge.start()
     let toServer = PacketBuilder.udp(source: natIP, destination: OneServer.address, sourcePort: 1030, destinationPort: 7)

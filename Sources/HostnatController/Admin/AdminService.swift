@@ -493,32 +493,6 @@ public struct AdminService: Hostnat_V1_AdminService.SimpleServiceProtocol {
     }
   }
 
-  public func listHosts(request: Hostnat_V1_ListRequest, context: ServerContext) async throws -> Hostnat_V1_ListHostsResponse {
-    try await rpc {
-      let (records, edgeVersion) = try await core.store.fetch { reader in (try reader.hosts(), try reader.edgeConfig()?.version ?? 0) }
-      let instances = Dictionary(grouping: core.intent.instances, by: \.host).mapValues(\.count)
-      return .with {
-        $0.hosts = records.map { record in
-          let live = record.kind == .edge ? core.sessions.edges.status(record.hostID) : core.sessions.hosts.status(record.hostID)
-          return .with {
-            $0.hostID = record.hostID
-            $0.kind = record.kind
-            $0.connected = live?.connected ?? false
-            $0.bootID = live?.bootID ?? ""
-            // The edge's routing snapshot is one for every edge; hosts each have their own.
-            $0.latestVersion = record.kind == .edge ? edgeVersion : record.latestVersion
-            $0.lastVersionSent = live?.lastSent ?? 0
-            $0.lastVersionAcked = max(record.ackedVersion, live?.lastAcked ?? 0)
-            $0.lastNackReason = record.lastNack
-            $0.lastSeenMs = live?.lastSeenMs ?? 0
-            $0.underlayAddress = record.underlayAddress
-            $0.instances = Int32(instances[record.hostID] ?? 0)
-          }
-        }
-      }
-    }
-  }
-
   // MARK: Helpers
 
   /// Runs a call and tells `observe` its result. An `AdminError` becomes the gRPC status the

@@ -1,3 +1,5 @@
+import HostnatAddressing
+import HostnatControlRules
 import HostnatProto
 import SwiftProtobuf
 
@@ -5,6 +7,7 @@ import SwiftProtobuf
 public struct HostAcknowledgement: Sendable, Equatable {
   public var hostID: String
   public var version: UInt64
+  public var epoch: UInt64 = 0
 }
 
 /// An inbound control message as the stream sees it: what agents and the edge share, and the
@@ -20,9 +23,17 @@ enum ControlInbound<Other: Sendable>: Sendable {
 
 /// A config pushed on a control stream: versioned and stamped inside the transaction that
 /// stores it.
-protocol VersionedConfig: SwiftProtobuf.Message & Sendable {
-  var version: UInt64 { get set }
-  var generatedMs: Int64 { get set }
+protocol VersionedConfig: FencedSnapshot & Sendable {}
+
+extension VersionedConfig {
+  /// Stamps the config with its fencing token; call inside the transaction that stores it.
+  mutating func stamp(storeID: String, epoch: UInt64, version: UInt64, nowMs: Int64) {
+    self.storeID = storeID
+    self.epoch = epoch
+    self.version = version
+    generatedMs = nowMs
+    digest = ConfigDigest.of(self)
+  }
 }
 
 extension Hostnat_V1_HostConfig: VersionedConfig {}
@@ -42,6 +53,8 @@ protocol ControlKind: Sendable {
   /// "agent" or "edge", for error messages.
   static var peerName: String { get }
   static func inbound(_ message: Inbound) -> ControlInbound<Other>
+  /// Control.proto rule 14: refuses out-of-range values before anything reads them.
+  static func validate(_ message: Inbound) throws(FieldError)
   static func heartbeat(sentMs: Int64) -> Outbound
   /// The stored config of the host, if any.
   static func storedConfig(_ reader: StoreReader, hostID: String) throws -> Config?
@@ -66,6 +79,8 @@ enum AgentStreamKind: ControlKind {
     case nil: .empty
     }
   }
+
+  static func validate(_ message: Hostnat_V1_AgentMessage) throws(FieldError) { try WireBounds.check(message) }
 
   static func heartbeat(sentMs: Int64) -> Hostnat_V1_ControllerMessage { .with { $0.heartbeat.sentMs = sentMs } }
 
@@ -98,6 +113,8 @@ enum EdgeStreamKind: ControlKind {
     case nil: .empty
     }
   }
+
+  static func validate(_ message: Hostnat_V1_EdgeMessage) throws(FieldError) { try WireBounds.check(message) }
 
   static func heartbeat(sentMs: Int64) -> Hostnat_V1_EdgeControllerMessage { .with { $0.heartbeat.sentMs = sentMs } }
 

@@ -1,4 +1,5 @@
 public import HostnatProto
+import HostnatControlRules
 import SwiftProtobuf
 
 /// The controller's open control streams: one registry for host agents, one for the edge. The
@@ -26,14 +27,17 @@ public struct ControlSessions: Sendable {
 extension SessionRegistry where Outbound == Hostnat_V1_ControllerMessage {
   /// Pushes a snapshot to its host if it is connected; returns whether it was queued. The
   /// caller has already committed it to the store (a push never precedes durability).
+  /// A host that lacks a feature the config needs is not sent it (control.proto rule 10).
   @discardableResult
   public func push(_ config: Hostnat_V1_HostConfig) -> Bool {
-    let nonce = "v\(config.version)-\(UInt32.random(in: .min ... .max))"
+    let nonce = "v\(config.version)-\(UInt64.random(in: .min ... .max))"
     let message = Hostnat_V1_ControllerMessage.with {
       $0.push.nonce = nonce
       $0.push.config = config
     }
-    return send(hostID: config.hostID, message, nonce: nonce, version: config.version)
+    return push(
+      hostID: config.hostID, message, nonce: nonce, version: config.version, epoch: config.epoch,
+      required: config.requiredFeatures)
   }
 }
 
@@ -41,12 +45,12 @@ extension SessionRegistry where Outbound == Hostnat_V1_EdgeControllerMessage {
   /// Pushes the routing snapshot to every connected edge (or to one).
   public func push(_ config: Hostnat_V1_EdgeConfig, to edgeID: String? = nil) {
     for target in edgeID.map({ [$0] }) ?? connectedHosts {
-      let nonce = "e\(config.version)-\(UInt32.random(in: .min ... .max))"
+      let nonce = "e\(config.version)-\(UInt64.random(in: .min ... .max))"
       let message = Hostnat_V1_EdgeControllerMessage.with {
         $0.push.nonce = nonce
         $0.push.config = config
       }
-      send(hostID: target, message, nonce: nonce, version: config.version)
+      push(hostID: target, message, nonce: nonce, version: config.version, epoch: config.epoch)
     }
   }
 }

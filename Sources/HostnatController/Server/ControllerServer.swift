@@ -49,11 +49,13 @@ public struct ControllerOptions: Sendable, Equatable {
   public var metrics: (host: String, port: Int)?
   /// File to append every control message to as a JSON line (`--trace-control`); nil: none.
   public var traceControl: String?
+  /// Fencing mode and lease (control.proto rule 8; `--fencing`, `--lease-sec`, `--fence-margin-sec`).
+  public var fencing = FencingPolicy()
 
   public static func == (a: ControllerOptions, b: ControllerOptions) -> Bool {
     a.dataDirectory == b.dataDirectory && a.host == b.host && a.port == b.port && a.autoPools == b.autoPools
       && a.heartbeat == b.heartbeat && a.leaseCheckInterval == b.leaseCheckInterval
-      && a.metrics?.host == b.metrics?.host && a.metrics?.port == b.metrics?.port && a.traceControl == b.traceControl
+      && a.metrics?.host == b.metrics?.host && a.metrics?.port == b.metrics?.port && a.traceControl == b.traceControl && a.fencing == b.fencing
   }
 
   public init(
@@ -160,7 +162,7 @@ public struct ControllerServer: Sendable {
     let sessions = ControlSessions()
     let core: ControllerCore
     do {
-      core = try ControllerCore(store: store, sessions: sessions, autoPools: options.autoPools, logger: logger)
+      core = try ControllerCore(store: store, sessions: sessions, autoPools: options.autoPools, fencing: options.fencing, logger: logger)
     } catch {
       throw ControllerStartError.restore("\(error)")
     }
@@ -186,7 +188,7 @@ public struct ControllerServer: Sendable {
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: background), .init(service: serving)]
     if let metrics = options.metrics {
       services.append(.init(service: ControllerMetricsService(
-        registry: registry, sessions: sessions, host: metrics.host, port: metrics.port, logger: logger)))
+        registry: registry, sessions: sessions, core: core, host: metrics.host, port: metrics.port, logger: logger)))
     }
     let group = ServiceGroup(
       configuration: .init(
@@ -250,6 +252,7 @@ struct CoreService: Service {
 struct ControllerMetricsService: Service {
   let registry: TelemetryRegistry
   let sessions: ControlSessions
+  let core: ControllerCore
   let host: String
   let port: Int
   let logger: Logger
@@ -268,6 +271,15 @@ struct ControllerMetricsService: Service {
           registry.counter("hostnat_controller_config_versions_pushed_total", labels: labels).set(status.pushes)
           registry.counter("hostnat_controller_config_versions_acked_total", labels: labels).set(status.acks)
           registry.counter("hostnat_controller_config_versions_nacked_total", labels: labels).set(status.nacks)
+        }
+        let refusals = (sessions.hosts.refusals, sessions.edges.refusals)
+        registry.counter("hostnat_controller_ignored_acks_total").set(refusals.0.ignoredAcks + refusals.1.ignoredAcks)
+        registry.counter("hostnat_controller_refused_hellos_total").set(refusals.0.refusedHellos + refusals.1.refusedHellos)
+        registry.counter("hostnat_controller_refused_messages_total").set(refusals.0.refusedMessages + refusals.1.refusedMessages)
+        registry.gauge("hostnat_controller_quarantined_blocks").set(core.pendingReleases.count)
+        if let (records, epoch) = try? core.store.read({ reader in (try reader.hosts(), try reader.epoch()) }) {
+          registry.gauge("hostnat_controller_epoch").set(Int(clamping: epoch))
+          registry.gauge("hostnat_controller_conflicting_blocks").set(core.ownershipConflicts(records).count)
         }
         for seconds in sessions.hosts.takeAckLatencies() + sessions.edges.takeAckLatencies() {
           registry.histogram("hostnat_controller_push_to_ack_seconds").record(seconds)

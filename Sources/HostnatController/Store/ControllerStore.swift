@@ -83,6 +83,12 @@ public struct HostRecord: Equatable, Sendable {
   /// Reason of its last NACK, empty after an ACK.
   public var lastNack: String
   public var underlayAddress: String
+  /// Epoch of the newest config it acknowledged.
+  public var ackedEpoch: UInt64 = 0
+  /// From its last Hello: boot id, features, and the blocks it said it held.
+  public var bootID: String = ""
+  public var features: [String] = []
+  public var inventory: [Hostnat_V1_HeldBlock] = []
 }
 
 /// Durable intent, allocations and per-host config versions, in one SQLite database (WAL,
@@ -91,7 +97,7 @@ public struct HostRecord: Equatable, Sendable {
 /// moment loses no acknowledged write, and a restart recomputes the same configs.
 public final class ControllerStore: Sendable {
   /// Schema version written by this build.
-  public static let schemaVersion = 1
+  public static let schemaVersion = 2
 
   /// Path of the SQLite file.
   public let path: String
@@ -198,6 +204,41 @@ public final class ControllerStore: Sendable {
         PRAGMA user_version = 1;
         """)
     }
+    // v2 (ownership safety): the store's identity and epoch, fabric ids that are never reused,
+    // idempotent port grants, and hosts and edges in one table without sharing ids.
+    migrator.registerMigration("v2") { db in
+      try db.execute(sql: """
+        CREATE TABLE host_v2 (
+          host_id TEXT NOT NULL,
+          kind INTEGER NOT NULL,
+          latest_version INTEGER NOT NULL DEFAULT 0,
+          acked_version INTEGER NOT NULL DEFAULT 0,
+          acked_epoch INTEGER NOT NULL DEFAULT 0,
+          last_nack TEXT NOT NULL DEFAULT '',
+          underlay TEXT NOT NULL DEFAULT '',
+          config BLOB,
+          boot_id TEXT NOT NULL DEFAULT '',
+          features TEXT NOT NULL DEFAULT '',
+          inventory BLOB,
+          PRIMARY KEY (kind, host_id)
+        );
+        INSERT INTO host_v2 (host_id, kind, latest_version, acked_version, last_nack, underlay, config)
+          SELECT host_id, kind, latest_version, acked_version, last_nack, underlay, config FROM host;
+        DROP TABLE host;
+        ALTER TABLE host_v2 RENAME TO host;
+        CREATE TABLE identity (store_id TEXT NOT NULL);
+        INSERT INTO identity (store_id) VALUES (lower(hex(randomblob(16))));
+        INSERT INTO meta (name, value) VALUES ('epoch', 0), ('fabric_id_counter', 0);
+        CREATE TABLE port_grant (
+          host_id TEXT NOT NULL,
+          request_id TEXT NOT NULL,
+          body BLOB NOT NULL,
+          at_ms INTEGER NOT NULL,
+          PRIMARY KEY (host_id, request_id)
+        );
+        PRAGMA user_version = 2;
+        """)
+    }
     do {
       try migrator.migrate(queue)
     } catch {
@@ -279,19 +320,25 @@ public struct StoreReader {
     ).map(AllocationRecord.init(row:))
   }
 
-  /// The host's record, or nil if it never connected and has no VMs.
-  public func host(_ hostID: String) throws -> HostRecord? {
-    try Row.fetchOne(db, sql: "SELECT * FROM host WHERE host_id = ?", arguments: [hostID]).map(HostRecord.init(row:))
+  /// The record of a host (an agent unless `kind` says otherwise), or nil if it never connected
+  /// and has no VMs. Agents and edges have their own ids: an edge named like a host is another.
+  public func host(_ hostID: String, kind: Hostnat_V1_HostKind = .agent) throws -> HostRecord? {
+    try Row.fetchOne(db, sql: "SELECT * FROM host WHERE host_id = ? AND kind = ?", arguments: [hostID, kind.rawValue])
+      .map(HostRecord.init(row:))
   }
 
-  /// Every known host, by id.
+  /// Every known host and edge, by id (then kind).
   public func hosts() throws -> [HostRecord] {
-    try Row.fetchAll(db, sql: "SELECT * FROM host ORDER BY host_id").map(HostRecord.init(row:))
+    try Row.fetchAll(db, sql: "SELECT * FROM host ORDER BY host_id, kind").map(HostRecord.init(row:))
   }
 
-  /// The newest config computed for the host.
+  /// The newest config computed for the host (an agent).
   public func hostConfig(_ hostID: String) throws -> Hostnat_V1_HostConfig? {
-    guard let body = try Data.fetchOne(db, sql: "SELECT config FROM host WHERE host_id = ? AND config IS NOT NULL", arguments: [hostID]) else {
+    guard
+      let body = try Data.fetchOne(
+        db, sql: "SELECT config FROM host WHERE host_id = ? AND kind = ? AND config IS NOT NULL",
+        arguments: [hostID, Hostnat_V1_HostKind.agent.rawValue])
+    else {
       return nil
     }
     return try decode(Hostnat_V1_HostConfig.self, kind: "hostConfig", key: hostID, body: body)
@@ -318,7 +365,7 @@ public struct StoreReader {
 
   /// The highest version ever handed out; versions only go up, also across restarts.
   public func versionCounter() throws -> UInt64 {
-    UInt64(try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'version_counter'") ?? 0)
+    UInt64(clamping: try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'version_counter'") ?? 0)
   }
 }
 
@@ -375,7 +422,7 @@ public struct StoreTransaction {
   /// this database never issued (restored from an older backup) must still see versions rise.
   public func raiseVersionCounter(above version: UInt64) throws {
     try db.execute(
-      sql: "UPDATE meta SET value = max(value, ?) WHERE name = 'version_counter'", arguments: [Int64(version)])
+      sql: "UPDATE meta SET value = max(value, ?) WHERE name = 'version_counter'", arguments: [Int64(clamping: version)])
   }
 
   /// Stores the newest routing snapshot for the edge.
@@ -394,26 +441,30 @@ public struct StoreTransaction {
     try db.execute(
       sql: """
         INSERT INTO host (host_id, kind, latest_version, config) VALUES (?, ?, ?, ?)
-        ON CONFLICT(host_id) DO UPDATE SET latest_version = excluded.latest_version, config = excluded.config
+        ON CONFLICT(kind, host_id) DO UPDATE SET latest_version = excluded.latest_version, config = excluded.config
         """,
-      arguments: [config.hostID, kind.rawValue, Int64(config.version), body])
+      arguments: [config.hostID, kind.rawValue, Int64(clamping: config.version), body])
   }
 
-  /// Records an ACK (clears the NACK reason) or a NACK from a host.
-  public func recordResponse(hostID: String, kind: Hostnat_V1_HostKind, ackedVersion: UInt64?, nack: String?, underlay: String?) throws {
+  /// Records an ACK (clears the NACK reason) or a NACK from a host. Versions here are the
+  /// controller's own (matched by nonce), never a number taken from the wire.
+  public func recordResponse(
+    hostID: String, kind: Hostnat_V1_HostKind, ackedVersion: UInt64?, ackedEpoch: UInt64 = 0, nack: String?, underlay: String?
+  ) throws {
     try db.execute(
-      sql: "INSERT INTO host (host_id, kind) VALUES (?, ?) ON CONFLICT(host_id) DO NOTHING",
+      sql: "INSERT INTO host (host_id, kind) VALUES (?, ?) ON CONFLICT(kind, host_id) DO NOTHING",
       arguments: [hostID, kind.rawValue])
+    let key: StatementArguments = [hostID, kind.rawValue]
     if let ackedVersion {
       try db.execute(
-        sql: "UPDATE host SET acked_version = max(acked_version, ?), last_nack = '' WHERE host_id = ?",
-        arguments: [Int64(ackedVersion), hostID])
+        sql: "UPDATE host SET acked_version = max(acked_version, ?), acked_epoch = max(acked_epoch, ?), last_nack = '' WHERE host_id = ? AND kind = ?",
+        arguments: [Int64(clamping: ackedVersion), Int64(clamping: ackedEpoch)] + key)
     }
     if let nack {
-      try db.execute(sql: "UPDATE host SET last_nack = ? WHERE host_id = ?", arguments: [nack, hostID])
+      try db.execute(sql: "UPDATE host SET last_nack = ? WHERE host_id = ? AND kind = ?", arguments: [nack] + key)
     }
     if let underlay {
-      try db.execute(sql: "UPDATE host SET underlay = ? WHERE host_id = ?", arguments: [underlay, hostID])
+      try db.execute(sql: "UPDATE host SET underlay = ? WHERE host_id = ? AND kind = ?", arguments: [underlay] + key)
     }
   }
 }
@@ -432,7 +483,9 @@ extension HostRecord {
     let kind: Int = row["kind"]
     self.init(
       hostID: row["host_id"], kind: Hostnat_V1_HostKind(rawValue: kind) ?? .unspecified,
-      latestVersion: UInt64(row["latest_version"] as Int64), ackedVersion: UInt64(row["acked_version"] as Int64),
-      lastNack: row["last_nack"], underlayAddress: row["underlay"])
+      latestVersion: UInt64(clamping: row["latest_version"] as Int64), ackedVersion: UInt64(clamping: row["acked_version"] as Int64),
+      lastNack: row["last_nack"], underlayAddress: row["underlay"], ackedEpoch: UInt64(clamping: row["acked_epoch"] as Int64),
+      bootID: row["boot_id"], features: (row["features"] as String).split(separator: ",").map(String.init),
+      inventory: (row["inventory"] as Data?).flatMap { try? Hostnat_V1_Hello(serializedBytes: $0) }?.blocks ?? [])
   }
 }

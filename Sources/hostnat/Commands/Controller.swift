@@ -28,6 +28,15 @@ struct ControllerCommand: AsyncParsableCommand {
   @Option(help: "Control-stream heartbeat interval in milliseconds.")
   var heartbeatMs = 1000
 
+  @Option(help: "What hosts do while they cannot reach the controller: fail-static (keep translating; blocks move only after an ACK or `hosts forget`) or lease (stop new mappings at the lease minus the margin, end flows at the lease; blocks may then move).")
+  var fencing = "fail-static"
+
+  @Option(help: "Lease mode: the ownership lease in seconds (default: the longest idle timeout of any gateway plus 60 s).")
+  var leaseSec: UInt32?
+
+  @Option(help: "Lease mode: how many seconds before the lease runs out hosts stop making new mappings.")
+  var fenceMarginSec: UInt32 = 2
+
   @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
   var logLevel = "info"
 
@@ -51,6 +60,16 @@ struct ControllerCommand: AsyncParsableCommand {
       var options = ControllerOptions(
         dataDirectory: dataDir, host: host, port: port, autoPools: pools, heartbeat: .milliseconds(heartbeatMs))
       options.traceControl = traceControl
+      guard let mode = FencingMode(rawValue: fencing) else {
+        throw ControllerStartError.badOption(option: "--fencing", reason: "\"\(fencing)\" is not fail-static or lease")
+      }
+      if let leaseSec, !(1...86_400).contains(leaseSec) {
+        throw ControllerStartError.badOption(option: "--lease-sec", reason: "\(leaseSec) is not within 1...86400")
+      }
+      if let leaseSec, fenceMarginSec >= leaseSec {
+        throw ControllerStartError.badOption(option: "--fence-margin-sec", reason: "\(fenceMarginSec) must be below the lease (\(leaseSec) s)")
+      }
+      options.fencing = FencingPolicy(mode: mode, leaseSec: leaseSec, marginSec: fenceMarginSec)
       if let metrics {
         let (metricsHost, metricsPort) = try ControllerOptions.parseListen(metrics, flag: "--metrics")
         options.metrics = (metricsHost, metricsPort)

@@ -67,9 +67,12 @@ struct EdgeCommand: AsyncParsableCommand {
   var uplink: SocketAddress?
   @Option(help: "Serve Prometheus metrics (/metrics, /healthz) on HOST:PORT (port 0: any).") var metrics: SocketAddress?
   @Option(help: "Append every control message sent and received to FILE as a JSON line (read it with `hostnat trace show`).") var traceControl: String?
+  @Flag(help: "Record which host sent from which NAT IP:port, when (STATE_DIR/wire-ownership.json, every second): the lab's ownership checker reads it.")
+  var recordOwnership = false
 
   func run() async throws {
     var options = EdgeOptions(controller: controller, underlay: underlay, stateDir: stateDir)
+    options.recordOwnership = recordOwnership
     options.metrics = metrics
     options.trace = try traceControl.map { path in try openTrace(path, side: "edge", name: "edge") }
     options.uplink = uplink
