@@ -261,7 +261,7 @@ enum LeaseFence: String, Sendable {
 
 extension HostAgent {
   /// The hello for a new stream: the token and blocks held now, and whether they are fenced.
-  func hello() -> Hostnat_V1_AgentMessage {
+  public func hello() -> Hostnat_V1_AgentMessage {
     let fenced = fence.withLock { $0 } == .fenced
     let blocks = applied.value.map { Inventory.blocks(of: $0, fenced: fenced) } ?? []
     return HostControl.hello(
@@ -275,7 +275,7 @@ extension HostAgent {
   /// difference (assumed below margin/lease, e.g. 2 s in 60 s: 3 %, far above real clock drift).
   /// A fence is only lifted by a push from the controller (its answer to our hello), never by
   /// a heartbeat: after a fence the controller may have given our blocks to another host.
-  func enforceLease(_ config: Hostnat_V1_HostConfig?, now: Int64) {
+  public func enforceLease(_ config: Hostnat_V1_HostConfig?, now: Int64) {
     guard let config, config.fencingMode == .lease, config.ownershipLeaseSec > 0 else { return }
     let heard = max(link.status.lastMessageMs, heardBeforeStartMs)
     let silentMs = now - heard

@@ -68,6 +68,8 @@ public final class ControllerCore: Sendable {
     var grants: [String: Hostnat_V1_PortGrant] = [:]
     /// The next fabric id to give a new network (never reused).
     var nextFabricID: UInt32 = 1
+    /// Who may hold which block, as hosts and the edge say (rule 9).
+    var claims = OwnershipClaims()
   }
 
   struct PendingRelease: Equatable, Sendable {
@@ -87,9 +89,11 @@ public final class ControllerCore: Sendable {
   /// a host that holds a newer one, so configs read it from the store when they are stamped.
   public let storeID: String
   public let startEpoch: UInt64
+  /// When this controller started (Unix ms): a host never heard from since is silent since then.
+  let startedMs: Int64
   let logger: Logger
-  private let nowMs: MillisecondClock
-  private let state: Mutex<State>
+  let nowMs: MillisecondClock
+  let state: Mutex<State>
   private let gate = CommitGate()
   /// ACKs from the control streams, handled by `run` so that a stream never waits for a commit.
   let acknowledgements: (stream: AsyncStream<HostAcknowledgement>, continuation: AsyncStream<HostAcknowledgement>.Continuation)
@@ -105,6 +109,7 @@ public final class ControllerCore: Sendable {
     // A new epoch, durable before anything is served: every snapshot this run stamps is above
     // every snapshot an earlier run of this store stamped.
     (storeID, startEpoch) = try store.write { tx in (try tx.reader.storeID(), try tx.beginEpoch()) }
+    startedMs = nowMs()
     self.nowMs = nowMs
     self.logger = logger
     acknowledgements = AsyncStream<HostAcknowledgement>.makeStream(bufferingPolicy: .unbounded)
@@ -144,15 +149,44 @@ public final class ControllerCore: Sendable {
     for block in planner.quarantinedBlocks {
       pending[block.id] = PendingRelease(host: block.host, version: latestVersions[block.host] ?? 0, sinceMs: now)
     }
-    let configs = Self.hostConfigs(intent, planner: planner, fencing: fencing)
-    state = Mutex(State(intent: intent, planner: planner, pending: pending, configs: configs, grants: grants, nextFabricID: fabricCounter + 1))
+    // What was stored last (a change compares against it), and the claims the hosts and the
+    // edge made before this start (rule 9; replaced by their hellos).
+    let (configs, claims) = try store.read { reader -> ([String: Hostnat_V1_HostConfig], OwnershipClaims) in
+      var configs: [String: Hostnat_V1_HostConfig] = [:]
+      var claims = OwnershipClaims()
+      for record in try reader.hosts() {
+        if record.kind == .edge {
+          claims.byEdge = Dictionary(grouping: record.inventory.filter { !$0.hostID.isEmpty }, by: \.hostID).mapValues { Set($0.map(\.key)) }
+          claims.reconciling = true
+        } else {
+          if let config = try reader.hostConfig(record.hostID) { configs[record.hostID] = config.unstamped }
+          let held = record.inventory.filter { $0.state != .blockFenced }.map(\.key)
+          if !held.isEmpty { claims.byHost[record.hostID] = Set(held) }
+        }
+      }
+      return (configs, claims)
+    }
+    state = Mutex(State(
+      intent: intent, planner: planner, pending: pending, configs: configs, grants: grants, nextFabricID: fabricCounter + 1,
+      claims: claims))
   }
 
   /// The hosts' configs as the desired state computes them, with what the controller adds:
   /// the fencing mode, the lease, and the features each needs (rules 8, 10).
-  static func hostConfigs(_ intent: StoredIntent, planner: NATPlanner, fencing: FencingPolicy) -> [String: Hostnat_V1_HostConfig] {
+  static func hostConfigs(
+    _ intent: StoredIntent, planner: NATPlanner, fencing: FencingPolicy, withheld: [String: Set<BlockKey>] = [:]
+  ) -> [String: Hostnat_V1_HostConfig] {
     SnapshotBuilder.hostConfigs(intent, planner: planner).mapValues { config in
       var config = config
+      if let keep = withheld[config.hostID], !keep.isEmpty {
+        for v in config.vms.indices {
+          for n in config.vms[v].nics.indices {
+            for b in config.vms[v].nics[n].natBindings.indices {
+              config.vms[v].nics[n].natBindings[b].portBlocks.removeAll { keep.contains($0.key) }
+            }
+          }
+        }
+      }
       config.fencingMode = fencing.mode.proto
       if fencing.mode == .lease {
         if let lease = fencing.leaseSec { config.ownershipLeaseSec = lease }
@@ -203,31 +237,6 @@ public final class ControllerCore: Sendable {
     }
   }
 
-  /// A host acknowledged `version`: blocks it gave up by then are no longer its, so they go
-  /// back to the pool (and to NICs waiting for ports). Returns nil when nothing was waiting.
-  @discardableResult
-  public func hostAcknowledged(_ hostID: String, version: UInt64) async throws -> ChangeOutcome? {
-    try await releaseQuarantined { id, pending in pending.host == hostID && pending.version <= version }
-  }
-
-  /// Lease mode only: frees quarantined blocks of hosts that have been silent for longer than
-  /// the ownership lease, by which time such a host has ended every flow and holds its blocks
-  /// fenced (rule 8). A connected host is never expired this way; it will ACK. In fail-static
-  /// mode a silent host may still be translating: only its ACK or `hosts forget` frees them.
-  @discardableResult
-  public func expireLeases() async throws -> ChangeOutcome? {
-    guard fencing.mode == .lease else { return nil }
-    let now = nowMs()
-    let leaseMs = Int64(leaseSec) * 1000
-    let hosts = sessions.hosts
-    return try await releaseQuarantined { id, pending in
-      let status = hosts.status(pending.host)
-      if status?.connected == true { return false }
-      let since = max(pending.sinceMs, status?.lastSeenMs ?? 0)
-      return now - since >= leaseMs
-    }
-  }
-
   /// Runs until cancelled or a store error: releases quarantined blocks as hosts ACK (the
   /// control streams report them through `acknowledged`), checks ownership leases every
   /// `leaseCheckInterval` and resends unacknowledged configs every `resendInterval`.
@@ -265,153 +274,12 @@ public final class ControllerCore: Sendable {
     acknowledgements.continuation.finish()
   }
 
-  /// Dynamic port allocation: answers a host's request for more ports for one of its VM NICs
-  /// with one more block (doubling the NIC's ports, up to the gateway's max ports per VM). The
-  /// grant is one durable transaction like any change and the host's new config version is
-  /// pushed; the grant message names that version. Refusals change nothing and say why.
-  /// A request repeated with the same id (a retry) gets the first answer, never a second block.
-  public func grantPorts(hostID: String, request: Hostnat_V1_PortRequest) async -> Hostnat_V1_PortGrant {
-    struct Refusal: Error { var reason: String }
-    struct Answered: Error { var grant: Hostnat_V1_PortGrant }
-    let requestKey = "\(hostID)\u{0}\(request.requestID)"
-    func refused(_ reason: String) -> Hostnat_V1_PortGrant {
-      .with {
-        $0.requestID = request.requestID
-        $0.refusedReason = reason
-      }
-    }
-    guard request.nic.hasPrefix("nic"), let nicIndex = Int(request.nic.dropFirst(3)) else {
-      return refused("\"\(request.nic)\" is not a NIC name (nic0, nic1, ...)")
-    }
-    let nicName = "\(request.instance)/\(request.nic)"
-    let granted = Mutex<NATPortRange?>(nil)
-    let answer = Mutex<Hostnat_V1_PortGrant?>(nil)
-    do {
-      _ = try await commit(
-        record: { tx, outcome, nowMs in
-          guard let range = granted.withLock({ $0 }) else { return }
-          let grant = Hostnat_V1_PortGrant.with {
-            $0.requestID = request.requestID
-            $0.block = .with {
-              $0.natIp = "\(range.natIp)"
-              $0.firstPort = UInt32(range.firstPort)
-              $0.count = UInt32(range.portCount)
-            }
-            $0.version = outcome.hostVersions[hostID] ?? 0
-            $0.epoch = (try? tx.reader.epoch()) ?? 0
-          }
-          answer.withLock { $0 = grant }
-          try tx.recordPortGrant(hostID: hostID, requestID: request.requestID, grant, atMs: nowMs, pruneBeforeMs: nowMs - 600_000)
-        },
-        remember: { state in
-          guard let grant = answer.withLock({ $0 }) else { return }
-          if state.grants.count >= 4096 { state.grants.removeAll() }
-          state.grants[requestKey] = grant
-        }
-      ) { state in
-        if let earlier = state.grants[requestKey] { throw Answered(grant: earlier) }
-        let allocations = state.planner.allocations(instance: request.instance).filter { $0.nic.nicIndex == nicIndex }
-        guard !allocations.isEmpty else { throw Refusal(reason: "no NAT gateway translates \(nicName)") }
-        var reasons: [String] = []
-        for allocation in allocations {
-          guard allocation.host == hostID else {
-            throw Refusal(reason: "\(request.instance) runs on \(allocation.host), not \(hostID)")
-          }
-          var planner = state.planner
-          switch planner.grant(allocation.nic) {
-          case .granted(let range):
-            granted.withLock { $0 = range }
-            return (state.intent, planner)
-          case .atMaximum:
-            reasons.append("\(nicName) is at the maximum ports per VM of gateway \(allocation.nic.gateway)")
-          case .noFreePorts:
-            reasons.append("gateway \(allocation.nic.gateway) has no free NAT ports left")
-          case .notDynamic:
-            reasons.append("gateway \(allocation.nic.gateway) does not use dynamic port allocation")
-          case .waitingForNatPorts:
-            reasons.append("\(nicName) has not received its minimum ports yet")
-          case .unknownNic:
-            reasons.append("gateway \(allocation.nic.gateway) does not translate \(nicName)")
-          }
-        }
-        throw Refusal(reason: reasons.joined(separator: "; "))
-      }
-      guard let grant = answer.withLock({ $0 }) else { return refused("nothing granted") }
-      return grant
-    } catch let earlier as Answered {
-      return earlier.grant
-    } catch let refusal as Refusal {
-      return refused(refusal.reason)
-    } catch {
-      return refused("the controller could not record the grant: \(error)")
-    }
-  }
-
-  /// Dynamic port allocation, the other way: shrinks NICs whose usage fell (the planner decides
-  /// how far), from a host's usage report. Only a report computed under the config the host
-  /// was pushed last counts (an older one may miss flows made since), and a NIC gives back only
-  /// blocks the report lists as idle. Reclaimed blocks are quarantined until the host ACKs a
-  /// config without them. Returns nil when nothing was reclaimed.
-  @discardableResult
-  public func reclaimPorts(hostID: String, report: Hostnat_V1_PortUsageReport) async throws -> ChangeOutcome? {
-    let reclaimed = Mutex(false)
-    let latest = try await store.fetch { reader in try reader.hostConfig(hostID).map { ($0.epoch, $0.version) } }
-    guard let latest, latest == (report.appliedEpoch, report.appliedVersion) else { return nil }
-    let outcome = try await commit(
-      verify: { reader in
-        // A change committed since the report was read makes it stale.
-        guard try reader.hostConfig(hostID).map({ ($0.epoch, $0.version) }) ?? (0, 0) == latest else { throw StaleReport() }
-      }
-    ) { state in
-      var planner = state.planner
-      for usage in report.nics {
-        guard usage.nic.hasPrefix("nic"), let nicIndex = Int(usage.nic.dropFirst(3)) else { continue }
-        let idle = Set(usage.idleBlocks.map(\.key))
-        for allocation in planner.allocations(instance: usage.instance)
-        where allocation.nic.nicIndex == nicIndex && allocation.host == hostID {
-          var trial = planner
-          let taken = trial.reclaim(allocation.nic, portsInUse: Int(usage.portsInUse))
-          guard !taken.isEmpty else { continue }
-          let keys = taken.map { BlockKey(natIP: "\($0.natIp)", firstPort: UInt32($0.firstPort), count: UInt32($0.portCount)) }
-          guard keys.allSatisfy(idle.contains) else { continue }
-          planner = trial
-          reclaimed.withLock { $0 = true }
-        }
-      }
-      return reclaimed.withLock { $0 } ? (state.intent, planner) : (state.intent, state.planner)
-    }
-    return reclaimed.withLock { $0 } ? outcome : nil
-  }
-
-  struct StaleReport: Error {}
-
-  /// `hosts forget HOST`: the operator declares the host gone for good, so the blocks
-  /// quarantined for it are freed now, as if it had ACKed (rule 5). Safe only for a host that is
-  /// really dead: one that is merely cut off may still translate on them (fail-static), which
-  /// is what the warnings say. Returns how many blocks were freed.
-  public func forgetHost(_ hostID: String) async throws -> (released: Int, warnings: [String]) {
-    var warnings: [String] = []
-    if sessions.hosts.status(hostID)?.connected == true {
-      warnings.append("\(hostID) is connected now: it will ACK by itself; forgetting it frees nothing it still uses")
-    }
-    let running = intent.instances.filter { $0.host == hostID }.map(\.name)
-    if !running.isEmpty {
-      warnings.append("\(hostID) still runs \(running.count) instance(s) (\(running.prefix(5).joined(separator: ", "))); their blocks stay theirs until they are deleted or moved")
-    }
-    let waiting = pendingReleases.values.filter { $0 == hostID }.count
-    if waiting == 0 { warnings.append("no block was waiting for \(hostID)") }
-    try await releaseQuarantined { _, pending in pending.host == hostID }
-    try await store.commit { tx in try tx.forgetInventory(hostID: hostID) }
-    logger.warning("host forgotten by the operator", metadata: ["host": "\(hostID)", "releasedBlocks": "\(waiting)"])
-    return (waiting, warnings)
-  }
-
   /// Quarantined blocks waiting for their old host, by planner id.
   public var pendingReleases: [UInt64: String] {
     state.withLock { state in state.pending.mapValues(\.host) }
   }
 
-  private func releaseQuarantined(_ due: (UInt64, PendingRelease) -> Bool) async throws -> ChangeOutcome? {
+  func releaseQuarantined(_ due: (UInt64, PendingRelease) -> Bool) async throws -> ChangeOutcome? {
     var released = false
     let outcome = try await commit { state in
       let ids = state.pending.filter { due($0.key, $0.value) }.map(\.key)
@@ -430,10 +298,13 @@ public final class ControllerCore: Sendable {
   /// `verify` runs first inside the transaction and throws to change nothing (a precondition
   /// on what is stored); `record` runs last inside it, with the new versions; `remember`
   /// updates the state with the rest of it, under the same lock.
-  private func commit(
+  /// `claims` updates the ownership claims (rule 9) the configs are built with.
+  @discardableResult
+  func commit(
     verify: (@Sendable (StoreReader) throws -> Void)? = nil,
     record: (@Sendable (StoreTransaction, ChangeOutcome, Int64) throws -> Void)? = nil,
     remember: ((inout State) -> Void)? = nil,
+    claims updateClaims: ((inout OwnershipClaims) -> Void)? = nil,
     _ plan: (State) throws -> (StoredIntent, NATPlanner)
   ) async throws -> ChangeOutcome {
     try await gate.withTurn {
@@ -443,11 +314,21 @@ public final class ControllerCore: Sendable {
       let before = state.withLock { $0 }
       let (intent, planner) = try plan(before)
       let plannerSnapshot = planner.snapshot()
-      if intent == before.intent && plannerSnapshot == before.planner.snapshot() {
+      var claims = before.claims
+      updateClaims?(&claims)
+      let owners = Self.owners(planner)
+      let withheld = claims.withheld(owners)
+      if intent == before.intent && plannerSnapshot == before.planner.snapshot()
+        && (claims == before.claims || withheld == before.claims.withheld(owners))
+      {
+        if claims != before.claims { state.withLock { $0.claims = claims } }
         return ChangeOutcome(hostVersions: [:], edgeVersion: nil)
       }
+      if withheld.hosts.values.contains(where: { !$0.isEmpty }) {
+        logger.notice("blocks withheld (rule 9)", metadata: ["hosts": "\(withheld.hosts.mapValues(\.count))", "edge": "\(withheld.edge.count)"])
+      }
       let oldConfigs = before.configs
-      let builtConfigs = Self.hostConfigs(intent, planner: planner, fencing: fencing)
+      let builtConfigs = Self.hostConfigs(intent, planner: planner, fencing: fencing, withheld: withheld.hosts)
       var newConfigs = builtConfigs
       // A host whose last VM left gets an empty config, so it stops translating for it.
       for host in oldConfigs.keys where newConfigs[host] == nil {
@@ -477,7 +358,7 @@ public final class ControllerCore: Sendable {
           outcome.hostVersions[host] = config.version
           pushes.append(config)
         }
-        let edgePush = try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, storeID: storeID, nowMs: now)
+        let edgePush = try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, storeID: storeID, nowMs: now, withheld: withheld.edge)
         outcome.edgeVersion = edgePush?.version
         // Blocks this change took away wait for the version that no longer holds them.
         var pending = before.pending.filter { id, _ in planner.quarantinedBlocks.contains { $0.id == id } }
@@ -495,6 +376,7 @@ public final class ControllerCore: Sendable {
         state.pending = result.3
         state.configs = builtConfigs
         state.nextFabricID = max(state.nextFabricID, highestFabricID + 1)
+        state.claims = claims
         remember?(&state)
       }
       // Durable first, pushed second (control.proto rule: a push never precedes its commit).
@@ -506,10 +388,15 @@ public final class ControllerCore: Sendable {
 
   /// Computes the edge's routes from the hosts' current underlay addresses and stores them under
   /// a new version if they changed; returns what to push, if anything.
-  static func storeEdgeConfig(intent: StoredIntent, planner: NATPlanner, tx: StoreTransaction, storeID: String, nowMs: Int64) throws -> Hostnat_V1_EdgeConfig? {
+  static func storeEdgeConfig(
+    intent: StoredIntent, planner: NATPlanner, tx: StoreTransaction, storeID: String, nowMs: Int64, withheld: Set<BlockKey>
+  ) throws -> Hostnat_V1_EdgeConfig? {
     let agents = try tx.reader.hosts().filter { $0.kind == .agent }
     let underlays = Dictionary(agents.map { ($0.hostID, $0.underlayAddress) }, uniquingKeysWith: { a, _ in a })
     var edgeConfig = SnapshotBuilder.edgeConfig(intent, planner: planner, underlays: underlays)
+    if !withheld.isEmpty {
+      edgeConfig.natRoutes.removeAll { withheld.contains(BlockKey(natIP: $0.natIp, firstPort: $0.firstPort, count: $0.count)) }
+    }
     if let stored = try tx.reader.edgeConfig(), sameRoutes(stored, edgeConfig) {
       return nil
     }
@@ -535,9 +422,12 @@ public final class ControllerCore: Sendable {
   public func refreshEdge() async throws -> UInt64? {
     try await gate.withTurn {
       let now = nowMs()
-      let (intent, planner) = state.withLock { ($0.intent, $0.planner) }
+      let (intent, planner, claims) = state.withLock { ($0.intent, $0.planner, $0.claims) }
       let storeID = self.storeID
-      let push = try await store.commit { tx in try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, storeID: storeID, nowMs: now) }
+      let withheld = claims.withheld(Self.owners(planner)).edge
+      let push = try await store.commit { tx in
+        try Self.storeEdgeConfig(intent: intent, planner: planner, tx: tx, storeID: storeID, nowMs: now, withheld: withheld)
+      }
       if let push { sessions.edges.push(push) }
       return push?.version
     }
@@ -637,6 +527,10 @@ extension ControllerCore: HostControlEvents {
     } catch {
       logger.error("reclaiming ports failed", metadata: ["host": "\(hostID)", "error": "\(error)"])
     }
+  }
+
+  public func helloReceived(_ hello: Hostnat_V1_Hello) async throws {
+    try await helloReceived(hello, kind: .agent)
   }
 
   public func acknowledged(_ ack: HostAcknowledgement) {

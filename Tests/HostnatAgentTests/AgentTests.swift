@@ -7,6 +7,7 @@ import HostnatEngine
 import HostnatPackets
 import HostnatProto
 import SwiftProtobuf
+import HostnatControlRules
 import Testing
 
 /// A host snapshot like the controller's: one gateway, vm-1 NATed with one block, vm-2 without NAT.
@@ -216,6 +217,62 @@ let loopbackAny = SocketAddress(ip: IPv4Address(127, 0, 0, 1), port: 0)
 
   func push(_ config: Hostnat_V1_HostConfig, nonce: String = UUID().uuidString) -> Hostnat_V1_ConfigPush {
     .with { $0.nonce = nonce; $0.config = config }
+  }
+
+  /// Control.proto rule 1 at the host: an equal (epoch, version) with other content is refused,
+  /// a higher epoch wins over any version of a lower one.
+  @Test func digestMismatchAndEpochsDecide() throws {
+    let dir = tempDir()
+    let agent = try agent(dir)
+    defer { agent.stop() }
+    var held = snapshot(version: 5)
+    held.epoch = 2
+    held.digest = ConfigDigest.of(held)
+    #expect(agent.handlePush(push(held)).ack.version == 5)
+    var other = snapshot(version: 5, blockStart: 4096)
+    other.epoch = 2
+    other.digest = ConfigDigest.of(other)
+    let mismatch = agent.handlePush(push(other))
+    #expect(mismatch.nack.error.hasPrefix("digest mismatch"), "\(mismatch.nack.error)")
+    var older = snapshot(version: 900)
+    older.epoch = 1
+    #expect(agent.handlePush(push(older)).nack.error.hasPrefix("stale epoch 1 version 900"))
+    var newer = snapshot(version: 1, blockStart: 4096)
+    newer.epoch = 3
+    newer.digest = ConfigDigest.of(newer)
+    let applied = agent.handlePush(push(newer))
+    #expect(applied.ack.version == 1 && applied.ack.epoch == 3 && applied.ack.digest == newer.digest)
+  }
+
+  /// Rule 8, lease mode: silent for the lease minus the margin, the host stops new mappings; for
+  /// the lease, it ends its flows and reports its blocks fenced; only a push lifts the fence.
+  @Test func leaseModeFencesAndOnlyAPushLiftsIt() throws {
+    let dir = tempDir()
+    let agent = try agent(dir)
+    defer { agent.stop() }
+    var config = snapshot(version: 5)
+    config.fencingMode = .lease
+    config.ownershipLeaseSec = 10
+    config.fenceMarginSec = 3
+    #expect(agent.handlePush(push(config)).ack.version == 5)
+    agent.link.update { $0.lastMessageMs = 1_000_000 }
+    agent.enforceLease(config, now: 1_000_000 + 6_999)
+    #expect(agent.link.status.fencing == "")
+    agent.enforceLease(config, now: 1_000_000 + 7_000)
+    #expect(agent.link.status.fencing == "no-new-mappings")
+    #expect(agent.hello().hello.blocks.allSatisfy { $0.state != .blockFenced })
+    agent.enforceLease(config, now: 1_000_000 + 10_000)
+    #expect(agent.link.status.fencing == "fenced")
+    let hello = agent.hello().hello
+    #expect(hello.fenced && hello.blocks.count == 2 && hello.blocks.allSatisfy { $0.state == .blockFenced })
+    // Hearing the controller again does not lift it by itself (a heartbeat, later ticks)...
+    agent.link.update { $0.lastMessageMs = 1_000_000 + 20_000 }
+    agent.enforceLease(config, now: 1_000_000 + 20_001)
+    #expect(agent.link.status.fencing == "fenced")
+    // ...the controller's answer to the hello does.
+    #expect(agent.handlePush(push(config)).ack.version == 5)
+    #expect(agent.link.status.fencing == "")
+    #expect(agent.hello().hello.blocks.allSatisfy { $0.state != .blockFenced })
   }
 
   @Test func versionsAckNackAndLastGoodConfig() throws {

@@ -198,6 +198,55 @@ struct ControlProtocolTests {
     }
   }
 
+  /// Rule 14: a hello with an out-of-range number is refused with the field, and the controller
+  /// keeps serving (the next stream works).
+  @Test func extremeHelloIsRefusedAndTheControllerServesOn() async throws {
+    try await withController { store, service, client in
+      _ = try storeConfig(store, host: "host-a", instances: [])
+      do {
+        try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "b"; $0.appliedVersion = 1 << 63 }) { _ in [] }
+        Issue.record("a hello with applied_version 2^63 was accepted")
+      } catch let error as RPCError {
+        #expect(error.code == .invalidArgument)
+        #expect(error.message.contains("hello.appliedVersion"), "\(error.message)")
+      }
+      #expect(service.registry.refusals.refusedMessages == 1)
+      let received = Received()
+      try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "b" }) { message in
+        guard case .push(let push)? = message.message else { return [] }
+        received.append(push)
+        return nil
+      }
+      #expect(received.pushes.count == 1, "the controller still answers")
+    }
+  }
+
+  /// Rules 11 and 14: an ACK whose nonce is not in flight (stale or forged), or whose version is
+  /// out of range, counts for nothing; the real ACK still does.
+  @Test func forgedAndStaleAcksAreIgnoredAndCounted() async throws {
+    try await withController { store, service, client in
+      let first = try storeConfig(store, host: "host-a", instances: [])
+      try await agentStream(client, hello: .with { $0.hostID = "host-a"; $0.bootID = "b" }) { message in
+        guard case .push(let push)? = message.message else { return [] }
+        return [
+          .with { $0.ack = .with { $0.nonce = "forged"; $0.version = push.config.version } },
+          .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = push.config.version + 1 } },
+          .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = 1 << 63 } },
+          .with { $0.nack = .with { $0.nonce = "stale"; $0.error = "x" } },
+          .with { $0.ack = .with { $0.nonce = push.nonce; $0.version = push.config.version } },
+        ]
+      } until: {
+        service.registry.status("host-a")?.lastAcked == first.version
+      }
+      let status = try #require(service.registry.status("host-a"))
+      #expect(status.ignoredAcks == 3, "the forged nonce, the wrong version, the stale NACK")
+      #expect(status.refusedMessages == 1, "the 2^63 version")
+      #expect(status.acks == 1)
+      #expect(status.lastNack.isEmpty)
+      #expect(try store.read { try $0.host("host-a") }?.ackedVersion == first.version)
+    }
+  }
+
   /// Rule 12: a second process with the same host id (another boot id) is refused while the
   /// first is connected, with the reason and an alarm; the first keeps its stream.
   @Test func secondBootOfAConnectedHostIsRefused() async throws {

@@ -17,7 +17,7 @@ extension AdminService {
       }
       let edgeVersion = edge?.version ?? 0
       let instances = Dictionary(grouping: core.intent.instances, by: \.host).mapValues(\.count)
-      let conflicts = core.ownershipConflicts(records)
+      let conflicts = core.conflicts
       let quarantined = Dictionary(grouping: core.pendingReleases.values, by: { $0 }).mapValues(\.count)
       return .with {
         $0.storeID = core.storeID
@@ -80,36 +80,12 @@ public struct OwnershipConflict: Sendable, Equatable, CustomStringConvertible {
   public var holder: String
   public var owner: String
 
+  public init(block: BlockKey, holder: String, owner: String) {
+    self.block = block
+    self.holder = holder
+    self.owner = owner
+  }
+
   public var description: String { "\(block) held by \(holder), given to \(owner)" }
 }
 
-extension ControllerCore {
-  /// Every block a host's inventory holds (not fenced) that overlaps a block the planner gives
-  /// to another host, active, drained or quarantined for it.
-  public func ownershipConflicts(_ records: [HostRecord]) -> [OwnershipConflict] {
-    let planner = self.planner
-    var owned: [String: [(block: BlockKey, host: String)]] = [:]
-    for allocation in planner.allAllocations {
-      let ranges = allocation.natIpPortRanges + allocation.drainNatIpPortRanges
-        + allocation.ruleAllocations.flatMap { $0.natIpPortRanges + $0.drainNatIpPortRanges }
-      for range in ranges {
-        let key = BlockKey(natIP: "\(range.natIp)", firstPort: UInt32(range.firstPort), count: UInt32(range.portCount))
-        owned[key.natIP, default: []].append((key, allocation.host))
-      }
-    }
-    for block in planner.quarantinedBlocks {
-      let key = BlockKey(natIP: "\(block.range.natIp)", firstPort: UInt32(block.range.firstPort), count: UInt32(block.range.portCount))
-      owned[key.natIP, default: []].append((key, block.host))
-    }
-    var conflicts: [OwnershipConflict] = []
-    for record in records where record.kind == .agent {
-      for held in record.inventory where held.state != .blockFenced {
-        let key = held.key
-        for other in owned[key.natIP] ?? [] where other.host != record.hostID && other.block.overlaps(key) {
-          conflicts.append(OwnershipConflict(block: key, holder: record.hostID, owner: other.host))
-        }
-      }
-    }
-    return conflicts.sorted { ($0.block, $0.holder) < ($1.block, $1.holder) }
-  }
-}

@@ -67,4 +67,6 @@ public protocol HostControlEvents: Sendable {
   func acknowledged(_ ack: HostAcknowledgement)
   /// A host said hello (its underlay address may be new).
   func connected(_ hello: Hostnat_V1_Hello) async
+  /// A host's hello, before it is answered: what it holds (rule 9).
+  func helloReceived(_ hello: Hostnat_V1_Hello) async throws
 }

@@ -20,6 +20,8 @@ struct ControlStream<Kind: ControlKind>: Sendable {
   let nowMs: MillisecondClock
   /// Where every message of the stream is recorded (`--trace-control`), if anywhere.
   var trace: ControlTrace? = nil
+  /// Told of a hello before it is answered (the answer is read from the store after it).
+  var prepare: (@Sendable (Hostnat_V1_Hello) async throws -> Void)? = nil
   /// Told once the snapshot answering a hello is queued.
   var opened: (@Sendable (Hostnat_V1_Hello) async -> Void)? = nil
   /// Told every ACK once it is durable.
@@ -139,6 +141,7 @@ struct ControlStream<Kind: ControlKind>: Sendable {
             case .shutDown:
               throw RPCError(code: .unavailable, message: "the controller is shutting down")
             }
+            try await prepare?(hello)
             let config = try await currentSnapshot(hello)
             Kind.push(config, to: hello.hostID, in: registry)
             await opened?(hello)

@@ -18,9 +18,12 @@ public struct EdgeControlService: Hostnat_V1_EdgeControlService.SimpleServicePro
     store: ControllerStore,
     registry: SessionRegistry<Hostnat_V1_EdgeControllerMessage>,
     heartbeatInterval: Duration = .seconds(1),
-    nowMs: @escaping MillisecondClock = systemMillisecondClock
+    nowMs: @escaping MillisecondClock = systemMillisecondClock,
+    prepare: (@Sendable (Hostnat_V1_Hello) async throws -> Void)? = nil
   ) {
     stream = ControlStream(store: store, registry: registry, heartbeatInterval: heartbeatInterval, nowMs: nowMs)
+    // Its routes are the newest ownership map: the controller reconciles with them (rule 9).
+    stream.prepare = prepare
   }
 
   public func connect(

@@ -36,6 +36,8 @@ public struct HostControlService: Hostnat_V1_HostControlService.SimpleServicePro
     stream = ControlStream(store: store, registry: registry, heartbeatInterval: heartbeatInterval, nowMs: nowMs)
     // Its underlay address may be new: the edge's routes follow it.
     stream.opened = { hello in await events?.connected(hello) }
+    // What it holds may conflict with what the store gives (rule 9): reconciled first.
+    stream.prepare = { hello in try await events?.helloReceived(hello) }
     stream.acknowledged = { ack in events?.acknowledged(ack) }
     stream.received = { [registry] hostID, message in await Self.handle(hostID: hostID, message, events: events, registry: registry) }
   }

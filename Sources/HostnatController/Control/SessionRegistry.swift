@@ -137,7 +137,8 @@ public final class SessionRegistry<Outbound: Sendable>: Sendable {
       state.sessions[hostID] = Session(id: id, status: status, outbox: outbox)
       return .opened(id)
     }
-    if case .opened = opened {} else { outbox.finish() }
+    // A refused stream is ended by its caller with the reason (finishing its outbox here would
+    // end it quietly first).
     return opened
   }
 

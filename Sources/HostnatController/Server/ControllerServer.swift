@@ -167,7 +167,9 @@ public struct ControllerServer: Sendable {
       throw ControllerStartError.restore("\(error)")
     }
     var hostService = HostControlService(store: store, registry: sessions.hosts, heartbeatInterval: options.heartbeat, events: core)
-    var edgeService = EdgeControlService(store: store, registry: sessions.edges, heartbeatInterval: options.heartbeat)
+    var edgeService = EdgeControlService(
+      store: store, registry: sessions.edges, heartbeatInterval: options.heartbeat,
+      prepare: { hello in try await core.helloReceived(hello, kind: .edge) })
     hostService.trace = trace
     edgeService.trace = trace
     let registry = TelemetryRegistry()
@@ -277,10 +279,10 @@ struct ControllerMetricsService: Service {
         registry.counter("hostnat_controller_refused_hellos_total").set(refusals.0.refusedHellos + refusals.1.refusedHellos)
         registry.counter("hostnat_controller_refused_messages_total").set(refusals.0.refusedMessages + refusals.1.refusedMessages)
         registry.gauge("hostnat_controller_quarantined_blocks").set(core.pendingReleases.count)
-        if let (records, epoch) = try? core.store.read({ reader in (try reader.hosts(), try reader.epoch()) }) {
+        if let epoch = try? core.store.read({ reader in try reader.epoch() }) {
           registry.gauge("hostnat_controller_epoch").set(Int(clamping: epoch))
-          registry.gauge("hostnat_controller_conflicting_blocks").set(core.ownershipConflicts(records).count)
         }
+        registry.gauge("hostnat_controller_conflicting_blocks").set(core.conflicts.count)
         for seconds in sessions.hosts.takeAckLatencies() + sessions.edges.takeAckLatencies() {
           registry.histogram("hostnat_controller_push_to_ack_seconds").record(seconds)
         }
