@@ -2,7 +2,7 @@ public import HostnatProto
 import SwiftProtobuf
 
 /// A NAT IP:port block as both ends name it (control.proto's PortBlock, NatRoute, HeldBlock).
-public struct BlockKey: Sendable, Hashable, Comparable, CustomStringConvertible {
+public struct BlockKey: Sendable, Hashable, Comparable, Codable, CustomStringConvertible {
   public var natIP: String
   public var firstPort: UInt32
   public var count: UInt32

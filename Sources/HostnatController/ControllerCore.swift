@@ -153,15 +153,12 @@ public final class ControllerCore: Sendable {
     // edge made before this start (rule 9; replaced by their hellos).
     let (configs, claims) = try store.read { reader -> ([String: Hostnat_V1_HostConfig], OwnershipClaims) in
       var configs: [String: Hostnat_V1_HostConfig] = [:]
-      var claims = OwnershipClaims()
+      var claims = try reader.snapshot("claims").flatMap { try? JSONDecoder().decode(OwnershipClaims.self, from: $0) } ?? OwnershipClaims()
       for record in try reader.hosts() {
         if record.kind == .edge {
-          claims.byEdge = Dictionary(grouping: record.inventory.filter { !$0.hostID.isEmpty }, by: \.hostID).mapValues { Set($0.map(\.key)) }
           claims.reconciling = true
-        } else {
-          if let config = try reader.hostConfig(record.hostID) { configs[record.hostID] = config.unstamped }
-          let held = record.inventory.filter { $0.state != .blockFenced }.map(\.key)
-          if !held.isEmpty { claims.byHost[record.hostID] = Set(held) }
+        } else if let config = try reader.hostConfig(record.hostID) {
+          configs[record.hostID] = config.unstamped
         }
       }
       return (configs, claims)
@@ -321,7 +318,11 @@ public final class ControllerCore: Sendable {
       if intent == before.intent && plannerSnapshot == before.planner.snapshot()
         && (claims == before.claims || withheld == before.claims.withheld(owners))
       {
-        if claims != before.claims { state.withLock { $0.claims = claims } }
+        if claims != before.claims {
+          let body = try JSONEncoder().encode(claims)
+          try await store.commit { tx in try tx.putSnapshot("claims", body) }
+          state.withLock { $0.claims = claims }
+        }
         return ChangeOutcome(hostVersions: [:], edgeVersion: nil)
       }
       if withheld.hosts.values.contains(where: { !$0.isEmpty }) {
@@ -335,6 +336,7 @@ public final class ControllerCore: Sendable {
         newConfigs[host] = .with { $0.hostID = host }
       }
       let snapshot = try JSONEncoder().encode(plannerSnapshot)
+      let claimsBody = try JSONEncoder().encode(claims)
       let finalConfigs = newConfigs
       let storeID = self.storeID
       let highestFabricID = intent.networks.map(\.fabricID).max() ?? 0
@@ -346,6 +348,8 @@ public final class ControllerCore: Sendable {
         let epoch = try tx.reader.epoch()
         try Self.recordAllocations(old: before.planner, new: planner, intent: intent, tx: tx, nowMs: now)
         try tx.putSnapshot("planner", snapshot)
+        // The claims a restart starts from (rule 9), with what they withheld.
+        try tx.putSnapshot("claims", claimsBody)
         var outcome = ChangeOutcome(hostVersions: [:], edgeVersion: nil)
         var pushes: [Hostnat_V1_HostConfig] = []
         for host in finalConfigs.keys.sorted() {

@@ -7,16 +7,18 @@ import HostnatProto
 /// ownership map it was pushed, on behalf of the host each route names) say so. A block one host
 /// claims is withheld from every other host the store gives it to, and from the edge's routes,
 /// until the claimant ACKs a config without it (or is forgotten, or its lease ran out).
-struct OwnershipClaims: Sendable, Equatable {
+struct OwnershipClaims: Sendable, Equatable, Codable {
   /// Blocks each agent said it holds (fenced ones excluded: they carry no flow).
   var byHost: [String: Set<BlockKey>] = [:]
   /// The edge's routes, by the host they name.
   var byEdge: [String: Set<BlockKey>] = [:]
-  /// Agents that said hello since this controller started.
+  /// Agents that said hello since this controller started (not stored).
   var reported: Set<String> = []
   /// Until the edge says hello in this run, a host gets no block it did not report holding:
   /// hosts this store never heard of may hold them, and only the edge's routes name those.
   var reconciling = false
+
+  enum CodingKeys: String, CodingKey { case byHost, byEdge }
 
   /// Records a Hello's inventory.
   mutating func hello(_ hello: Hostnat_V1_Hello, kind: Hostnat_V1_HostKind) {
