@@ -181,6 +181,14 @@ struct ControllerCLITests {
     #expect(routers.isEmpty)
     let gone = try await controller.cli(["addresses", "describe", "nat-ip-1", "--region", "us-east1"])
     #expect(gone.exitCode != 0 && gone.stderr.contains("NOT_FOUND"))
+
+    // hosts forget: frees what waits for a dead host, with the warning; an unknown host is refused.
+    let forget = try await controller.cli(["hosts", "forget", "host-a"])
+    #expect(forget.exitCode == 0 && forget.stderr.contains("WARNING") && forget.stderr.contains("Forgot [hosts/host-a]"), "\(forget.stderr)")
+    let unknown = try await controller.cli(["hosts", "forget", "host-zz"])
+    #expect(unknown.exitCode != 0 && unknown.stderr.contains("NOT_FOUND") && unknown.stderr.contains("host-zz"), "\(unknown.stderr)")
+    let listed = try #require(try await controller.json(["hosts", "list"]) as? [[String: Any]])
+    #expect(listed.count == 2)
   }
 
   /// Every kind of command refuses bad input with the field (or flag) and the reason, exits
