@@ -133,6 +133,9 @@ final class CompiledConfig {
   let mappedPorts: UnsafeMutableBufferPointer<UInt32>
   /// Block indexes sorted by (NAT IP, first port), to find the block of a mapping's NAT IP:port.
   let blocksByAddress: UnsafeMutableBufferPointer<Int>
+  /// Blocks in the config: the buffers above hold at least one slot even when there are none
+  /// (a fenced host has no block), so their capacity is not the count.
+  let blockCount: Int
 
   static func ns(_ d: Duration) -> UInt64 {
     let (s, atto) = d.components
@@ -254,6 +257,7 @@ final class CompiledConfig {
     portRefs.initialize(repeating: 0)
     mappedPorts = .allocate(capacity: max(3 * groups.count, 1))
     mappedPorts.initialize(repeating: 0)
+    blockCount = blocks.count
     blocksByAddress = .allocate(capacity: max(blocks.count, 1))
     _ = blocksByAddress.initialize(
       from: blocks.indices.sorted { (blocks[$0].natIP, blocks[$0].start) < (blocks[$1].natIP, blocks[$1].start) })
@@ -306,7 +310,7 @@ final class CompiledConfig {
   func block(natIP: UInt32, port natPort: UInt16) -> Int {
     let port = UInt32(natPort)
     var lo = 0
-    var hi = blocks.count
+    var hi = blockCount
     while lo < hi {
       let mid = (lo &+ hi) >> 1
       let b = blocks[blocksByAddress[mid]]

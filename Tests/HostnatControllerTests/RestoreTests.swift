@@ -2,7 +2,6 @@ import Foundation
 import HostnatControlRules
 import HostnatController
 import HostnatProto
-import HostnatTestSupport
 import SwiftProtobuf
 import Testing
 
